@@ -1,0 +1,46 @@
+# Every target builds what it needs by itself: a fresh clone needs only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# The reference client lives in its own environment: its pins must never leak into ours.
+COMPAT_VENV := .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
+INFERENCE_CLI_VERSION ?= 1.8.3
+
+.PHONY: demo test lint typecheck unit compat fmt clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+$(COMPAT_STAMP):
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install --quiet --disable-pip-version-check 'inference-cli==$(INFERENCE_CLI_VERSION)'
+	touch $(COMPAT_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/rfbatch demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests compat benchmarks
+	$(BIN)/ruff format --check src tests compat benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+compat: $(STAMP) $(COMPAT_STAMP)
+	INFERENCE_BIN=$(abspath $(COMPAT_VENV))/bin/inference $(BIN)/pytest compat
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix src tests compat benchmarks
+	$(BIN)/ruff format src tests compat benchmarks
+
+clean:
+	rm -rf $(VENV) $(COMPAT_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,7 @@
+"""``python -m rfbatch`` runs the command line."""
+
+from __future__ import annotations
+
+from rfbatch.cli import main
+
+main()

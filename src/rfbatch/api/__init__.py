@@ -1,0 +1,18 @@
+"""The control plane: a typed async client of the Roboflow Batch Processing API."""
+
+from __future__ import annotations
+
+from rfbatch.api.client import RoboflowClient
+from rfbatch.api.config import ClientConfig, RetryPolicy
+from rfbatch.api.pagination import Page, Paginator
+from rfbatch.api.retry import RetryEvent, RetryHook
+
+__all__ = [
+    "ClientConfig",
+    "Page",
+    "Paginator",
+    "RetryEvent",
+    "RetryHook",
+    "RetryPolicy",
+    "RoboflowClient",
+]

@@ -1,0 +1,113 @@
+"""Small frozen settings for the API client: how to reach the service and how hard to retry."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from rfbatch import __version__
+from rfbatch.errors import ConfigError
+from rfbatch.redact import MASK
+
+DEFAULT_BASE_URL = "https://api.roboflow.com"
+ENV_API_KEY = "ROBOFLOW_API_KEY"
+ENV_BASE_URL = "API_BASE_URL"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a failing call is retried: bounded both by ``attempts`` and by ``timeout`` seconds.
+
+    The wait before retry ``n`` is ``min(wait_max, wait_initial * 2**(n-1) + U(0, wait_jitter))``,
+    raised to the server's ``Retry-After`` when it asked for longer. A wait that would end past
+    ``timeout`` (counted from the first attempt) is not taken: the last error is raised instead.
+    ``server_error_attempts`` caps how many attempts may end in HTTP 500, because a 500 usually
+    means the request itself upsets the server, and hammering it rarely helps.
+    """
+
+    attempts: int = 6
+    timeout: float = 120.0
+    wait_initial: float = 0.25
+    wait_max: float = 15.0
+    wait_jitter: float = 1.0
+    server_error_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError(f"retry attempts must be >= 1, got {self.attempts}")
+        if self.server_error_attempts < 1:
+            raise ConfigError(
+                f"retry server_error_attempts must be >= 1, got {self.server_error_attempts}"
+            )
+        for name in ("timeout", "wait_initial", "wait_max", "wait_jitter"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"retry {name} must be >= 0, got {getattr(self, name)}")
+
+
+def _default_user_agent() -> str:
+    return f"rfbatch/{__version__}"
+
+
+@dataclass(frozen=True, repr=False)
+class ClientConfig:
+    """What :class:`~rfbatch.api.client.RoboflowClient` needs; the key never shows in a repr."""
+
+    api_key: str
+    base_url: str = DEFAULT_BASE_URL
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry: RetryPolicy = RetryPolicy()
+    max_concurrent_requests: int = 16
+    user_agent: str = field(default_factory=_default_user_agent)
+    ca_bundle: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.api_key.strip():
+            raise ConfigError(f"API key is empty: set {ENV_API_KEY} or pass --api-key")
+        base = self.base_url.strip().rstrip("/")
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"{ENV_BASE_URL} must be an http(s) URL such as {DEFAULT_BASE_URL}, got {base!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{ENV_BASE_URL} must not carry a query string or fragment")
+        # The contract concatenates paths onto the base URL, so it must end without a slash.
+        object.__setattr__(self, "base_url", base)
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ConfigError("connect_timeout and read_timeout must be > 0 seconds")
+        if self.max_concurrent_requests < 1:
+            raise ConfigError(
+                f"max_concurrent_requests must be >= 1, got {self.max_concurrent_requests}"
+            )
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={MASK!r}" if f.name == "api_key" else f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"ClientConfig({shown})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:
+        """Build a config from ``ROBOFLOW_API_KEY`` / ``API_BASE_URL``; ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown client setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        api_key = overrides.pop("api_key", None) or env.get(ENV_API_KEY, "").strip()
+        if not api_key:
+            raise ConfigError(f"{ENV_API_KEY} is not set: export it or pass --api-key")
+        values["api_key"] = api_key
+        base_url = env.get(ENV_BASE_URL, "").strip()
+        if base_url:
+            values["base_url"] = base_url
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,72 @@
+"""The composition root: builds the client, the transfer session and the manifest from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rfbatch.api import ClientConfig, RetryPolicy, RoboflowClient
+from rfbatch.settings import Settings
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.transfer import Transfer, TransferConfig
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(attempts=settings.api.retry_attempts, timeout=settings.api.retry_timeout)
+
+
+def client_config(settings: Settings) -> ClientConfig:
+    return ClientConfig(
+        api_key=settings.api_key(),
+        base_url=settings.api.base_url,
+        connect_timeout=settings.api.connect_timeout,
+        read_timeout=settings.api.read_timeout,
+        retry=retry_policy(settings),
+        max_concurrent_requests=settings.api.max_concurrent_requests,
+        ca_bundle=settings.api.ca_bundle,
+    )
+
+
+def transfer_config(settings: Settings) -> TransferConfig:
+    return TransferConfig(
+        connect_timeout=settings.api.connect_timeout,
+        read_timeout=settings.api.read_timeout,
+        retry=retry_policy(settings),
+        write_chunk_size=settings.upload.chunk_bytes,
+        ca_bundle=settings.api.ca_bundle,
+    )
+
+
+@asynccontextmanager
+async def open_client(settings: Settings) -> AsyncIterator[RoboflowClient]:
+    async with RoboflowClient(client_config(settings)) as client:
+        yield client
+
+
+@dataclass
+class Services:
+    """Everything a pipeline run talks to, opened together and closed together."""
+
+    settings: Settings
+    client: RoboflowClient
+    transfer: Transfer
+    manifest: SqliteManifest
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, source_roots: Sequence[Path] = ()
+) -> AsyncIterator[Services]:
+    """Open everything; ``source_roots`` are checked never to contain the state directory."""
+    config = client_config(settings)  # fails on a missing key before anything is opened
+    async with (
+        RoboflowClient(config) as client,
+        Transfer(transfer_config(settings)) as transfer,
+    ):
+        manifest = await SqliteManifest.open(settings.state.dir, source_roots=source_roots)
+        try:
+            yield Services(settings, client, transfer, manifest)
+        finally:
+            await manifest.close()

@@ -1,0 +1,7 @@
+"""The ``rfbatch`` command line: one Typer app, a module per command group."""
+
+from __future__ import annotations
+
+from rfbatch.cli.main import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,64 @@
+"""``rfbatch emulator``: the offline Roboflow Batch Processing API."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rfbatch.cli.common import EXIT_USAGE, fail
+from rfbatch.errors import ConfigError
+
+
+class Store(StrEnum):
+    files = "files"
+    digests = "digests"
+
+
+def emulator(
+    host: Annotated[str, typer.Option(help="Address to bind; keep it on loopback.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one (the URL printed says).")] = 0,
+    api_key: Annotated[
+        str,
+        typer.Option(
+            envvar="ROBOFLOW_API_KEY", help="The key clients must send.", show_default=False
+        ),
+    ] = "emulator-key",
+    workspace: Annotated[str, typer.Option(help="Workspace slug.")] = "emulator-ws",
+    faults: Annotated[
+        Path | None, typer.Option(help="TOML fault profile (see rfbatch.emulator.faults).")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Where to keep what arrives; a temporary dir if unset.")
+    ] = None,
+    store: Annotated[
+        Store, typer.Option(help="files keeps the bytes; digests keeps only size and SHA-256.")
+    ] = Store.files,
+    ingest_delay: Annotated[float, typer.Option(help="Seconds before a shard is ingested.")] = 0.0,
+    job_tick: Annotated[float, typer.Option(help="Seconds per job clock tick.")] = 0.05,
+) -> None:
+    """Serve the Roboflow Batch Processing API offline.
+
+    Prints its base URL, then serves until SIGINT or SIGTERM.
+    """
+    from rfbatch.emulator import EmulatorConfig, FaultProfile, serve
+
+    try:
+        profile = FaultProfile.from_toml(faults) if faults else None
+    except (OSError, ValueError, ConfigError) as exc:
+        fail(f"fault profile {faults}: {exc}", EXIT_USAGE)
+    serve(
+        EmulatorConfig(
+            api_key=api_key,
+            workspace=workspace,
+            host=host,
+            port=port,
+            state_dir=state_dir,
+            store=store.value,
+            faults=profile,
+            ingest_delay=ingest_delay,
+            job_tick=job_tick,
+        )
+    )

@@ -1,0 +1,44 @@
+"""The root command and its groups."""
+
+from __future__ import annotations
+
+import typer
+
+from rfbatch import __version__
+from rfbatch.cli import batch_cmd
+from rfbatch.cli.demo_cmd import demo
+from rfbatch.cli.emulator_cmd import emulator
+from rfbatch.cli.upload_cmd import upload
+
+app = typer.Typer(
+    name="rfbatch",
+    help="Move media in and out of Roboflow Batch Processing, fast and without losing a file.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"rfbatch {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Move media in and out of Roboflow Batch Processing."""
+
+
+app.command()(upload)
+app.add_typer(batch_cmd.app, name="batch")
+app.command()(emulator)
+app.command()(demo)
+
+
+def main() -> None:
+    app()

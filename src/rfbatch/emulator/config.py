@@ -1,0 +1,37 @@
+"""The emulator's one frozen configuration object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rfbatch.emulator.faults import FaultProfile
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """How one emulator instance behaves.
+
+    ``api_key`` and ``publishable_key`` are kept out of the repr so that a logged config never
+    leaks them.
+    """
+
+    api_key: str = field(default="emulator-key", repr=False)
+    workspace: str = "emulator-ws"
+    host: str = "127.0.0.1"
+    port: int = 0
+    state_dir: Path | None = None
+    store: Literal["files", "digests"] = "files"
+    faults: FaultProfile | None = None
+    ingest_delay: float = 0.0
+    job_tick: float = 0.05
+    url_ttl: float = 3600.0
+    max_image_bytes: int = 20 * 1024 * 1024
+    publishable_key: str | None = field(default=None, repr=False)
+    webhook_attempts: int = 3
+
+    @property
+    def webhook_bearer(self) -> str:
+        """The token job and ingest webhooks carry in ``Authorization: Bearer ...``."""
+        return self.publishable_key or f"rf_{self.workspace}"

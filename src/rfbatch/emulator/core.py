@@ -1,0 +1,158 @@
+"""The one object that holds a running emulator's state, shared by every route."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+from aiohttp import web
+
+from rfbatch.emulator.config import EmulatorConfig
+from rfbatch.emulator.faults import FaultInjector, FaultProfile
+from rfbatch.emulator.model import Counters, Store
+from rfbatch.emulator.pagination import PageTokens
+from rfbatch.emulator.signing import UrlSigner
+from rfbatch.emulator.tasks import TaskSet
+from rfbatch.emulator.webhooks import WebhookSender
+
+# The GCS-style constraint every upload URL carries and every PUT must echo.
+LENGTH_RANGE_HEADER = "x-goog-content-length-range"
+MAX_UPLOAD_BYTES = 5 * 1024**3
+
+
+@dataclass
+class UploadIntent:
+    """What a minted upload URL is for."""
+
+    token: str
+    kind: str  # "video" | "shard"
+    batch_id: str
+    file_name: str | None
+    shard_id: str | None
+    extension_headers: dict[str, str] = field(default_factory=dict)
+
+
+class EmulatorCore:
+    def __init__(self, config: EmulatorConfig) -> None:
+        # Imported here: jobs needs the core type and the core owns the engine.
+        from rfbatch.emulator.jobs import JobEngine
+
+        self.config = config
+        self.store = Store()
+        self.signer = UrlSigner(config.url_ttl)
+        self.tokens = PageTokens(secrets.token_bytes(16))
+        self.counters = Counters()
+        self.injector: FaultInjector | None = None
+        self.set_faults(config.faults)
+        self.tasks = TaskSet()
+        # Upload consumers hold a thread for a whole body; keep them off anyio's default pool.
+        self.pipe_limiter = anyio.CapacityLimiter(64)
+        self.io_limiter = anyio.CapacityLimiter(16)
+        self.uploads: dict[str, UploadIntent] = {}
+        self.reference_ingests: dict[tuple[str, str], dict[str, Any]] = {}
+        self.jobs = JobEngine(self)
+        self._tmp_root: Path | None = None
+        self._state_dir: Path | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._webhooks: WebhookSender | None = None
+
+    # lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.config.state_dir is None:
+            self._tmp_root = Path(
+                await anyio.to_thread.run_sync(lambda: tempfile.mkdtemp(prefix="rfbatch-emu-"))
+            )
+            self._state_dir = self._tmp_root
+        else:
+            self._state_dir = Path(self.config.state_dir)
+        for sub in ("blobs", "outputs"):
+            await anyio.Path(self._state_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60, sock_connect=5)
+        )
+        self._webhooks = WebhookSender(
+            bearer=self.config.webhook_bearer,
+            attempts=self.config.webhook_attempts,
+            counters=self.counters,
+            tasks=self.tasks,
+            session=self._session,
+        )
+
+    async def stop(self) -> None:
+        await self.tasks.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._tmp_root is not None:
+            root = self._tmp_root
+            await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
+
+    # accessors -----------------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        if self._state_dir is None:
+            raise RuntimeError("the emulator has not started")
+        return self._state_dir
+
+    @property
+    def blob_dir(self) -> Path | None:
+        """Where item bytes go; None in digests mode, where only size and hash are kept."""
+        return self.state_dir / "blobs" if self.config.store == "files" else None
+
+    @property
+    def output_dir(self) -> Path:
+        """Job outputs are small and generated, so they are kept as bytes in every mode."""
+        return self.state_dir / "outputs"
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the emulator has not started")
+        return self._session
+
+    @property
+    def webhooks(self) -> WebhookSender:
+        if self._webhooks is None:
+            raise RuntimeError("the emulator has not started")
+        return self._webhooks
+
+    def set_faults(self, profile: FaultProfile | None) -> None:
+        self.injector = FaultInjector(profile) if profile is not None else None
+
+    def mint_upload(
+        self, *, kind: str, batch_id: str, file_name: str | None, shard_id: str | None
+    ) -> UploadIntent:
+        token = uuid.uuid4().hex
+        intent = UploadIntent(
+            token=token,
+            kind=kind,
+            batch_id=batch_id,
+            file_name=file_name,
+            shard_id=shard_id,
+            extension_headers={LENGTH_RANGE_HEADER: f"0,{MAX_UPLOAD_BYTES}"},
+        )
+        self.uploads[token] = intent
+        return intent
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON of ``GET /_emulator/state``."""
+        return {
+            "workspace": self.config.workspace,
+            "batches": {b.batch_id: b.snapshot() for b in self.store.batch_list},
+            "jobs": self.jobs.snapshot(),
+            "counters": self.counters.snapshot(),
+            "webhooks": [d.snapshot() for d in self._webhooks.deliveries]
+            if self._webhooks is not None
+            else [],
+        }
+
+
+CORE_KEY = web.AppKey("rfbatch_emulator_core", EmulatorCore)

@@ -1,0 +1,287 @@
+"""What the emulator remembers: batches, their items, shards and parts.
+
+Everything here is mutated only on the event loop, so no locks are needed. Item bytes live in
+blob files under the state directory (``store="files"``) or not at all (``store="digests"``);
+the records themselves stay in memory.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+BatchType = Literal["simple-batch", "sharded-batch", "multipart-batch"]
+ContentType = Literal["images", "videos", "metadata", "archives", "mixed"]
+UploadMode = Literal["single", "bulk", "system"]
+
+BATCH_RETENTION = timedelta(days=7)
+
+IMAGE_EXTENSIONS = frozenset({"bmp", "dib", "jpeg", "jpg", "jpe", "jp2", "png", "webp"})
+
+_EXTRA_TYPES = {
+    "jsonl": "application/jsonl",
+    "webp": "image/webp",
+    "jp2": "image/jp2",
+    "dib": "image/bmp",
+    "jpe": "image/jpeg",
+    "gz": "application/gzip",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z``, as the contract wants."""
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def content_type_for(name: str) -> str:
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if name.lower().endswith(".tar.gz"):
+        return "application/gzip"
+    if ext in _EXTRA_TYPES:
+        return _EXTRA_TYPES[ext]
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def is_image_name(name: str) -> bool:
+    return "." in name and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass
+class Item:
+    """One file of a batch, keyed by (part, name); a repeat upload replaces it in place."""
+
+    item_id: str
+    name: str
+    part_name: str | None
+    size: int
+    sha256: str
+    received: int
+    blob: Path | None
+    shard_id: str | None
+    content_type: str
+    nested_content_type: str | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "received": self.received,
+            "partName": self.part_name,
+        }
+
+
+@dataclass
+class FailedItem:
+    name: str
+    reason: str
+    shard_id: str | None = None
+
+
+@dataclass
+class Shard:
+    shard_id: str
+    status_name: str
+    status_type: str
+    event_timestamp: datetime
+    objects: int = 0
+    metadata: dict[str, Any] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "shardId": self.shard_id,
+            "statusName": self.status_name,
+            "statusType": self.status_type,
+            "eventTimestamp": iso(self.event_timestamp),
+            "shardObjectsCount": self.objects,
+        }
+        if self.metadata is not None:
+            body["statusMetadata"] = self.metadata
+        return body
+
+
+@dataclass
+class Part:
+    name: str
+    part_type: str
+    content_type: str
+    description: str | None = None
+    nested_content_type: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "partName": self.name,
+            "partType": self.part_type,
+            "contentType": self.content_type,
+        }
+        if self.description is not None:
+            body["partDescription"] = self.description
+        if self.nested_content_type is not None:
+            body["nestedContentType"] = self.nested_content_type
+        return body
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    display_name: str
+    batch_type: BatchType
+    content_type: ContentType
+    upload_mode: UploadMode
+    created: datetime = field(default_factory=utcnow)
+    # Append-only lists, so an index into them is a stable pagination cursor.
+    items: list[Item] = field(default_factory=list)
+    items_by_part: dict[str | None, list[Item]] = field(default_factory=dict)
+    _by_key: dict[tuple[str | None, str], Item] = field(default_factory=dict)
+    by_id: dict[str, Item] = field(default_factory=dict)
+    shards: list[Shard] = field(default_factory=list)
+    shards_by_id: dict[str, Shard] = field(default_factory=dict)
+    parts: dict[str, Part] = field(default_factory=dict)
+    failed: list[FailedItem] = field(default_factory=list)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "displayName": self.display_name,
+            "batchId": self.batch_id,
+            "batchType": self.batch_type,
+            "batchContentType": self.content_type,
+            "createdDate": iso(self.created),
+            "expiryDate": iso(self.created + BATCH_RETENTION),
+        }
+
+    def count(self, part_name: str | None = None) -> int:
+        if part_name is None:
+            return len(self.items)
+        return len(self.items_by_part.get(part_name, ()))
+
+    def listing(self, part_name: str | None) -> list[Item]:
+        if part_name is None:
+            return self.items
+        return self.items_by_part.get(part_name, [])
+
+    def put_item(
+        self,
+        *,
+        name: str,
+        size: int,
+        sha256: str,
+        blob: Path | None,
+        shard_id: str | None = None,
+        part_name: str | None = None,
+        nested_content_type: str | None = None,
+    ) -> tuple[Item, Path | None]:
+        """Add an item, or replace the one of the same name; returns it and the old blob."""
+        key = (part_name, name)
+        existing = self._by_key.get(key)
+        if existing is not None:
+            old_blob = existing.blob if existing.blob != blob else None
+            existing.size = size
+            existing.sha256 = sha256
+            existing.blob = blob
+            existing.shard_id = shard_id
+            existing.received += 1
+            return existing, old_blob
+        item = Item(
+            item_id=uuid.uuid4().hex,
+            name=name,
+            part_name=part_name,
+            size=size,
+            sha256=sha256,
+            received=1,
+            blob=blob,
+            shard_id=shard_id,
+            content_type=content_type_for(name),
+            nested_content_type=nested_content_type,
+        )
+        self._by_key[key] = item
+        self.by_id[item.item_id] = item
+        self.items.append(item)
+        if part_name is not None:
+            self.items_by_part.setdefault(part_name, []).append(item)
+        return item, None
+
+    def add_shard(self, shard: Shard) -> Shard:
+        existing = self.shards_by_id.get(shard.shard_id)
+        if existing is not None:
+            existing.status_name = shard.status_name
+            existing.status_type = shard.status_type
+            existing.event_timestamp = shard.event_timestamp
+            existing.objects = shard.objects
+            existing.metadata = shard.metadata
+            return existing
+        self.shards.append(shard)
+        self.shards_by_id[shard.shard_id] = shard
+        return shard
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "batchType": self.batch_type,
+            "batchContentType": self.content_type,
+            "displayName": self.display_name,
+            "count": self.count(),
+            "items": [item.snapshot() for item in self.items],
+            "shards": [
+                {
+                    "shardId": s.shard_id,
+                    "statusName": s.status_name,
+                    "statusType": s.status_type,
+                    "objects": s.objects,
+                }
+                for s in self.shards
+            ],
+            "failedItems": [{"name": f.name, "reason": f.reason} for f in self.failed],
+            "parts": [p.name for p in self.parts.values()],
+        }
+
+
+@dataclass
+class Counters:
+    puts: int = 0
+    putsRejected: int = 0
+    downloads: int = 0
+    faultsInjected: int = 0
+    webhooksSent: int = 0
+    webhooksFailed: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class Store:
+    """The batches of the one emulated workspace."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, Batch] = {}
+        self.batch_list: list[Batch] = []
+
+    def get(self, batch_id: str) -> Batch | None:
+        return self.batches.get(batch_id)
+
+    def create(
+        self,
+        batch_id: str,
+        *,
+        display_name: str | None,
+        batch_type: BatchType,
+        content_type: ContentType,
+        upload_mode: UploadMode,
+    ) -> Batch:
+        batch = Batch(
+            batch_id=batch_id,
+            display_name=display_name or batch_id,
+            batch_type=batch_type,
+            content_type=content_type,
+            upload_mode=upload_mode,
+        )
+        self.batches[batch_id] = batch
+        self.batch_list.append(batch)
+        return batch

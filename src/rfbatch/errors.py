@@ -1,0 +1,138 @@
+"""The one exception tree of rfbatch.
+
+Errors are classified by what the caller should do, not by where they came from::
+
+    RfbatchError
+    ├── ConfigError                 bad settings or arguments: stop before any work (exit 2)
+    ├── ApiError                    the service answered with an error, or could not be reached
+    │   ├── FatalApiError           retrying will not help; the run stops (exit 3)
+    │   │   ├── UnauthorizedError   401: missing or wrong API key
+    │   │   └── ForbiddenError      402/403: plan or permission
+    │   ├── NotFoundError           404: unknown batch, job or stage
+    │   ├── ConflictError           409: job id exists with another definition
+    │   ├── BadRequestError         400 and other 4xx: the request itself is wrong
+    │   ├── DecodeError             2xx whose body is not the JSON the contract promises
+    │   └── TransientError          408, 429, 5xx, connection errors, timeouts: retry
+    ├── TransferError               a signed-URL PUT or a download went wrong
+    │   ├── SignedUrlRejectedError  403 / expired URL: ask for a fresh URL, then retry
+    │   └── IncompleteBodyError     fewer (or more) bytes than announced: retry
+    ├── LocalFileError              one local file cannot be sent: skip it, record why, go on
+    │   ├── FileTooLargeError
+    │   ├── FileUnreadableError
+    │   └── FileChangedError        size/mtime moved while it was read: re-queue, never send half
+    └── UnsafePathError             a name from the server would land outside the output folder
+
+Messages never hold the API key or a signed URL's query string: every URL that reaches an
+exception goes through :func:`rfbatch.redact.redact_url` first.
+"""
+
+from __future__ import annotations
+
+
+class RfbatchError(Exception):
+    """Base of every error rfbatch raises on purpose."""
+
+
+class ConfigError(RfbatchError):
+    """Invalid settings or arguments; raised before any work starts."""
+
+
+class ApiError(RfbatchError):
+    """The API answered with an error status, or could not be reached.
+
+    ``status`` is the HTTP status (``None`` when no response arrived), ``url`` is already redacted.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        self.message = message
+        self.status = status
+        self.url = url
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = f" ({self.url})" if self.url else ""
+        code = f"HTTP {self.status}: " if self.status is not None else ""
+        return f"{code}{self.message}{where}"
+
+
+class FatalApiError(ApiError):
+    """Retrying will not help and nothing else will work either: stop the run."""
+
+
+class UnauthorizedError(FatalApiError):
+    """401: the API key is missing or wrong."""
+
+
+class ForbiddenError(FatalApiError):
+    """402 or 403: the workspace lacks the feature, or the key lacks the permission."""
+
+
+class NotFoundError(ApiError):
+    """404: the batch, job or stage does not exist."""
+
+
+class ConflictError(ApiError):
+    """409: a job with this id exists with a different definition."""
+
+
+class BadRequestError(ApiError):
+    """400 or another 4xx: the request is wrong; the service's message says how."""
+
+
+class DecodeError(ApiError):
+    """A successful response whose body is not the JSON the contract describes."""
+
+
+class TransientError(ApiError):
+    """Worth retrying: 408, 429, 5xx, connection errors and timeouts.
+
+    ``retry_after`` holds the server's ``Retry-After`` in seconds when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        url: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, url=url)
+        self.retry_after = retry_after
+
+
+class TransferError(RfbatchError):
+    """A PUT to, or a GET from, a signed URL failed."""
+
+
+class SignedUrlRejectedError(TransferError):
+    """The storage refused the signed URL (403, expired): mint a new one and try again."""
+
+
+class IncompleteBodyError(TransferError):
+    """The body ended before (or ran past) the announced length."""
+
+
+class LocalFileError(RfbatchError):
+    """One local file cannot be sent; the file is skipped and the reason recorded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class FileTooLargeError(LocalFileError):
+    """The file is over the service's per-item limit."""
+
+
+class FileUnreadableError(LocalFileError):
+    """The file vanished, or cannot be opened or read."""
+
+
+class FileChangedError(LocalFileError):
+    """The file changed while it was being read; it is re-queued, never sent half-written."""
+
+
+class UnsafePathError(RfbatchError):
+    """A file name from the server, or a tar member, would escape the output folder."""

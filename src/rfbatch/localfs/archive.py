@@ -1,0 +1,246 @@
+"""Tar shards streamed straight from the files, with their exact length known up front.
+
+A POSIX tar is a sequence of 512-byte blocks: per member a header (plus a PAX extended header
+when the name is long or not ASCII), the data padded to a block, then two zero blocks and
+padding to the record size. Every part's size is known from the names and file sizes alone, so
+:func:`tar_length` gives the ``Content-Length`` before a byte is read, and :class:`TarBody`
+streams the shard from disk in ~1 MiB chunks: no temporary file, no whole shard in memory.
+
+Headers come from :meth:`tarfile.TarInfo.tobuf` itself with fixed metadata (mode 0644, owner
+0:0, no user or group names, the file's mtime), so the output is deterministic and equal byte
+for byte to what ``tarfile`` writes for the same members.
+
+Each file is checked against its expected size (and mtime, when known) when it is opened, and
+again after its last byte is read: a file that moved raises
+:class:`~rfbatch.errors.FileChangedError` before the body is complete, so a half-written file is
+never sent as if whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from collections.abc import AsyncGenerator, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+import anyio.to_thread
+
+from rfbatch.errors import FileChangedError, FileUnreadableError
+from rfbatch.localfs.scan import FoundFile
+
+BLOCKSIZE = tarfile.BLOCKSIZE
+RECORDSIZE = tarfile.RECORDSIZE
+DEFAULT_CHUNK_SIZE = 1 << 20
+TAR_ENCODING = "utf-8"
+FILE_MODE = 0o644
+
+
+@dataclass(frozen=True, slots=True)
+class TarMember:
+    """One tar member: backed by a file (``path``) or held in memory (``data``), not both.
+
+    ``mtime`` (seconds) goes into the header. ``mtime_ns``, when set, is the exact mtime the
+    file must still have when it is read; :meth:`from_found` fills it from the scan.
+    """
+
+    name: str
+    path: Path | None
+    data: bytes | None
+    size: int
+    mtime: int
+    mtime_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.path is None) == (self.data is None):
+            raise ValueError("a TarMember needs exactly one of path and data")
+        if self.data is not None and len(self.data) != self.size:
+            raise ValueError(f"member {self.name!r}: size {self.size} != len(data)")
+        if self.size < 0 or self.mtime < 0:
+            raise ValueError(f"member {self.name!r}: negative size or mtime")
+        if not self.name or "\x00" in self.name:
+            raise ValueError(f"invalid member name {self.name!r}")
+        # PAX stores names as UTF-8; a lone surrogate would need hdrcharset=BINARY.
+        self.name.encode("utf-8")
+
+    @classmethod
+    def from_found(cls, name: str, found: FoundFile) -> TarMember:
+        """A member for a scanned file, pinned to the size and mtime the scan saw."""
+        return cls(
+            name=name,
+            path=found.path,
+            data=None,
+            size=found.size,
+            mtime=found.mtime_ns // 1_000_000_000,
+            mtime_ns=found.mtime_ns,
+        )
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes, mtime: int) -> TarMember:
+        """An in-memory member, such as ``notification_config.json``."""
+        return cls(name=name, path=None, data=data, size=len(data), mtime=mtime)
+
+
+def tarinfo_for(member: TarMember) -> tarfile.TarInfo:
+    """The :class:`tarfile.TarInfo` a member is written with (fixed, deterministic metadata)."""
+    info = tarfile.TarInfo(member.name)
+    info.size = member.size
+    info.mtime = member.mtime
+    info.mode = FILE_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def header_bytes(member: TarMember) -> bytes:
+    """The header block(s) of ``member``, including a PAX header when one is needed."""
+    return tarinfo_for(member).tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, "surrogateescape")
+
+
+def _padding(size: int) -> int:
+    return -size % BLOCKSIZE
+
+
+def _trailer_length(body_length: int) -> int:
+    end = body_length + 2 * BLOCKSIZE
+    return 2 * BLOCKSIZE + (-end % RECORDSIZE)
+
+
+def tar_length(members: Sequence[TarMember]) -> int:
+    """The exact size in bytes of the tar :class:`TarBody` streams for ``members``."""
+    body = sum(len(header_bytes(m)) + m.size + _padding(m.size) for m in members)
+    return body + _trailer_length(body)
+
+
+class TarBody:
+    """A tar of ``members`` streamed in chunks, with its exact :attr:`length`.
+
+    :meth:`chunks` may be called again (for a retried upload): each call starts from the first
+    byte and re-reads the files. File reads run in worker threads (pass ``limiter`` to bound
+    how many shards read at once).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[TarMember],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be positive")
+        self.members: tuple[TarMember, ...] = tuple(members)
+        self.chunk_size = chunk_size
+        self._limiter = limiter
+        self._headers = [header_bytes(m) for m in self.members]
+        body = sum(
+            len(h) + m.size + _padding(m.size)
+            for h, m in zip(self._headers, self.members, strict=True)
+        )
+        self._trailer = _trailer_length(body)
+        self.length = body + self._trailer
+
+    def __repr__(self) -> str:
+        return f"TarBody(members={len(self.members)}, length={self.length})"
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """Yield the whole tar, ``chunk_size`` bytes at a time (the last chunk may be shorter)."""
+        reader = _TarReader(self.members, self._headers, self._trailer, self.chunk_size)
+        try:
+            while chunk := await anyio.to_thread.run_sync(reader.read_chunk, limiter=self._limiter):
+                yield chunk
+        finally:
+            reader.close()
+
+
+class _TarReader:
+    """The blocking half of :class:`TarBody`: produces one chunk per call, in a worker thread."""
+
+    def __init__(
+        self,
+        members: Sequence[TarMember],
+        headers: Sequence[bytes],
+        trailer: int,
+        chunk_size: int,
+    ) -> None:
+        self._members = members
+        self._headers = headers
+        self._trailer = trailer
+        self._chunk_size = chunk_size
+        self._file: BinaryIO | None = None
+        self._carry = b""
+        self._pieces = self._generate()
+
+    def read_chunk(self) -> bytes:
+        buf = bytearray(self._carry)
+        self._carry = b""
+        while len(buf) < self._chunk_size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            buf += piece
+        if len(buf) > self._chunk_size:
+            self._carry = bytes(buf[self._chunk_size :])
+            del buf[self._chunk_size :]
+        return bytes(buf)
+
+    def close(self) -> None:
+        self._pieces.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _generate(self) -> Generator[bytes, None, None]:
+        for member, header in zip(self._members, self._headers, strict=True):
+            yield header
+            if member.data is not None:
+                yield member.data
+            else:
+                yield from self._file_data(member)
+            if pad := _padding(member.size):
+                yield bytes(pad)
+        yield bytes(self._trailer)
+
+    def _file_data(self, member: TarMember) -> Generator[bytes, None, None]:
+        assert member.path is not None
+        path = str(member.path)
+        try:
+            self._file = f = open(member.path, "rb", buffering=0)  # noqa: SIM115 closed in finally
+        except OSError as exc:
+            raise FileUnreadableError(path, _reason(exc)) from exc
+        try:
+            before = _fstat(f, path)
+            if before.st_size != member.size:
+                raise FileChangedError(path, f"size is {before.st_size}, expected {member.size}")
+            if member.mtime_ns is not None and before.st_mtime_ns != member.mtime_ns:
+                raise FileChangedError(path, "modified since it was scanned")
+            remaining = member.size
+            while remaining:
+                try:
+                    data = f.read(min(remaining, self._chunk_size))
+                except OSError as exc:
+                    raise FileUnreadableError(path, _reason(exc)) from exc
+                if not data:
+                    raise FileChangedError(path, "file shrank while it was read")
+                remaining -= len(data)
+                yield data
+            after = _fstat(f, path)
+            if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
+                raise FileChangedError(path, "modified while it was read")
+        finally:
+            self._file = None
+            f.close()
+
+
+def _fstat(f: BinaryIO, path: str) -> os.stat_result:
+    try:
+        return os.fstat(f.fileno())
+    except OSError as exc:
+        raise FileUnreadableError(path, _reason(exc)) from exc
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__

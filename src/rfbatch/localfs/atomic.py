@@ -1,0 +1,231 @@
+"""Write results to disk safely: names checked, files complete or absent, never outside the folder.
+
+Names in a download listing and members of a result archive come from the server, so each is
+checked by :func:`safe_join` before anything is created. Every file is written under a hidden
+temporary name in its final folder (:func:`atomic_target`), fsynced, and renamed into place
+(:func:`commit_atomic`): a crash leaves either the old file or the new one, never half of one.
+Archives are unpacked into a temporary folder first and only then moved into place
+(:func:`safe_extract_tar`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+import shutil
+import tarfile
+import uuid
+import zlib
+from pathlib import Path
+
+import anyio.to_thread
+
+from rfbatch.errors import IncompleteBodyError, UnsafePathError
+
+TEMP_SUFFIX = ".rfbatch.tmp"
+_DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_COPY_BUFFER = 1 << 20
+_MAX_NAME_BYTES = 255
+
+
+def _check_name(name: str, what: str, *, allow_root: bool = False) -> list[str]:
+    """The safe components of a relative POSIX ``name``, or :class:`UnsafePathError`.
+
+    With ``allow_root``, a name that is the folder itself (``.``, ``./``) gives ``[]``.
+    """
+    if not name:
+        raise UnsafePathError(f"refusing {what}: empty name")
+    if "\x00" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise UnsafePathError(f"refusing {what} {name!r}: control character in name")
+    if "\\" in name:
+        raise UnsafePathError(f"refusing {what} {name!r}: backslash in name")
+    if name.startswith("/") or _DRIVE_RE.match(name):
+        raise UnsafePathError(f"refusing {what} {name!r}: absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafePathError(f"refusing {what} {name!r}: '..' in path")
+    if not parts and not allow_root:
+        raise UnsafePathError(f"refusing {what} {name!r}: no file name")
+    return parts
+
+
+def _inside(root: Path, candidate: Path) -> bool:
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(candidate)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def safe_join(root: Path, name: str) -> Path:
+    """``root / name`` for a relative POSIX ``name`` that stays inside ``root``.
+
+    Refuses (:class:`UnsafePathError`) empty names, absolute paths, drive letters, backslashes,
+    ``..`` components, NUL and control characters, and any path that resolves outside ``root``
+    through a symbolic link already on disk.
+    """
+    parts = _check_name(name, "file name")
+    path = root.joinpath(*parts)
+    if not _inside(root, path):
+        raise UnsafePathError(f"refusing file name {name!r}: resolves outside the output folder")
+    return path
+
+
+def atomic_target(dest: Path) -> Path:
+    """A unique hidden temporary path beside ``dest``, for writing before :func:`commit_atomic`.
+
+    Hidden and ending in ``.tmp``, so no scanner (rfbatch's included) mistakes it for a result.
+    """
+    tag = f".{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    room = _MAX_NAME_BYTES - 1 - len(tag)
+    stem = dest.name.encode()[:room].decode("utf-8", "ignore")
+    return dest.with_name(f".{stem}{tag}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def commit_atomic_sync(tmp: Path, dest: Path, *, expected_size: int | None = None) -> None:
+    """Blocking :func:`commit_atomic`."""
+    try:
+        if expected_size is not None:
+            size = tmp.stat().st_size
+            if size != expected_size:
+                raise IncompleteBodyError(
+                    f"{dest.name}: wrote {size} bytes, expected {expected_size}"
+                )
+        _fsync_file(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    # The rename is only durable once the folder that holds it is flushed.
+    _fsync_dir(dest.parent)
+
+
+async def commit_atomic(tmp: Path, dest: Path, *, expected_size: int | None = None) -> None:
+    """Flush ``tmp`` to disk, rename it to ``dest``, flush the folder.
+
+    With ``expected_size`` a file of another length raises
+    :class:`~rfbatch.errors.IncompleteBodyError`. On any failure ``tmp`` is removed, so no
+    partial file is left behind.
+    """
+    await anyio.to_thread.run_sync(
+        lambda: commit_atomic_sync(tmp, dest, expected_size=expected_size)
+    )
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes available to this user on the file system holding ``path`` (or its nearest parent)."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def safe_extract_tar(archive: Path, dest_dir: Path, *, fsync: bool = True) -> list[Path]:
+    """Unpack a ``.tar`` or ``.tar.gz`` into ``dest_dir``; return the files placed, in order.
+
+    Only regular files and folders are accepted, with names checked like :func:`safe_join`:
+    links, devices, FIFOs, absolute names and ``..`` raise :class:`UnsafePathError` naming the
+    member; a truncated or corrupt archive raises :class:`IncompleteBodyError`. Everything is
+    unpacked into a hidden temporary folder inside ``dest_dir`` first and moved into place
+    only when the whole archive was read, so a hostile or truncated archive leaves nothing
+    behind. Blocking: see :func:`safe_extract_tar_async`.
+    """
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    staging = dest_dir / f".rfbatch-extract-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    staging.mkdir()
+    try:
+        try:
+            names = _unpack(archive, staging, fsync=fsync)
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            # A cut-short download looks like this; fetching it again is the cure.
+            raise IncompleteBodyError(
+                f"archive {archive.name} is truncated or corrupt: {exc}"
+            ) from exc
+        targets = [safe_join(dest_dir, "/".join(parts)) for parts in names]
+        for parts, target in zip(names, targets, strict=True):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging.joinpath(*parts), target)
+        if fsync:
+            for folder in {t.parent for t in targets}:
+                _fsync_dir(folder)
+        return targets
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+async def safe_extract_tar_async(
+    archive: Path, dest_dir: Path, *, fsync: bool = True
+) -> list[Path]:
+    """:func:`safe_extract_tar` in a worker thread."""
+    return await anyio.to_thread.run_sync(lambda: safe_extract_tar(archive, dest_dir, fsync=fsync))
+
+
+def _describe(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symbolic link"
+    if member.islnk():
+        return "hard link"
+    if member.ischr() or member.isblk():
+        return "device"
+    if member.isfifo():
+        return "FIFO"
+    return f"unsupported member type {member.type!r}"
+
+
+def _unpack(archive: Path, staging: Path, *, fsync: bool) -> list[list[str]]:
+    """Write the archive's files under ``staging``; return each file's name components."""
+    files: dict[tuple[str, ...], None] = {}
+    # "r|*" reads the archive as a stream: one pass, compressed or not, no seeking.
+    with tarfile.open(archive, mode="r|*") as tar:
+        for member in tar:
+            # "./" often heads archives made with `tar -C dir .`: it is the folder itself.
+            parts = _check_name(member.name, "archive member", allow_root=member.isdir())
+            if member.isdir():
+                _ensure_dir(staging, parts, member.name)
+                continue
+            if not member.isreg():
+                raise UnsafePathError(
+                    f"refusing archive member {member.name!r}: {_describe(member)}"
+                )
+            _ensure_dir(staging, parts[:-1], member.name)
+            target = staging.joinpath(*parts)
+            if target.is_dir():
+                raise UnsafePathError(
+                    f"refusing archive member {member.name!r}: a folder of that name exists"
+                )
+            source = tar.extractfile(member)
+            assert source is not None  # a regular member always has a data stream
+            with source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out, _COPY_BUFFER)
+                if fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            files[tuple(parts)] = None
+    return [list(parts) for parts in files]
+
+
+def _ensure_dir(staging: Path, parts: list[str], member_name: str) -> None:
+    folder = staging.joinpath(*parts)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise UnsafePathError(
+            f"refusing archive member {member_name!r}: a file of that name exists"
+        ) from exc

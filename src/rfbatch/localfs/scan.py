@@ -1,0 +1,475 @@
+"""Find media files under source folders, streaming, without ever holding a whole listing.
+
+A walk is a plain generator over ``os.scandir`` run in a worker thread a chunk at a time, so a
+folder of a million files costs one chunk of memory and the event loop never waits on a disk.
+``DirEntry`` answers ``is_dir``/``is_symlink`` from the directory listing itself and caches its
+``stat``, so a no-op scan costs one ``stat`` per candidate file and nothing per ignored one.
+
+Filtering, in the order it is applied:
+
+* ``ignore_names`` (shell globs on the basename; defaults cover partial downloads, temporary and
+  hidden files) apply to files *and* directories, so hidden folders are never entered;
+* symbolic links are skipped unless ``follow_symlinks`` is set; when they are followed, every
+  directory's ``(st_dev, st_ino)`` is remembered so a link back up the tree cannot loop;
+* the extension decides the kind (image or video); anything else is ignored;
+* ``include`` / ``exclude`` globs are matched against the path relative to the root (see
+  :func:`compile_glob`); a directory matched by an ``exclude`` pattern is not entered at all;
+* files younger than ``min_age_seconds`` are left for a later pass;
+* files over ``max_size`` and unreadable files or folders are reported as :class:`Skipped`
+  records, never silently dropped, so the manifest can say why a file was not sent.
+
+Nothing here writes to a source folder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import itertools
+import os
+import re
+import stat
+import time
+from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
+
+from rfbatch.errors import ConfigError
+from rfbatch.localfs.media import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    MediaKind,
+    extension_of,
+    normalize_extensions,
+)
+
+DEFAULT_IGNORE_NAMES: tuple[str, ...] = ("*.part", "*.tmp", "*.partial", ".*", "~*")
+DEFAULT_CHUNK_SIZE = 1000
+
+SkipReason = Literal["too-large", "unreadable", "unreadable-directory", "symlink-loop"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One source folder and the rules for what to take from it.
+
+    ``root`` is made absolute (without resolving symbolic links, so paths stay the ones the user
+    wrote); extension sets are normalised to lower case without dots.
+    """
+
+    root: Path
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    image_extensions: frozenset[str] = IMAGE_EXTENSIONS
+    video_extensions: frozenset[str] = VIDEO_EXTENSIONS
+    ignore_names: tuple[str, ...] = DEFAULT_IGNORE_NAMES
+    min_age_seconds: float = 0
+    max_size: int | None = None
+    follow_symlinks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_age_seconds < 0:
+            raise ConfigError(f"min_age_seconds must be >= 0, got {self.min_age_seconds}")
+        if self.max_size is not None and self.max_size < 0:
+            raise ConfigError(f"max_size must be >= 0, got {self.max_size}")
+        # Frozen: normalise through object.__setattr__ so callers may pass lists and relative roots.
+        object.__setattr__(self, "root", Path(os.path.abspath(self.root)))
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "ignore_names", tuple(self.ignore_names))
+        object.__setattr__(self, "image_extensions", normalize_extensions(self.image_extensions))
+        object.__setattr__(self, "video_extensions", normalize_extensions(self.video_extensions))
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    """A candidate media file as seen by one ``stat``."""
+
+    path: Path
+    """Absolute path (symbolic links not resolved)."""
+    root: Path
+    """The source root it was found under."""
+    rel: str
+    """POSIX path relative to ``root``."""
+    size: int
+    mtime_ns: int
+    inode: int
+    kind: MediaKind
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file or folder that was found but cannot be taken, and why.
+
+    ``size``, ``mtime_ns`` and ``kind`` are filled when known (a file over ``max_size`` has
+    them), so the manifest can remember exactly which version was skipped.
+    """
+
+    path: Path
+    reason: SkipReason
+    detail: str = ""
+    size: int | None = None
+    mtime_ns: int | None = None
+    kind: MediaKind | None = None
+
+
+@dataclass
+class ScanStats:
+    """What a scan saw. ``skipped`` counts :class:`Skipped` records by reason."""
+
+    files: int = 0
+    bytes: int = 0
+    directories: int = 0
+    ignored: int = 0
+    """Names matched by ``ignore_names``, non-media files, unfollowed links, special files."""
+    excluded: int = 0
+    """Files or folders left out by ``include``/``exclude``."""
+    too_young: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def count_skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a path glob, matched against a POSIX path relative to the source root.
+
+    ``*`` and ``?`` never cross a ``/``; ``**`` crosses any number of folders (``a/**/b.jpg``
+    matches ``a/b.jpg`` and ``a/x/y/b.jpg``); ``[...]`` is a character class (``[!...]``
+    negated). As in ``.gitignore``, a pattern without a ``/`` matches the basename at any
+    depth, and a leading ``/`` anchors a pattern at the root.
+    """
+    anchored = "/" in pattern.rstrip("/")
+    body = pattern.lstrip("/")
+    out: list[str] = []
+    i = 0
+    n = len(body)
+    while i < n:
+        c = body[i]
+        if c == "*":
+            if body.startswith("**", i):
+                i += 2
+                if i < n and body[i] == "/":
+                    out.append("(?:.*/)?")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = body.find("]", i + 2 if body.startswith(("[!", "[]"), i) else i + 1)
+            if end == -1:
+                out.append(re.escape(c))
+            else:
+                inner = body[i + 1 : end].replace("\\", "\\\\").replace("[", "\\[")
+                if inner.startswith("!"):
+                    inner = "^" + inner[1:]
+                elif inner.startswith("^"):
+                    inner = "\\" + inner
+                out.append("[" + inner + "]")
+                i = end + 1
+                continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(prefix + "".join(out), re.DOTALL)
+
+
+class _Rules:
+    """A :class:`SourceSpec` compiled for fast per-entry decisions."""
+
+    __slots__ = ("exclude", "ignore", "include", "spec")
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        ignore = "|".join(f"(?:{fnmatch.translate(p)})" for p in spec.ignore_names)
+        self.ignore = re.compile(ignore) if ignore else None
+        self.include = tuple(compile_glob(p) for p in spec.include)
+        self.exclude = tuple(compile_glob(p) for p in spec.exclude)
+
+    def name_ignored(self, name: str) -> bool:
+        return self.ignore is not None and self.ignore.match(name) is not None
+
+    def dir_excluded(self, rel: str) -> bool:
+        # A pattern such as "cache/**" matches "cache/"; one such as "tmp" matches "x/tmp".
+        with_slash = rel + "/"
+        return any(p.fullmatch(rel) or p.fullmatch(with_slash) for p in self.exclude)
+
+    def file_selected(self, rel: str) -> bool:
+        if self.include and not any(p.fullmatch(rel) for p in self.include):
+            return False
+        return not any(p.fullmatch(rel) for p in self.exclude)
+
+    def kind(self, name: str) -> MediaKind | None:
+        ext = extension_of(name)
+        if ext in self.spec.image_extensions:
+            return "image"
+        if ext in self.spec.video_extensions:
+            return "video"
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _rules_for(spec: SourceSpec) -> _Rules:
+    # A watcher asks once per event; compiling the globs each time would dominate.
+    return _Rules(spec)
+
+
+def _file_verdict(
+    rules: _Rules,
+    stats: ScanStats,
+    path: str,
+    rel: str,
+    kind: MediaKind,
+    st: os.stat_result,
+    now_ns: int,
+) -> FoundFile | Skipped | None:
+    """Apply the stat-based filters to one file that passed the name-based ones."""
+    spec = rules.spec
+    if not stat.S_ISREG(st.st_mode):
+        stats.ignored += 1
+        return None
+    if spec.min_age_seconds and now_ns - st.st_mtime_ns < spec.min_age_seconds * 1e9:
+        stats.too_young += 1
+        return None
+    if spec.max_size is not None and st.st_size > spec.max_size:
+        stats.count_skip("too-large")
+        return Skipped(
+            Path(path),
+            "too-large",
+            f"{st.st_size} bytes is over the limit of {spec.max_size}",
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            kind=kind,
+        )
+    stats.files += 1
+    stats.bytes += st.st_size
+    return FoundFile(
+        path=Path(path),
+        root=spec.root,
+        rel=rel,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        inode=st.st_ino,
+        kind=kind,
+    )
+
+
+def _unreadable_dir(stats: ScanStats, path: str, exc: OSError) -> Skipped:
+    stats.count_skip("unreadable-directory")
+    return Skipped(Path(path), "unreadable-directory", exc.strerror or type(exc).__name__)
+
+
+def _walk(
+    rules: _Rules,
+    stats: ScanStats,
+    start: str | None = None,
+    start_rel: str = "",
+) -> Generator[FoundFile | Skipped, None, None]:
+    """Depth-first walk of one source (or of the folder ``start`` below its root).
+
+    Only one directory handle is open at a time; pending folders wait as paths on a stack.
+    """
+    spec = rules.spec
+    follow = spec.follow_symlinks
+    visited: set[tuple[int, int]] = set()
+    prefix = start_rel + "/" if start_rel else ""
+    stack: list[tuple[str, str]] = [(start or str(spec.root), prefix)]
+    while stack:
+        dir_path, rel_prefix = stack.pop()
+        if follow:
+            try:
+                dst = os.stat(dir_path)
+            except OSError as exc:
+                yield _unreadable_dir(stats, dir_path, exc)
+                continue
+            key = (dst.st_dev, dst.st_ino)
+            if key in visited:
+                stats.count_skip("symlink-loop")
+                yield Skipped(Path(dir_path), "symlink-loop", "folder already scanned")
+                continue
+            visited.add(key)
+        try:
+            listing = os.scandir(dir_path)
+        except OSError as exc:
+            yield _unreadable_dir(stats, dir_path, exc)
+            continue
+        stats.directories += 1
+        # One clock reading per folder: min-age needs no finer resolution than that.
+        now_ns = time.time_ns()
+        with listing:
+            while True:
+                try:
+                    entry = next(listing)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    yield _unreadable_dir(stats, dir_path, exc)
+                    break
+                item = _examine_entry(rules, stats, entry, rel_prefix, follow, now_ns, stack)
+                if item is not None:
+                    yield item
+
+
+def _examine_entry(
+    rules: _Rules,
+    stats: ScanStats,
+    entry: os.DirEntry[str],
+    rel_prefix: str,
+    follow: bool,
+    now_ns: int,
+    stack: list[tuple[str, str]],
+) -> FoundFile | Skipped | None:
+    name = entry.name
+    if rules.name_ignored(name):
+        stats.ignored += 1
+        return None
+    rel = rel_prefix + name
+    try:
+        if not follow and entry.is_symlink():
+            stats.ignored += 1
+            return None
+        is_dir = entry.is_dir(follow_symlinks=follow)
+    except OSError:
+        stats.ignored += 1
+        return None
+    if is_dir:
+        if rules.dir_excluded(rel):
+            stats.excluded += 1
+        else:
+            stack.append((entry.path, rel + "/"))
+        return None
+    kind = rules.kind(name)
+    if kind is None:
+        stats.ignored += 1
+        return None
+    if not rules.file_selected(rel):
+        stats.excluded += 1
+        return None
+    try:
+        st = entry.stat(follow_symlinks=follow)
+    except FileNotFoundError:
+        if follow and entry.is_symlink():
+            stats.count_skip("unreadable")
+            return Skipped(Path(entry.path), "unreadable", "dangling symbolic link", kind=kind)
+        return None  # deleted between listing and stat: nothing to report
+    except OSError as exc:
+        stats.count_skip("unreadable")
+        return Skipped(
+            Path(entry.path), "unreadable", exc.strerror or type(exc).__name__, kind=kind
+        )
+    return _file_verdict(rules, stats, entry.path, rel, kind, st, now_ns)
+
+
+def examine_path(
+    spec: SourceSpec, path: str | os.PathLike[str]
+) -> Generator[FoundFile | Skipped, None, None]:
+    """Apply ``spec``'s rules to one path reported by a watcher.
+
+    A file yields at most one record; a folder (for example one moved in whole, which produces a
+    single event) is walked. Paths outside the root, or below an ignored, excluded or (when links
+    are not followed) linked folder, yield nothing: exactly what a scan would have found there.
+    Blocking: run it in a worker thread.
+    """
+    rules = _rules_for(spec)
+    stats = ScanStats()
+    path_str = os.path.abspath(path)
+    root = str(spec.root)
+    rel = os.path.relpath(path_str, root)
+    if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+        return
+    rel = rel.replace(os.sep, "/")
+    parts = rel.split("/")
+    for depth, part in enumerate(parts[:-1], start=1):
+        if rules.name_ignored(part) or rules.dir_excluded("/".join(parts[:depth])):
+            return
+    name = parts[-1]
+    if rules.name_ignored(name):
+        return
+    if not spec.follow_symlinks:
+        parent = os.path.dirname(path_str)
+        expected = os.path.join(os.path.realpath(root), *parts[:-1])
+        if os.path.realpath(parent) != expected:
+            return
+    try:
+        st = os.stat(path_str) if spec.follow_symlinks else os.lstat(path_str)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if rules.kind(name) is not None and rules.file_selected(rel):
+            stats.count_skip("unreadable")
+            yield Skipped(Path(path_str), "unreadable", exc.strerror or type(exc).__name__)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if not rules.dir_excluded(rel):
+            yield from _walk(rules, stats, start=path_str, start_rel=rel)
+        return
+    kind = rules.kind(name)
+    if kind is None or not rules.file_selected(rel):
+        return
+    item = _file_verdict(rules, stats, path_str, rel, kind, st, time.time_ns())
+    if item is not None:
+        yield item
+
+
+def _take(walker: Iterator[FoundFile | Skipped], n: int) -> list[FoundFile | Skipped]:
+    return list(itertools.islice(walker, n))
+
+
+async def iter_scan(
+    specs: Sequence[SourceSpec],
+    *,
+    stats: ScanStats | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> AsyncGenerator[FoundFile | Skipped, None]:
+    """Yield every :class:`FoundFile` and :class:`Skipped` under ``specs``, in listing order.
+
+    The walk runs in a worker thread ``chunk_size`` entries at a time; pass ``stats`` to have
+    it filled in as the scan goes.
+    """
+    stats = stats if stats is not None else ScanStats()
+    for spec in specs:
+        walker = _walk(_rules_for(spec), stats)
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(_take, walker, chunk_size)
+                if not chunk:
+                    break
+                for item in chunk:
+                    yield item
+        finally:
+            walker.close()
+
+
+async def scan(
+    specs: Sequence[SourceSpec],
+    send: MemoryObjectSendStream[FoundFile],
+    *,
+    skipped: MemoryObjectSendStream[Skipped] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> ScanStats:
+    """Send every file found under ``specs`` into ``send``, then close it (and ``skipped``).
+
+    :class:`Skipped` records go to ``skipped`` when given; they are always counted in the
+    returned :class:`ScanStats`. A full stream blocks the walk: that is the backpressure.
+    """
+    stats = ScanStats()
+    async with send:
+        try:
+            async for item in iter_scan(specs, stats=stats, chunk_size=chunk_size):
+                if isinstance(item, FoundFile):
+                    await send.send(item)
+                elif skipped is not None:
+                    await skipped.send(item)
+        finally:
+            if skipped is not None:
+                await skipped.aclose()
+    return stats

@@ -1,0 +1,94 @@
+"""Discovery stages: drop what the manifest already has, record skips, route by kind.
+
+``select_new`` asks the manifest about files in batches (one transaction per few hundred files),
+which is what keeps a no-op rescan of a large tree fast. ``route`` runs after settling, so the
+size it checks is the final one.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from rfbatch.localfs.scan import FoundFile, Skipped
+from rfbatch.pipeline.tally import Tally
+from rfbatch.state.manifest import SqliteManifest
+
+log = structlog.get_logger("rfbatch.discover")
+
+SELECT_BATCH = 512
+
+
+async def next_batch(receive: MemoryObjectReceiveStream[FoundFile], limit: int) -> list[FoundFile]:
+    """Wait for one file, then take whatever else is ready, up to ``limit``; [] at the end."""
+    try:
+        batch = [await receive.receive()]
+    except anyio.EndOfStream:
+        return []
+    while len(batch) < limit:
+        try:
+            batch.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return batch
+
+
+async def select_new(
+    receive: MemoryObjectReceiveStream[FoundFile],
+    send: MemoryObjectSendStream[FoundFile],
+    manifest: SqliteManifest,
+    tally: Tally,
+) -> None:
+    """Pass on only the files that are new or changed since the manifest last saw them."""
+    async with receive, send:
+        while batch := await next_batch(receive, SELECT_BATCH):
+            tally.found += len(batch)
+            tally.found_bytes += sum(f.size for f in batch)
+            fresh = await manifest.filter_new(batch)
+            tally.unchanged += len(batch) - len(fresh)
+            for file in fresh:
+                await send.send(file)
+
+
+async def record_skips(
+    receive: MemoryObjectReceiveStream[Skipped], manifest: SqliteManifest, tally: Tally
+) -> None:
+    """Remember every file the scan could not take, with its reason."""
+    async with receive:
+        async for item in receive:
+            reason = f"{item.reason}: {item.detail}" if item.detail else item.reason
+            await manifest.record_skipped([item])
+            tally.skip(str(item.path), reason)
+            log.warning("upload.skipped", path=str(item.path), reason=reason)
+
+
+async def route(
+    receive: MemoryObjectReceiveStream[FoundFile],
+    images: MemoryObjectSendStream[FoundFile],
+    videos: MemoryObjectSendStream[FoundFile],
+    manifest: SqliteManifest,
+    tally: Tally,
+    *,
+    max_image_bytes: int,
+) -> None:
+    """Send settled images to packing and videos to their workers; skip what cannot be sent."""
+    async with receive, images, videos:
+        async for file in receive:
+            reason = _refusal(file, max_image_bytes)
+            if reason is not None:
+                await manifest.mark([file.path], "skipped", error=reason)
+                tally.skip(str(file.path), reason)
+                log.warning("upload.skipped", path=str(file.path), reason=reason)
+                continue
+            tally.queued += 1
+            tally.queued_bytes += file.size
+            await (images if file.kind == "image" else videos).send(file)
+
+
+def _refusal(file: FoundFile, max_image_bytes: int) -> str | None:
+    if file.size == 0:
+        return "empty file"
+    if file.kind == "image" and file.size > max_image_bytes:
+        return f"image of {file.size} bytes is over the {max_image_bytes}-byte limit"
+    return None

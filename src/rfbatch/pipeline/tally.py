@@ -1,0 +1,50 @@
+"""Counters of one upload pass: what progress bars, summaries and metrics read.
+
+Stages only add to a :class:`Tally`; readers take :meth:`Tally.snapshot`. All updates happen on
+the event loop thread, so plain integers are enough.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Failure:
+    path: str
+    reason: str
+
+
+@dataclass
+class Tally:
+    started: float = field(default_factory=time.monotonic)
+    found: int = 0
+    found_bytes: int = 0
+    unchanged: int = 0
+    queued: int = 0
+    queued_bytes: int = 0
+    sent: int = 0
+    sent_bytes: int = 0
+    wire_bytes: int = 0
+    shards: int = 0
+    videos: int = 0
+    requeued: int = 0
+    skipped: list[Failure] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append(Failure(path, reason))
+
+    def fail(self, path: str, reason: str) -> None:
+        self.failed.append(Failure(path, reason))
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def snapshot(self) -> dict[str, object]:
+        out = asdict(self)
+        out.pop("started")
+        out["seconds"] = round(self.seconds, 3)
+        return out

@@ -1,0 +1,218 @@
+"""The upload stage: shard workers PUT streamed tars, video workers PUT streamed files.
+
+Each worker asks for its signed URL just before the PUT (URLs expire) and hands the transfer a
+``refresh`` callback, so an expired or refused URL is replaced and the body sent again. The
+manifest is told ``uploading`` before the first byte and ``uploaded`` only after the storage
+answered 2xx: a crash in between leaves the files to be sent again, never counted as sent.
+
+A local file that changes or vanishes while it is being read fails that PUT (the storage never
+receives a complete body, so nothing half-written is ingested); the file is put back to ``seen``
+for the next pass, and the rest of its shard is sent again without it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from rfbatch.api import RoboflowClient
+from rfbatch.api.schemas import SignedUrl
+from rfbatch.errors import (
+    ApiError,
+    FatalApiError,
+    FileChangedError,
+    LocalFileError,
+    TransferError,
+)
+from rfbatch.localfs.archive import TarBody, TarMember
+from rfbatch.localfs.scan import FoundFile
+from rfbatch.pipeline.tally import Tally
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.transfer import FileBody, Transfer
+
+log = structlog.get_logger("rfbatch.upload")
+
+NOTIFICATION_MEMBER = "notification_config.json"
+# A shard whose files keep changing under it is given up after this many re-packs.
+MAX_REPACKS = 5
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where one pass sends images and videos, and what the service is told about them."""
+
+    image_batch: str
+    video_batch: str
+    display_name: str | None = None
+    ingest_webhook_url: str | None = None
+    chunk_bytes: int = 1024 * 1024
+
+
+class Uploader:
+    """Shared by all upload workers of a pass."""
+
+    def __init__(
+        self,
+        client: RoboflowClient,
+        transfer: Transfer,
+        manifest: SqliteManifest,
+        target: UploadTarget,
+        tally: Tally,
+    ) -> None:
+        self.client = client
+        self.transfer = transfer
+        self.manifest = manifest
+        self.target = target
+        self.tally = tally
+
+    def _count_bytes(self, n: int) -> None:
+        self.tally.wire_bytes += n
+
+    # --- shards -------------------------------------------------------------------------
+
+    async def shard_worker(self, receive: MemoryObjectReceiveStream[list[FoundFile]]) -> None:
+        async with receive:
+            async for files in receive:
+                await self.send_shard(files)
+
+    async def send_shard(self, files: Sequence[FoundFile]) -> None:
+        batch = self.target.image_batch
+        pending = list(files)
+        for _ in range(MAX_REPACKS):
+            if not pending:
+                return
+            try:
+                await self._put_shard(batch, pending)
+                return
+            except LocalFileError as exc:
+                # Drop the one file at fault and send the rest again.
+                pending = await self._set_aside(pending, exc)
+            except FatalApiError:
+                raise
+            except (ApiError, TransferError) as exc:
+                await self._give_up(pending, batch, f"upload failed: {exc}")
+                return
+        await self._give_up(pending, batch, "files kept changing while being sent")
+
+    async def _put_shard(self, batch: str, files: Sequence[FoundFile]) -> None:
+        names = await self.manifest.assign_members(batch, files)
+        members = [TarMember.from_found(names[f.path], f) for f in files]
+        if self.target.ingest_webhook_url:
+            config = {"ingestId": batch, "notificationsURL": self.target.ingest_webhook_url}
+            members.append(
+                TarMember.from_bytes(
+                    NOTIFICATION_MEMBER, json.dumps(config).encode(), int(time.time())
+                )
+            )
+        body = TarBody(members, chunk_size=self.target.chunk_bytes)
+        data_bytes = sum(f.size for f in files)
+        paths = [f.path for f in files]
+        shard_id = (await self.manifest.create_shard(batch, paths, size=data_bytes)).shard_id
+        await self.manifest.mark(paths, "uploading", batch_id=batch, shard_id=shard_id)
+        await self.manifest.update_shard(shard_id, state="uploading", bump_attempts=True)
+
+        async def fresh_url() -> SignedUrl:
+            return await self.client.shard_upload_url(batch, self.target.display_name)
+
+        started = time.monotonic()
+        try:
+            await self.transfer.put(
+                await fresh_url(), body, refresh=fresh_url, on_bytes=self._count_bytes
+            )
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self.manifest.update_shard(shard_id, state="failed", error=str(exc)[:500])
+            raise
+        # only_shard: a file re-queued by a newer version meanwhile keeps its new state.
+        await self.manifest.mark(paths, "uploaded", batch_id=batch, only_shard=shard_id)
+        await self.manifest.update_shard(shard_id, state="uploaded")
+        self.tally.sent += len(files)
+        self.tally.sent_bytes += data_bytes
+        self.tally.shards += 1
+        log.info(
+            "upload.shard",
+            batch=batch,
+            shard=shard_id,
+            files=len(files),
+            bytes=body.length,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def _set_aside(self, files: list[FoundFile], exc: LocalFileError) -> list[FoundFile]:
+        culprit = Path(exc.path)
+        if isinstance(exc, FileChangedError):
+            # Not an error of the file: it is still being written. The next pass takes it.
+            await self.manifest.mark([culprit], "seen", error=exc.reason)
+            self.tally.requeued += 1
+            log.info("upload.requeued", path=str(culprit), reason=exc.reason)
+        else:
+            await self.manifest.mark([culprit], "skipped", error=exc.reason)
+            self.tally.skip(str(culprit), exc.reason)
+            log.warning("upload.skipped", path=str(culprit), reason=exc.reason)
+        rest = [f for f in files if f.path != culprit]
+        if len(rest) == len(files):
+            # The error named no file of this shard: nothing to drop, so stop trying.
+            await self._give_up(rest, self.target.image_batch, str(exc))
+            return []
+        return rest
+
+    async def _give_up(self, files: Sequence[FoundFile], batch: str, reason: str) -> None:
+        if not files:
+            return
+        await self.manifest.mark([f.path for f in files], "failed", batch_id=batch, error=reason)
+        for f in files:
+            self.tally.fail(str(f.path), reason)
+        log.error("upload.failed", batch=batch, files=len(files), reason=reason)
+
+    # --- videos -------------------------------------------------------------------------
+
+    async def video_worker(self, receive: MemoryObjectReceiveStream[FoundFile]) -> None:
+        async with receive:
+            async for file in receive:
+                await self.send_video(file)
+
+    async def send_video(self, file: FoundFile) -> None:
+        batch = self.target.video_batch
+        try:
+            name = (await self.manifest.assign_members(batch, [file]))[file.path]
+            await self.manifest.mark([file.path], "uploading", batch_id=batch)
+
+            async def fresh_url() -> SignedUrl:
+                return await self.client.video_upload_url(batch, name, self.target.display_name)
+
+            body = FileBody(
+                file.path,
+                self.target.chunk_bytes,
+                size=file.size,
+                mtime_ns=file.mtime_ns,
+            )
+            started = time.monotonic()
+            await self.transfer.put(
+                await fresh_url(), body, refresh=fresh_url, on_bytes=self._count_bytes
+            )
+        except LocalFileError as exc:
+            await self._set_aside([file], exc)
+            return
+        except FatalApiError:
+            raise
+        except (ApiError, TransferError) as exc:
+            await self._give_up([file], batch, f"upload failed: {exc}")
+            return
+        await self.manifest.mark([file.path], "uploaded", batch_id=batch)
+        self.tally.sent += 1
+        self.tally.sent_bytes += file.size
+        self.tally.videos += 1
+        log.info(
+            "upload.video",
+            batch=batch,
+            name=name,
+            bytes=file.size,
+            seconds=round(time.monotonic() - started, 3),
+        )

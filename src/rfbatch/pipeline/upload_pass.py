@@ -1,0 +1,166 @@
+"""One pass of the ingest flow over finite sources: scan → select → settle → route → pack → PUT.
+
+Every arrow is a bounded memory object stream, so a slow PUT blocks the packer, which blocks the
+settler, which blocks the scanner: memory is bounded by the stream sizes and worker counts, not
+by the number of files. Each stage closes its output when its input ends, so the pass drains and
+the task group returns. A file that changed while it was being sent goes back to ``seen``; the
+pass is then repeated (a bounded number of times) to take it once it is quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import anyio
+
+from rfbatch.app import Services
+from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec, scan
+from rfbatch.localfs.settle import Settler, settle_files
+from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
+from rfbatch.pipeline.discover import record_skips, route, select_new
+from rfbatch.pipeline.pack import pack_shards
+from rfbatch.pipeline.tally import Tally
+from rfbatch.pipeline.upload import Uploader, UploadTarget
+from rfbatch.state.manifest import SqliteManifest
+
+STREAM_DEPTH = 1024
+MAX_PASSES = 4
+
+
+@dataclass
+class PassResult:
+    tally: Tally
+    confirmations: list[Confirmation] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Everything found was sent and confirmed, and nothing was skipped or failed."""
+        return (
+            not self.tally.failed
+            and not self.tally.skipped
+            and all(c.confirmed for c in self.confirmations)
+        )
+
+
+def source_specs(services: Services, roots: Sequence[str]) -> list[SourceSpec]:
+    scan_cfg = services.settings.scan
+    return [
+        SourceSpec(
+            root=Path(root),
+            include=scan_cfg.include,
+            exclude=scan_cfg.exclude,
+            image_extensions=frozenset(scan_cfg.image_extensions),
+            video_extensions=frozenset(scan_cfg.video_extensions),
+            ignore_names=scan_cfg.ignore_names,
+            min_age_seconds=scan_cfg.min_age_seconds,
+            max_size=scan_cfg.max_size_bytes,
+            follow_symlinks=scan_cfg.follow_symlinks,
+        )
+        for root in roots
+    ]
+
+
+async def upload_pass(
+    services: Services,
+    specs: Sequence[SourceSpec],
+    target: UploadTarget,
+    tally: Tally,
+) -> None:
+    """Send every new or changed file under ``specs`` once (no confirmation)."""
+    cfg = services.settings.upload
+    uploader = Uploader(services.client, services.transfer, services.manifest, target, tally)
+    found_tx, found_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
+    skip_tx, skip_rx = anyio.create_memory_object_stream[Skipped](STREAM_DEPTH)
+    new_tx, new_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
+    settled_tx, settled_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
+    image_tx, image_rx = anyio.create_memory_object_stream[FoundFile](cfg.shard_max_files)
+    video_tx, video_rx = anyio.create_memory_object_stream[FoundFile](cfg.video_workers)
+    # One shard queued per worker: enough to keep every worker busy, never a pile of shards.
+    shard_tx, shard_rx = anyio.create_memory_object_stream[list[FoundFile]](cfg.shard_workers)
+    settle_seconds = services.settings.scan.settle_seconds
+    settler = Settler(settle_seconds)
+    # Re-stat pending files a few times per settle period, so a quiet file waits little longer.
+    poll = min(1.0, max(settle_seconds / 4, 0.05))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(scan, specs, found_tx, skipped=skip_tx))
+        tg.start_soon(record_skips, skip_rx, services.manifest, tally)
+        tg.start_soon(select_new, found_rx, new_tx, services.manifest, tally)
+        tg.start_soon(partial(settle_files, new_rx, settled_tx, settler, poll_interval=poll))
+        tg.start_soon(
+            partial(
+                route,
+                settled_rx,
+                image_tx,
+                video_tx,
+                services.manifest,
+                tally,
+                max_image_bytes=cfg.max_image_bytes,
+            )
+        )
+        tg.start_soon(
+            partial(
+                pack_shards,
+                image_rx,
+                shard_tx,
+                max_files=cfg.shard_max_files,
+                max_bytes=cfg.shard_max_bytes,
+            )
+        )
+        async with shard_rx, video_rx:
+            for _ in range(cfg.shard_workers):
+                tg.start_soon(uploader.shard_worker, shard_rx.clone())
+            for _ in range(cfg.video_workers):
+                tg.start_soon(uploader.video_worker, video_rx.clone())
+
+
+async def release_in_flight(manifest: SqliteManifest) -> int:
+    """Put files left ``packed``/``uploading`` by a run that died back to ``seen``.
+
+    The manifest is held exclusively by this process, so no other run owns them: their PUT
+    either never finished or finished unrecorded. Sending them again is the only safe choice;
+    the copies the service may already hold are the bounded duplicates of a crash.
+    """
+    paths = [row.path async for row in manifest.files_in_state(["packed", "uploading"])]
+    if paths:
+        await manifest.mark(paths, "seen", error="interrupted")
+    return len(paths)
+
+
+async def upload_and_confirm(
+    services: Services,
+    specs: Sequence[SourceSpec],
+    target: UploadTarget,
+    *,
+    tally: Tally | None = None,
+) -> PassResult:
+    """Repeat passes until nothing was re-queued, then confirm ingest of both batches."""
+    result = PassResult(tally if tally is not None else Tally())
+    await release_in_flight(services.manifest)
+    for _ in range(MAX_PASSES):
+        before = result.tally.requeued
+        await upload_pass(services, specs, target, result.tally)
+        if result.tally.requeued == before:
+            break
+    cfg = services.settings.upload
+    manifest = services.manifest
+    for batch_id, kind in ((target.image_batch, "images"), (target.video_batch, "videos")):
+        expected = await expected_count(manifest, batch_id)
+        if expected == 0:
+            continue
+        if await manifest.get_batch(batch_id) is None:
+            await manifest.create_batch(batch_id, kind)  # type: ignore[arg-type]
+        await manifest.update_batch(batch_id, state="sealed", expected_count=expected)
+        confirmation = await confirm_ingest(
+            services.client,
+            manifest,
+            batch_id,
+            deadline_seconds=cfg.ingest_timeout_seconds,
+            poll_interval=cfg.ingest_poll_seconds,
+        )
+        if confirmation.confirmed:
+            await manifest.update_batch(batch_id, state="confirmed")
+        result.confirmations.append(confirmation)
+    return result

@@ -1,0 +1,50 @@
+"""Keep secrets out of logs, errors and files.
+
+The API key travels in the ``api_key`` query parameter, and signed URLs carry their signature in
+the query string, so any URL that is logged or put into an exception goes through
+:func:`redact_url`. Only query values known to be harmless survive; everything else becomes
+``***``. :func:`redact_text` scrubs URLs (and a known secret) out of free text such as the ``str``
+of a foreign exception.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+MASK = "***"
+
+# Query parameters whose values are safe to show: they help an operator and carry no secret.
+_SAFE_QUERY_KEYS = frozenset(
+    {"pageSize", "partName", "fileName", "displayName", "name", "severity", "nextPageToken"}
+)
+_URL_RE = re.compile(r"https?://[^\s'\"<>]+")
+# key=value pairs that look secret even when they are not inside a full URL.
+_SECRET_PAIR_RE = re.compile(
+    r"(?i)\b(api_key|apikey|signature|sig|token|x-goog-signature|x-goog-credential|expires)=([^&\s'\"]+)"
+)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with every query value that could be a secret replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = "&".join(f"{k}={v if k in _SAFE_QUERY_KEYS else MASK}" for k, v in pairs)
+    # Userinfo (user:password@) is a secret too.
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def redact_text(text: str, *secrets: str | None) -> str:
+    """Redact every URL in ``text``, secret-looking ``key=value`` pairs, and the given secrets."""
+    text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    text = _SECRET_PAIR_RE.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text

@@ -1,0 +1,263 @@
+"""One frozen settings tree: defaults < TOML file < environment < command-line flags.
+
+Environment variables are ``RFBATCH_<SECTION>__<KEY>`` (``RFBATCH_UPLOAD__SHARD_WORKERS``),
+plus the two names inference-cli users already set: ``ROBOFLOW_API_KEY`` and ``API_BASE_URL``.
+Flags arrive as a nested dict of overrides. Any invalid value stops the start with one line naming
+the key (:class:`rfbatch.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from rfbatch.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ApiSettings(_Section):
+    key: SecretStr | None = None
+    base_url: str = "https://api.roboflow.com"
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    max_concurrent_requests: int = Field(16, ge=1, le=256)
+    retry_attempts: int = Field(6, ge=1, le=100)
+    retry_timeout: float = Field(300.0, gt=0)
+    ca_bundle: Path | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ScanSettings(_Section):
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    image_extensions: tuple[str, ...] = ("bmp", "dib", "jpeg", "jpg", "jpe", "jp2", "png", "webp")
+    video_extensions: tuple[str, ...] = ("mp4", "mov", "avi", "mkv", "webm", "m4v")
+    ignore_names: tuple[str, ...] = ("*.part", "*.tmp", "*.partial", ".*", "~*")
+    min_age_seconds: float = Field(0.0, ge=0)
+    max_size_bytes: int | None = Field(None, ge=1)
+    follow_symlinks: bool = False
+    settle_seconds: float = Field(2.0, ge=0)
+    force_polling: bool = False
+    rescan_interval_seconds: float = Field(300.0, gt=0)
+
+
+class UploadSettings(_Section):
+    shard_max_files: int = Field(500, ge=1, le=500)
+    shard_max_bytes: int = Field(1024 * MiB, ge=1 * MiB)
+    shard_workers: int = Field(4, ge=1, le=64)
+    video_workers: int = Field(2, ge=1, le=64)
+    chunk_bytes: int = Field(1 * MiB, ge=64 * 1024, le=64 * MiB)
+    max_image_bytes: int = Field(20 * MiB, ge=1)
+    ingest_timeout_seconds: float = Field(1800.0, gt=0)
+    ingest_poll_seconds: float = Field(2.0, gt=0)
+    ingest_webhook_url: str | None = None
+
+
+class JobSettings(_Section):
+    """Defaults for jobs rfbatch starts; every key can be overridden by a flag."""
+
+    workflow_id: str | None = None
+    workflow_parameters: dict[str, Any] = Field(default_factory=dict)
+    image_input_name: str | None = None
+    machine_type: Literal["cpu", "gpu"] | None = None
+    workers_per_machine: int | None = Field(None, ge=1, le=64)
+    max_runtime_seconds: int | None = Field(None, ge=1)
+    max_parallel_tasks: int | None = Field(None, ge=1)
+    max_image_failure_rate: float | None = Field(None, ge=0.0, le=1.0)
+    aggregation_format: Literal["csv", "jsonl"] | None = None
+    persist_images_outputs: bool = False
+    images_outputs_to_be_persisted: tuple[str, ...] = ()
+    max_video_fps: float | None = Field(None, gt=0)
+    notifications_url: str | None = None
+    # How often to ask for job status: fast without a webhook, slow when one is expected.
+    poll_seconds: float = Field(5.0, gt=0)
+    poll_seconds_with_webhook: float = Field(30.0, gt=0)
+    wait_timeout_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+
+
+class ExportSettings(_Section):
+    # Concurrent file fetchers, across pages and parts.
+    workers: int = Field(8, ge=1, le=256)
+    # Listing pages fetched ahead of the fetchers.
+    prefetch_pages: int = Field(4, ge=1, le=64)
+    page_size: int | None = Field(None, ge=1, le=10_000)
+    unpack: bool = True
+    # Stop (with a clear error) rather than fill the disk below this many free bytes.
+    min_free_bytes: int = Field(1024 * MiB, ge=0)
+
+
+class WebhookSettings(_Section):
+    # host:port for the local receiver (job and ingest notifications); unset = no receiver.
+    listen: str | None = None
+    # The URL the service should call (what reaches `listen` from outside).
+    public_url: str | None = None
+    # The exact Authorization header expected; default "Bearer rf_<workspace>".
+    authorization: SecretStr | None = None
+    max_body_bytes: int = Field(1 * MiB, ge=1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be HOST:PORT, for example 127.0.0.1:8787")
+        return value
+
+
+class StateSettings(_Section):
+    dir: Path = Field(default_factory=lambda: _default_state_dir())
+
+    @field_validator("dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "rfbatch"
+
+
+# The TOML path is chosen at run time; pydantic-settings builds sources from the class, so the
+# path reaches the source through this context variable (set only inside load_settings).
+_toml_path: ContextVar[Path | None] = ContextVar("rfbatch_toml_path", default=None)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _toml_path.get()
+        if path is None:
+            return {}
+        try:
+            with path.open("rb") as fh:
+                return tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+class _InferenceCliEnv(PydanticBaseSettingsSource):
+    """``ROBOFLOW_API_KEY`` and ``API_BASE_URL``, as inference-cli users already have them set."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        api: dict[str, Any] = {}
+        if key := os.environ.get("ROBOFLOW_API_KEY"):
+            api["key"] = key
+        if url := os.environ.get("API_BASE_URL"):
+            api["base_url"] = url
+        return {"api": api} if api else {}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RFBATCH_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    api: ApiSettings = ApiSettings()
+    scan: ScanSettings = ScanSettings()
+    upload: UploadSettings = UploadSettings()
+    job: JobSettings = JobSettings()
+    export: ExportSettings = ExportSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    state: StateSettings = StateSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: flags, then RFBATCH_*, then inference-cli's names, then the file.
+        return (
+            init_settings,
+            env_settings,
+            _InferenceCliEnv(settings_cls),
+            _TomlSource(settings_cls),
+        )
+
+    def api_key(self) -> str:
+        """The API key, or a ConfigError saying how to provide one."""
+        if self.api.key is None or not self.api.key.get_secret_value():
+            raise ConfigError(
+                "no API key: set ROBOFLOW_API_KEY, RFBATCH_API__KEY or [api] key in the config"
+            )
+        return self.api.key.get_secret_value()
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build the settings tree, or raise ConfigError with one line naming the bad key."""
+    token = _toml_path.set(config_file)
+    try:
+        return Settings(**_drop_none(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+    finally:
+        _toml_path.reset(token)
+
+
+def _drop_none(tree: Mapping[str, Any]) -> dict[str, Any]:
+    # Flags left unset arrive as None and must not mask the file or the environment.
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            nested = _drop_none(value)
+            if nested:
+                out[key] = nested
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"invalid config: unknown key {key!r}{more}"
+    return f"invalid config: {key}: {first['msg']}{more}"

@@ -1,0 +1,16 @@
+"""The data plane: streamed PUTs to signed URLs and verified downloads from them."""
+
+from __future__ import annotations
+
+from rfbatch.transfer.body import CHUNK_SIZE, BodySource, BytesBody, FileBody
+from rfbatch.transfer.signed import Transfer, TransferConfig, TransferStatistics
+
+__all__ = [
+    "CHUNK_SIZE",
+    "BodySource",
+    "BytesBody",
+    "FileBody",
+    "Transfer",
+    "TransferConfig",
+    "TransferStatistics",
+]

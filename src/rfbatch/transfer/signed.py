@@ -1,0 +1,425 @@
+"""The data plane: PUT bodies to signed URLs and download files from them.
+
+It has its own aiohttp session because its traffic differs from API calls: long bodies, no
+API key, no cookies, no total timeout (a 4 GiB video takes as long as it takes) but connect and
+read timeouts so that a dead peer is noticed. Signed URLs are used exactly as the service gave
+them (no re-encoding, which would break the signature) and are redacted wherever they are shown.
+
+Failures are sorted the way :mod:`rfbatch.errors` describes: a refused or expired URL is
+:class:`SignedUrlRejectedError` (a PUT asks ``refresh()`` for a new URL and tries again), a short
+body is :class:`IncompleteBodyError`, statuses 408/429/5xx and connection trouble are retried
+with backoff, and a local file that changed is raised at once as a :class:`LocalFileError`.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
+
+import aiohttp
+import anyio
+import structlog
+from yarl import URL
+
+from rfbatch.api.config import RetryPolicy
+from rfbatch.api.http_errors import (
+    chain_is_clean,
+    describe,
+    is_transient_status,
+    parse_retry_after,
+    server_message,
+    transport_reason,
+)
+from rfbatch.api.retry import Retrier, Retryable, RetryHook
+from rfbatch.api.schemas import SignedUrl
+from rfbatch.errors import (
+    ConfigError,
+    IncompleteBodyError,
+    LocalFileError,
+    SignedUrlRejectedError,
+    TransferError,
+    TransientError,
+)
+from rfbatch.redact import redact_url
+from rfbatch.transfer.body import CHUNK_SIZE, BodySource
+
+ByteCounter = Callable[[int], None]
+Refresh = Callable[[], Awaitable[SignedUrl]]
+
+# A PUT carries the extension headers and Content-Length, nothing a signature could trip on.
+_PUT_SKIP_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Timeouts and bounds of the signed-URL session."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    refresh_attempts: int = 3
+    max_connections: int = 64
+    write_chunk_size: int = CHUNK_SIZE
+    ca_bundle: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ConfigError("transfer connect_timeout and read_timeout must be > 0 seconds")
+        if self.refresh_attempts < 0:
+            raise ConfigError("transfer refresh_attempts must be >= 0")
+        if self.max_connections < 1 or self.write_chunk_size < 1:
+            raise ConfigError("transfer max_connections and write_chunk_size must be >= 1")
+
+
+@dataclass(frozen=True)
+class TransferStatistics:
+    """A snapshot: bytes on the wire (retries included), finished transfers, retries by reason."""
+
+    bytes_sent: int
+    bytes_received: int
+    puts: int
+    downloads: int
+    retries: dict[str, int] = field(default_factory=dict)
+
+
+def _expired_hint(status: int, raw: bytes) -> bool:
+    # GCS answers an expired V4 URL with 400 ExpiredToken; any 403 means "signature refused".
+    return status == 403 or (status == 400 and b"expire" in raw.lower())
+
+
+class Transfer:
+    """Signed-URL PUTs and downloads; use it as an async context manager."""
+
+    def __init__(
+        self,
+        config: TransferConfig | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        on_bytes: ByteCounter | None = None,
+        on_retry: RetryHook | None = None,
+    ) -> None:
+        self.config = config or TransferConfig()
+        self._session = session
+        self._owns_session = session is None
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.config.connect_timeout,
+            sock_read=self.config.read_timeout,
+        )
+        self._on_bytes = on_bytes
+        self._retrier = Retrier(
+            self.config.retry, log_event="transfer.retry", hooks=[on_retry] if on_retry else []
+        )
+        self._log: Any = structlog.get_logger("rfbatch.transfer")
+        self._sent = 0
+        self._received = 0
+        self._puts = 0
+        self._downloads = 0
+
+    def __repr__(self) -> str:
+        return "<Transfer>"
+
+    async def __aenter__(self) -> Transfer:
+        if self._session is None:
+            ssl_arg: ssl.SSLContext | bool = True
+            bundle = self.config.ca_bundle
+            if bundle is not None:
+                if not await anyio.Path(bundle).is_file():
+                    raise ConfigError(f"ca_bundle {bundle} is not a readable file")
+                ssl_arg = await anyio.to_thread.run_sync(
+                    lambda: ssl.create_default_context(cafile=str(bundle))
+                )
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.config.max_connections, ssl=ssl_arg),
+                timeout=self._timeout,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+            self._owns_session = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def add_retry_hook(self, hook: RetryHook) -> None:
+        self._retrier.add_hook(hook)
+
+    def statistics(self) -> TransferStatistics:
+        return TransferStatistics(
+            bytes_sent=self._sent,
+            bytes_received=self._received,
+            puts=self._puts,
+            downloads=self._downloads,
+            retries=dict(self._retrier.counts),
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("use Transfer as `async with Transfer(...) as transfer`")
+        return self._session
+
+    def _count(self, n: int, sent: bool, extra: ByteCounter | None) -> None:
+        if sent:
+            self._sent += n
+        else:
+            self._received += n
+        if self._on_bytes is not None:
+            self._on_bytes(n)
+        if extra is not None:
+            extra(n)
+
+    @staticmethod
+    def _raise_transport(what: str, shown: str, exc: BaseException) -> NoReturn:
+        err = TransientError(f"{what}: {transport_reason(exc)} error ({describe(exc)})", url=shown)
+        # aiohttp quotes the full URL in some messages; chain the cause only when it is clean.
+        if chain_is_clean(exc):
+            raise err from exc
+        raise err from None
+
+    def _classify_transient(self, exc: BaseException) -> Retryable | None:
+        if isinstance(exc, IncompleteBodyError):
+            return Retryable("truncated")
+        if not isinstance(exc, TransientError):
+            return None
+        if exc.status is None:
+            return Retryable(transport_reason(exc))
+        cap = self.config.retry.server_error_attempts if exc.status == 500 else None
+        return Retryable(str(exc.status), retry_after=exc.retry_after, max_attempts=cap)
+
+    # --- PUT ---------------------------------------------------------------------------------
+
+    async def put(
+        self,
+        signed: SignedUrl,
+        body: BodySource,
+        *,
+        refresh: Refresh | None = None,
+        on_bytes: ByteCounter | None = None,
+    ) -> int:
+        """PUT ``body`` to ``signed`` and return the bytes sent in the successful attempt.
+
+        On a refused or expired URL, ``refresh()`` is awaited for a new one (at most
+        ``refresh_attempts`` times); without ``refresh`` the :class:`SignedUrlRejectedError`
+        is raised. Transient failures are retried with backoff; once retries run out a
+        :class:`TransferError` is raised from the last one.
+        """
+        session = self._require_session()
+        current = signed
+        stale = False
+        refreshes = 0
+
+        def classify(exc: BaseException) -> Retryable | None:
+            nonlocal stale, refreshes
+            if isinstance(exc, SignedUrlRejectedError):
+                if refresh is None or refreshes >= self.config.refresh_attempts:
+                    return None
+                refreshes += 1
+                stale = True
+                return Retryable("expired")
+            return self._classify_transient(exc)
+
+        async def attempt() -> int:
+            nonlocal current, stale
+            if stale:
+                assert refresh is not None
+                current = await refresh()
+                stale = False
+            return await self._put_once(session, current, body, on_bytes)
+
+        try:
+            sent = await self._retrier.call("put", attempt, classify)
+        except TransientError as exc:
+            raise TransferError(f"PUT gave up after retries: {exc}") from exc
+        self._puts += 1
+        self._log.debug("transfer.put", url=redact_url(current.upload_url), bytes=sent)
+        return sent
+
+    async def _put_once(
+        self,
+        session: aiohttp.ClientSession,
+        signed: SignedUrl,
+        body: BodySource,
+        on_bytes: ByteCounter | None,
+    ) -> int:
+        shown = redact_url(signed.upload_url)
+        local_failure: list[LocalFileError] = []
+
+        async def stream() -> AsyncGenerator[bytes, None]:
+            chunks = body.chunks()
+            try:
+                async for chunk in chunks:
+                    self._count(len(chunk), True, on_bytes)
+                    yield chunk
+            except LocalFileError as exc:
+                # aiohttp wraps whatever the body raises into a connection error; keep the
+                # real cause so a changed file is not mistaken for a network blip.
+                local_failure.append(exc)
+                raise
+            finally:
+                # Close the source even when aiohttp stops early, so the file is released.
+                close = getattr(chunks, "aclose", None)
+                if close is not None:
+                    await close()
+
+        headers = dict(signed.extension_headers)
+        headers["Content-Length"] = str(body.length)
+        payload = stream()
+        try:
+            async with session.request(
+                signed.method.upper() or "PUT",
+                URL(signed.upload_url, encoded=True),
+                data=payload,
+                headers=headers,
+                skip_auto_headers=_PUT_SKIP_HEADERS,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if local_failure:
+                raise local_failure[0] from None
+            self._raise_transport("PUT", shown, exc)
+        finally:
+            await payload.aclose()
+        if local_failure:
+            raise local_failure[0]
+        if 200 <= status < 300:
+            return body.length
+        message = f"PUT refused with HTTP {status}: {server_message(raw)} ({shown})"
+        if _expired_hint(status, raw):
+            raise SignedUrlRejectedError(message)
+        if is_transient_status(status):
+            raise TransientError(
+                message, status=status, url=shown, retry_after=parse_retry_after(retry_after)
+            )
+        raise TransferError(message)
+
+    # --- download ----------------------------------------------------------------------------
+
+    async def download(
+        self,
+        url: str,
+        dest: Path,
+        expected_length: int | None = None,
+        *,
+        on_bytes: ByteCounter | None = None,
+    ) -> int:
+        """Stream ``url`` into ``dest`` (a temporary name), fsync it, and return its length.
+
+        The length is checked against Content-Length and ``expected_length``; a short body or a
+        transient failure starts the download again from scratch. A 403 raises
+        :class:`SignedUrlRejectedError` at once so the caller can list the file again for a
+        fresh URL. On any failure the partial ``dest`` is removed.
+        """
+        session = self._require_session()
+        shown = redact_url(url)
+
+        async def attempt() -> int:
+            return await self._download_once(session, url, shown, dest, expected_length, on_bytes)
+
+        try:
+            received = await self._retrier.call("download", attempt, self._classify_transient)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await anyio.Path(dest).unlink(missing_ok=True)
+            if isinstance(exc, TransientError):
+                raise TransferError(f"download gave up after retries: {exc}") from exc
+            raise
+        self._downloads += 1
+        self._log.debug("transfer.download", url=shown, bytes=received)
+        return received
+
+    async def _download_once(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        shown: str,
+        dest: Path,
+        expected_length: int | None,
+        on_bytes: ByteCounter | None,
+    ) -> int:
+        received = 0
+        announced: int | None = None
+        try:
+            async with session.get(
+                URL(url, encoded=True),
+                # Bytes as stored: a transparently decoded body would fail the length check.
+                headers={"Accept-Encoding": "identity"},
+                timeout=self._timeout,
+            ) as resp:
+                if resp.status != 200:
+                    raw = await resp.read()
+                    self._raise_download_status(resp.status, raw, shown, resp.headers)
+                announced = resp.content_length
+                if (
+                    announced is not None
+                    and expected_length is not None
+                    and announced != expected_length
+                ):
+                    raise IncompleteBodyError(
+                        f"download announces {announced} bytes, expected {expected_length} "
+                        f"({shown})"
+                    )
+                async with await anyio.open_file(dest, "wb") as out:
+                    pending: list[bytes] = []
+                    pending_size = 0
+                    async for chunk in resp.content.iter_any():
+                        received += len(chunk)
+                        self._count(len(chunk), False, on_bytes)
+                        if expected_length is not None and received > expected_length:
+                            raise IncompleteBodyError(
+                                f"download ran past the expected {expected_length} bytes ({shown})"
+                            )
+                        pending.append(chunk)
+                        pending_size += len(chunk)
+                        if pending_size >= self.config.write_chunk_size:
+                            await out.write(b"".join(pending))
+                            pending.clear()
+                            pending_size = 0
+                    if pending:
+                        await out.write(b"".join(pending))
+                    await out.flush()
+                    await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+        except aiohttp.ClientPayloadError as exc:
+            raise IncompleteBodyError(
+                f"download body ended early after {received} bytes ({shown}): {describe(exc)}"
+            ) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._raise_transport("download", shown, exc)
+        wanted = expected_length if expected_length is not None else announced
+        if wanted is not None and received != wanted:
+            raise IncompleteBodyError(f"download got {received} of {wanted} bytes ({shown})")
+        return received
+
+    @staticmethod
+    def _raise_download_status(status: int, raw: bytes, shown: str, headers: Any) -> NoReturn:
+        message = f"download refused with HTTP {status}: {server_message(raw)} ({shown})"
+        if _expired_hint(status, raw):
+            raise SignedUrlRejectedError(message)
+        if is_transient_status(status):
+            raise TransientError(
+                message,
+                status=status,
+                url=shown,
+                retry_after=parse_retry_after(headers.get("Retry-After")),
+            )
+        raise TransferError(message)

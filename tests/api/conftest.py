@@ -1,0 +1,18 @@
+"""Fixtures for the API client tests: a client on the in-process emulator with instant retries."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.api.support import client_config
+from rfbatch.api import RoboflowClient
+from rfbatch.emulator import Emulator
+
+
+@pytest.fixture
+async def client(emulator: Emulator) -> AsyncIterator[RoboflowClient]:
+    config = client_config(emulator.base_url, emulator.config.api_key)
+    async with RoboflowClient(config) as c:
+        yield c

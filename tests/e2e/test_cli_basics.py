@@ -1,0 +1,61 @@
+"""The command line itself: help, the emulator command, the API-shaped batch commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from rfbatch.emulator import Emulator
+from tests.e2e.support import RFBATCH, cli_env, make_tree, run_cli
+
+
+async def test_help_lists_the_commands() -> None:
+    done = await run_cli(["--help"], {"PATH": "/usr/bin:/bin", "COLUMNS": "120"})
+    assert done.returncode == 0
+    out = done.stdout.decode()
+    for command in ("upload", "batch", "emulator", "demo"):
+        assert command in out
+
+
+def test_emulator_command_serves_the_contract_and_stops_on_sigterm(tmp_path: Path) -> None:
+    args = [*RFBATCH, "emulator", "--port", "0", "--api-key", "k1", "--workspace", "ws1"]
+    args += ["--state-dir", str(tmp_path / "emu")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        base_url = line.strip().rsplit(" ", 1)[-1]
+        assert base_url.startswith("http://127.0.0.1:"), line
+        with urllib.request.urlopen(f"{base_url}/?api_key=k1", timeout=30) as resp:  # noqa: S310
+            assert json.load(resp)["workspace"] == "ws1"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_batch_commands_answer_in_json(emulator: Emulator, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 40)
+    env = cli_env(emulator, tmp_path / "state")
+    assert (await run_cli(["upload", str(src), "--batch", "inspect"], env)).returncode == 0
+
+    listed = await run_cli(["batch", "list", "--json"], env)
+    shown = await run_cli(["batch", "show", "inspect", "--json"], env)
+    counted = await run_cli(["batch", "count", "inspect", "--json"], env)
+    files = await run_cli(["batch", "files", "inspect", "--json"], env)
+    shards = await run_cli(["batch", "shards", "inspect", "--json"], env)
+    missing = await run_cli(["batch", "show", "no-such-batch"], env)
+
+    assert [b["batchId"] for b in json.loads(listed.stdout)] == ["inspect"]
+    assert json.loads(shown.stdout)["batchType"] == "sharded-batch"
+    assert json.loads(counted.stdout)["count"] == 40
+    assert len(json.loads(files.stdout)) == 40
+    assert sum(s["shardObjectsCount"] for s in json.loads(shards.stdout)) == 40
+    assert missing.returncode == 3
+    assert "no-such-batch" in missing.stderr.decode() or "404" in missing.stderr.decode()

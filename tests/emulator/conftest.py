@@ -1,0 +1,55 @@
+"""Fixtures for the emulator tests: raw aiohttp clients, a webhook receiver, a file server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.emulator.support import Api, FileServer, Receiver
+from rfbatch.emulator import Emulator
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+@pytest.fixture
+async def api(emulator: Emulator, http: aiohttp.ClientSession) -> Api:
+    return Api(emulator, http)
+
+
+async def _serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    async for base in _serve(app):
+        rec.url = f"{base}/hook"
+        yield rec
+
+
+@pytest.fixture
+async def file_server() -> AsyncIterator[FileServer]:
+    server = FileServer()
+    app = web.Application()
+    app.router.add_get("/files/{name}", server.handle)
+    async for base in _serve(app):
+        server.url = f"{base}/files"
+        yield server

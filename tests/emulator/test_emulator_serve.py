@@ -1,0 +1,65 @@
+"""Running the emulator: serve() in a subprocess, emulator_in_thread for sync callers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rfbatch.emulator import EmulatorConfig, emulator_in_thread
+
+_SERVE = (
+    "from pathlib import Path; from rfbatch.emulator import serve, EmulatorConfig; "
+    "serve(EmulatorConfig(api_key='sub-key', workspace='sub-ws', state_dir=Path({state!r})))"
+)
+
+
+def _get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - a loopback URL we built
+        data: dict[str, object] = json.loads(resp.read())
+        return data
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_prints_its_url_first_and_exits_0_on_signal(tmp_path: Path, sig: int) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE.format(state=str(tmp_path))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        prefix = "rfbatch emulator listening on "
+        assert first.startswith(prefix), first
+        base_url = first.removeprefix(prefix)
+        assert base_url.startswith("http://127.0.0.1:")
+        assert not base_url.endswith("/")
+        assert _get_json(f"{base_url}/?api_key=sub-key") == {"status": "ok", "workspace": "sub-ws"}
+        assert _get_json(f"{base_url}/_emulator/state")["workspace"] == "sub-ws"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert (tmp_path / "blobs").is_dir()  # the given state dir is kept
+
+
+def test_emulator_in_thread_serves_sync_callers() -> None:
+    config = EmulatorConfig(api_key="k", workspace="thread-ws")
+    with emulator_in_thread(config) as emu:
+        assert _get_json(f"{emu.base_url}/?api_key=k")["workspace"] == "thread-ws"
+        assert emu.state()["workspace"] == "thread-ws"
+        emu.expire_urls()
+        emu.set_faults(None)
+        base_url = emu.base_url
+    with pytest.raises(urllib.error.URLError, match="refused"):
+        _get_json(f"{base_url}/?api_key=k")

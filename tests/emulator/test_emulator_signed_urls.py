@@ -1,0 +1,124 @@
+"""Signed URLs: signature, extension headers, expiry, for uploads and downloads."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+
+from tests.emulator.support import Api, make_tar
+from rfbatch.emulator import EmulatorConfig, running_emulator
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    query.update(changes)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def _put(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> int:
+    async with session.put(url, data=body, headers=headers) as resp:
+        return resp.status
+
+
+async def test_put_without_content_type_is_accepted(api: Api) -> None:
+    details = await api.shard_url("ct")
+    tar = make_tar({"a.jpg": b"a"})
+    # aiohttp adds no Content-Type for raw bytes unless told to; make sure none is sent.
+    async with api.session.put(
+        details["uploadURL"],
+        data=tar,
+        headers=details["extensionHeaders"],
+        skip_auto_headers=["Content-Type"],
+    ) as resp:
+        assert resp.status == 200
+    await api.wait_count("ct", 1)
+
+
+async def test_tampered_signature_or_expiry_is_403(api: Api) -> None:
+    details = await api.shard_url("sig")
+    tar = make_tar({"a.jpg": b"a"})
+    headers = details["extensionHeaders"]
+    url = details["uploadURL"]
+    assert await _put(api.session, _with_query(url, signature="0" * 64), tar, headers) == 403
+    assert await _put(api.session, _with_query(url, expires="9999999999.000"), tar, headers) == 403
+    bare = urlunsplit(urlsplit(url)._replace(query=""))
+    assert await _put(api.session, bare, tar, headers) == 403
+    state = api.emu.state()
+    assert state["counters"]["putsRejected"] == 3
+    assert state["counters"]["puts"] == 0
+    assert state["batches"]["sig"]["count"] == 0
+
+
+async def test_missing_or_wrong_extension_header_is_403(api: Api) -> None:
+    details = await api.shard_url("hdr")
+    tar = make_tar({"a.jpg": b"a"})
+    async with api.session.put(details["uploadURL"], data=tar) as resp:
+        assert resp.status == 403
+        assert "MissingSecurityHeader" in await resp.text()
+    wrong = {k: "0,1" for k in details["extensionHeaders"]}
+    assert await _put(api.session, details["uploadURL"], tar, wrong) == 403
+    assert await api.put(details, tar) == 200
+
+
+async def test_expired_upload_and_download_urls_are_403() -> None:
+    config = EmulatorConfig(api_key="k", workspace="test-ws", url_ttl=0.0)
+    async with running_emulator(config) as emu, aiohttp.ClientSession() as session:
+        api = Api(emu, session)
+        details = await api.shard_url("exp")
+        async with session.put(
+            details["uploadURL"],
+            data=make_tar({"a.jpg": b"a"}),
+            headers=details["extensionHeaders"],
+        ) as resp:
+            assert resp.status == 403
+            assert "ExpiredToken" in await resp.text()
+        assert (await api.upload_image("exp2", "a.jpg", b"a")).status == 200
+        [entry] = await api.list_all("exp2")
+        async with session.get(entry["downloadURL"]) as resp:
+            assert resp.status == 403
+            assert "ExpiredToken" in await resp.text()
+
+
+async def test_expire_urls_hook_expires_issued_urls_only(api: Api) -> None:
+    await api.upload_image("hook", "a.jpg", b"abc")
+    [old] = await api.list_all("hook")
+    details = await api.shard_url("hook2")
+    api.emu.expire_urls()
+    async with api.session.get(old["downloadURL"]) as resp:
+        assert resp.status == 403
+        assert "ExpiredToken" in await resp.text()
+    assert await api.put(details, make_tar({"a.jpg": b"a"})) == 403
+    [fresh] = await api.list_all("hook")
+    assert await api.download(fresh["downloadURL"]) == b"abc"
+
+
+async def test_download_url_is_bound_to_its_item(api: Api) -> None:
+    await api.upload_image("bind", "a.jpg", b"aaa")
+    await api.upload_image("bind", "b.jpg", b"bbb")
+    first, second = await api.list_all("bind")
+    swapped = urlunsplit(
+        urlsplit(second["downloadURL"])._replace(query=urlsplit(first["downloadURL"]).query)
+    )
+    async with api.session.get(swapped) as resp:
+        assert resp.status == 403
+
+
+async def test_upload_url_can_be_reused_like_a_bucket_object(api: Api) -> None:
+    details = await api.shard_url("reuse")
+    tar = make_tar({"a.jpg": b"a", "b.jpg": b"b"})
+    assert await api.put(details, tar) == 200
+    assert await api.put(details, tar) == 200
+    await api.wait_count("reuse", 2)
+
+    async def received_twice() -> bool:
+        items = api.emu.state()["batches"]["reuse"]["items"]
+        return all(i["received"] == 2 for i in items)
+
+    from emulator.support import wait_for
+
+    await wait_for(received_twice, "the second PUT to be ingested")
+    assert len(api.emu.state()["batches"]["reuse"]["shards"]) == 1
