@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,12 +18,10 @@ from typing import Any
 
 import pytest
 
+from compat.support import API_KEY, WORKSPACE, Cli, Receiver
 from rfbatch.emulator import Emulator, EmulatorConfig, emulator_in_thread
 
-API_KEY = "compat-key-0123456789"
-WORKSPACE = "compat-ws"
 REPO = Path(__file__).resolve().parent.parent
-CLI_TIMEOUT = 120
 
 
 @pytest.fixture(scope="session")
@@ -52,53 +48,9 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
         yield emu
 
 
-@dataclass
-class Cli:
-    binary: Path
-    emulator: Emulator
-    cwd: Path
-
-    def run(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "API_BASE_URL": self.emulator.base_url,
-            "ROBOFLOW_API_KEY": API_KEY,
-            "COLUMNS": "250",
-            "NO_COLOR": "1",
-        }
-        proc = subprocess.run(
-            [str(self.binary), "rf-cloud", *args],
-            env=env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT,
-            check=False,
-        )
-        if proc.returncode != expect:
-            raise AssertionError(
-                f"`inference rf-cloud {' '.join(args)}` exited {proc.returncode}, "
-                f"expected {expect}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-            )
-        return proc
-
-
 @pytest.fixture
 def cli(inference_bin: Path, emulator: Emulator, tmp_path: Path) -> Cli:
     return Cli(inference_bin, emulator, tmp_path)
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on 127.0.0.1 recording every POST (headers and JSON body)."""
-
-    url: str = ""
-    received: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [body for _, body in self.received]
 
 
 def _serve(server: ThreadingHTTPServer) -> Iterator[str]:
@@ -118,7 +70,7 @@ def receiver() -> Iterator[Receiver]:
     rec = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
             with rec.lock:
@@ -127,7 +79,7 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -143,7 +95,7 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root.mkdir()
 
     class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))

@@ -5,13 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rfbatch.emulator import Emulator
 
+API_KEY = "compat-key-0123456789"
+WORKSPACE = "compat-ws"
 DEADLINE = 60.0
+CLI_TIMEOUT = 120
 
 _MAKE_VIDEOS = """
 import sys
@@ -84,3 +90,47 @@ def files_under(root: Path) -> dict[str, bytes]:
         for p in root.rglob("*")
         if p.is_file() and not p.name.startswith(".")
     }
+
+
+@dataclass
+class Cli:
+    binary: Path
+    emulator: Emulator
+    cwd: Path
+
+    def run(self, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "API_BASE_URL": self.emulator.base_url,
+            "ROBOFLOW_API_KEY": API_KEY,
+            "COLUMNS": "250",
+            "NO_COLOR": "1",
+        }
+        proc = subprocess.run(
+            [str(self.binary), "rf-cloud", *args],
+            env=env,
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        if proc.returncode != expect:
+            raise AssertionError(
+                f"`inference rf-cloud {' '.join(args)}` exited {proc.returncode}, "
+                f"expected {expect}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on 127.0.0.1 recording every POST (headers and JSON body)."""
+
+    url: str = ""
+    received: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [body for _, body in self.received]

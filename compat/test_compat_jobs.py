@@ -1,4 +1,4 @@
-"""inference-cli `rf-cloud batch-processing` commands (and multipart export) against the emulator."""
+"""inference-cli `rf-cloud batch-processing` commands (and multipart exports) on the emulator."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from compat.conftest import API_KEY, WORKSPACE, Cli, Receiver
-from compat.support import files_under, make_images, make_videos, wait_count, wait_job, wait_until
+from compat.support import (
+    API_KEY,
+    WORKSPACE,
+    Cli,
+    Receiver,
+    files_under,
+    make_images,
+    make_videos,
+    wait_count,
+    wait_job,
+    wait_until,
+)
 from rfbatch.emulator import EmulatorConfig, emulator_in_thread
 
 
@@ -77,10 +87,13 @@ def test_process_images_then_inspect_and_export_results(
     assert "img-job" in listed
     shown = cli.run("batch-processing", "show-job-details", "--job-id", "img-job").stdout
     assert "img-job" in shown
-    assert "processing" in shown and "export" in shown
+    assert "processing" in shown
+    assert "export" in shown
 
     logs_file = tmp_path / "logs.jsonl"
-    cli.run("batch-processing", "fetch-logs", "--job-id", "img-job", "--output-file", str(logs_file))
+    cli.run(
+        "batch-processing", "fetch-logs", "--job-id", "img-job", "--output-file", str(logs_file)
+    )
     logs = [json.loads(line) for line in logs_file.read_text().splitlines() if line]
     assert any(entry["log_type"] == "job-succeeded" for entry in logs)
     errors_file = tmp_path / "errors.jsonl"
@@ -170,7 +183,9 @@ def test_process_videos_with_workflow(cli: Cli, tmp_path: Path, compat_python: P
     assert definition["processingSpecification"]["maxVideoFPS"] == 5
     wait_job(cli.emulator, "vid-job", "succeeded")
     target = tmp_path / "out"
-    cli.run("data-staging", "export-batch", "--batch-id", "vid-job-export", "--target-dir", str(target))
+    cli.run(
+        "data-staging", "export-batch", "--batch-id", "vid-job-export", "--target-dir", str(target)
+    )
     [(name, data)] = files_under(target).items()
     assert name == "results/results-0000.csv"
     assert data.decode().count("clip-") == 2
@@ -251,7 +266,9 @@ def test_restart_failed_job(cli: Cli, tmp_path: Path) -> None:
     errors = [json.loads(line) for line in logs_file.read_text().splitlines() if line]
     assert errors
     assert all(e["severity"] == "error" for e in errors)
-    cli.run("batch-processing", "restart-job", "--job-id", "fails", "--max-image-failure-rate", "0.5")
+    cli.run(
+        "batch-processing", "restart-job", "--job-id", "fails", "--max-image-failure-rate", "0.5"
+    )
     overrides = cli.emulator.state()["jobs"]["fails"]["restartParametersOverride"]
     assert overrides == [{"type": "parameters-override-v1", "maxImageFailureRate": 0.5}]
     wait_job(cli.emulator, "fails", "failed")

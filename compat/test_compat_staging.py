@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compat.conftest import WORKSPACE, Cli, Receiver
 from compat.support import (
+    WORKSPACE,
+    Cli,
+    Receiver,
     files_under,
     items_of,
     make_images,

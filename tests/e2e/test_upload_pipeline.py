@@ -9,8 +9,12 @@ import anyio
 
 from rfbatch.app import open_services
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from rfbatch.pipeline.upload import UploadTarget
-from rfbatch.pipeline.upload_pass import PassResult, source_specs, upload_and_confirm
+from rfbatch.pipeline.upload_pass import (
+    PassResult,
+    UploadTarget,
+    source_specs,
+    upload_and_confirm,
+)
 from rfbatch.settings import Settings
 from tests.e2e.support import (
     batch_items,

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.emulator.support import Api, FileServer, Receiver
 from rfbatch.emulator import Emulator
+from tests.emulator.support import Api, FileServer, Receiver
 
 
 @pytest.fixture

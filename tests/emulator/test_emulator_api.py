@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from tests.emulator.support import Api
 from rfbatch.emulator import Emulator, EmulatorConfig, create_app
+from tests.emulator.support import Api
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -21,7 +21,6 @@ async def test_workspace_lookup_returns_slug_and_status(api: Api) -> None:
     assert reply.body == {"status": "ok", "workspace": "test-ws"}
 
 
-@pytest.mark.anyio  # explicit: parametrized coroutine tests need the marker at collection
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.emulator.support import Api, make_tar
 from rfbatch.emulator import EmulatorConfig, FaultProfile, FaultRates, running_emulator
 from rfbatch.emulator.faults import FaultInjector
+from tests.emulator.support import Api, make_tar
 
 
 async def _api_with(profile: FaultProfile) -> AsyncIterator[Api]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.emulator.support import Api, FileServer, Receiver, make_tar, wait_for
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
+from tests.emulator.support import Api, FileServer, Receiver, make_tar, wait_for
 
 
 @pytest.fixture
@@ -267,7 +267,6 @@ async def test_references_file_url_and_unsafe_file_url(api: Api, file_server: Fi
     assert shards[0]["statusMetadata"]["reason"] == "unsafe-url-detected"
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize(
     "body",
     [

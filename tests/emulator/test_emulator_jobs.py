@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.emulator.support import Api, Receiver, job_body, wait_for
 from rfbatch.emulator import EmulatorConfig, running_emulator
+from tests.emulator.support import Api, Receiver, job_body, wait_for
 
 IMAGES = {f"img-{n:03d}.jpg": f"image {n}".encode() * 10 for n in range(120)}
 
@@ -48,7 +48,6 @@ async def test_start_is_idempotent_and_conflicts_on_another_body(api: Api) -> No
     assert job["jobDefinition"] == body
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize(
     ("job_id", "mutate"),
     [
@@ -300,3 +299,18 @@ async def test_video_job_over_a_video_batch(api: Api) -> None:
     assert job["error"] is False
     # an image job on the video batch is refused
     assert (await api.post(api.bp("/jobs/vj2"), job_body("vb"))).status == 400
+
+
+async def test_trt_compilation_job(api: Api) -> None:
+    body = {
+        "type": "trt-compilation-v1",
+        "modelId": "my-model/3",
+        "compilationDevices": ["nvidia-l4", "nvidia-t4"],
+    }
+    assert (await api.post(api.bp("/jobs/trt-1"), body)).status == 200
+    job = await api.wait_terminal("trt-1")
+    assert (job["error"], job["plannedStages"]) == (False, ["compilation"])
+    stages = (await api.get(api.bp("/jobs/trt-1/stages"))).body["stages"]
+    assert [(s["processingStageId"], s["tasksNumber"]) for s in stages] == [("compilation", 1)]
+    bad = {**body, "compilationDevices": ["nvidia-h100"]}
+    assert (await api.post(api.bp("/jobs/trt-2"), bad)).status == 400

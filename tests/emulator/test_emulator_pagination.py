@@ -80,7 +80,6 @@ async def test_jobs_list_newest_first_with_token_key_always_present(api: Api) ->
     ]
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("token", ["garbage", "eyJsIjoiYmF0Y2hlcyIsImkiOjF9.0000000000000000", "."])
 async def test_bad_tokens_are_400(api: Api, token: str) -> None:
     await api.upload_image("bt", "a.jpg", b"a")
@@ -103,7 +102,6 @@ async def test_token_of_one_listing_is_refused_by_another(api: Api) -> None:
     assert (await api.get(api.ds("/batches/t2/list"), nextPageToken=token)).status == 400
 
 
-@pytest.mark.anyio
 @pytest.mark.parametrize("size", ["0", "-3", "ten"])
 async def test_bad_page_size_is_400(api: Api, size: str) -> None:
     assert (await api.get(api.ds("/batches"), pageSize=size)).status == 400

@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
-from tests.emulator.support import Api, make_tar
 from rfbatch.emulator import EmulatorConfig, running_emulator
+from tests.emulator.support import Api, make_tar, wait_for
 
 
 def _with_query(url: str, **changes: str) -> str:
@@ -117,8 +117,6 @@ async def test_upload_url_can_be_reused_like_a_bucket_object(api: Api) -> None:
     async def received_twice() -> bool:
         items = api.emu.state()["batches"]["reuse"]["items"]
         return all(i["received"] == 2 for i in items)
-
-    from emulator.support import wait_for
 
     await wait_for(received_twice, "the second PUT to be ingested")
     assert len(api.emu.state()["batches"]["reuse"]["shards"]) == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from localfs_helpers import OLD, MakeFile, write_file
+
+from tests.localfs.support import OLD, MakeFile, write_file
 
 
 @pytest.fixture

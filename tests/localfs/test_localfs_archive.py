@@ -12,11 +12,11 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from localfs_helpers import MakeFile
 
 from rfbatch.errors import FileChangedError, FileUnreadableError
 from rfbatch.localfs.archive import TarBody, TarMember, tar_length, tarinfo_for
 from rfbatch.localfs.scan import FoundFile, SourceSpec, examine_path
+from tests.localfs.support import MakeFile
 
 MTIME = 1_700_000_000
 T = TypeVar("T")

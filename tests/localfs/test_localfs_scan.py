@@ -7,7 +7,6 @@ from typing import Any
 
 import anyio
 import pytest
-from localfs_helpers import MakeFile, write_file
 
 from rfbatch.errors import ConfigError
 from rfbatch.localfs.scan import (
@@ -20,6 +19,7 @@ from rfbatch.localfs.scan import (
     iter_scan,
     scan,
 )
+from tests.localfs.support import MakeFile, write_file
 
 
 async def collect(*specs: SourceSpec, stats: ScanStats | None = None) -> list[FoundFile | Skipped]:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from localfs_helpers import MakeFile
 
 from rfbatch.errors import ConfigError
 from rfbatch.localfs.scan import FoundFile, SourceSpec, examine_path
 from rfbatch.localfs.settle import Settler, restat, settle_files
+from tests.localfs.support import MakeFile
 
 SETTLE = 5.0
 POLL = 0.005

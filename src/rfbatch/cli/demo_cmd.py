@@ -14,8 +14,7 @@ from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, run, settings_from
 from rfbatch.cli.upload_cmd import report
 from rfbatch.obs.progress import upload_progress
 from rfbatch.pipeline.tally import Tally
-from rfbatch.pipeline.upload import UploadTarget
-from rfbatch.pipeline.upload_pass import source_specs, upload_and_confirm
+from rfbatch.pipeline.upload_pass import UploadTarget, source_specs, upload_and_confirm
 from rfbatch.samples import write_images
 
 DEMO_KEY = "demo-key-not-a-secret"

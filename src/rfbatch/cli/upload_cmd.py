@@ -27,8 +27,13 @@ from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
 from rfbatch.pipeline.dry_run import dry_run
 from rfbatch.pipeline.tally import Tally
-from rfbatch.pipeline.upload import UploadTarget
-from rfbatch.pipeline.upload_pass import PassResult, source_specs, upload_and_confirm
+from rfbatch.pipeline.upload_pass import (
+    PassResult,
+    UploadTarget,
+    source_specs,
+    upload_and_confirm,
+    upload_options,
+)
 
 SourcesArg = Annotated[list[Path], typer.Argument(help="Folders to upload (recursive).")]
 
@@ -86,9 +91,7 @@ def upload(
     target = UploadTarget(
         image_batch=batch,
         video_batch=videos,
-        display_name=display_name,
-        ingest_webhook_url=settings.upload.ingest_webhook_url,
-        chunk_bytes=settings.upload.chunk_bytes,
+        options=upload_options(settings, display_name),
     )
 
     async def main() -> int:
@@ -119,8 +122,8 @@ def summary(result: PassResult) -> dict[str, object]:
         "files_found": t.found,
         "files_unchanged": t.unchanged,
         "files_sent": t.sent,
-        "files_skipped": len(t.skipped),
-        "files_failed": len(t.failed),
+        "files_skipped": t.skipped_count,
+        "files_failed": t.failed_count,
         "bytes_sent": t.sent_bytes,
         "shards": t.shards,
         "videos": t.videos,
@@ -151,7 +154,7 @@ def report(result: PassResult, json_out: bool) -> None:
     rate = mb / secs if secs > 0 else 0.0
     print(
         f"sent {t.sent} files ({mb:.1f} MB, {rate:.1f} MB/s) in {secs:.1f} s; "
-        f"{t.unchanged} unchanged, {len(t.skipped)} skipped, {len(t.failed)} failed"
+        f"{t.unchanged} unchanged, {t.skipped_count} skipped, {t.failed_count} failed"
     )
     for c in result.confirmations:
         state = "confirmed" if c.confirmed else "NOT confirmed"

@@ -5,15 +5,18 @@ from __future__ import annotations
 import secrets
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
+import structlog
 from aiohttp import web
 
+from rfbatch.emulator import persist
 from rfbatch.emulator.config import EmulatorConfig
 from rfbatch.emulator.faults import FaultInjector, FaultProfile
 from rfbatch.emulator.model import Counters, Store
@@ -21,6 +24,11 @@ from rfbatch.emulator.pagination import PageTokens
 from rfbatch.emulator.signing import UrlSigner
 from rfbatch.emulator.tasks import TaskSet
 from rfbatch.emulator.webhooks import WebhookSender
+
+if TYPE_CHECKING:
+    from rfbatch.emulator.jobs import Job
+
+log = structlog.get_logger("rfbatch.emulator")
 
 # The GCS-style constraint every upload URL carries and every PUT must echo.
 LENGTH_RANGE_HEADER = "x-goog-content-length-range"
@@ -75,6 +83,7 @@ class EmulatorCore:
             self._state_dir = Path(self.config.state_dir)
         for sub in ("blobs", "outputs"):
             await anyio.Path(self._state_dir / sub).mkdir(parents=True, exist_ok=True)
+        to_resume = await self._restore() if self.persistent else []
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=60, sock_connect=5)
         )
@@ -85,16 +94,47 @@ class EmulatorCore:
             tasks=self.tasks,
             session=self._session,
         )
+        for job in to_resume:
+            self.jobs.resume(job)
 
     async def stop(self) -> None:
         await self.tasks.close()
         if self._session is not None:
             await self._session.close()
+        if self.persistent and self._state_dir is not None:
+            data = persist.dump(self)
+            path = self._state_dir / persist.STATE_FILE
+            await anyio.to_thread.run_sync(persist.write_file, path, data)
         if self._tmp_root is not None:
             root = self._tmp_root
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(root, ignore_errors=True))
 
+    async def _restore(self) -> list[Job]:
+        path = self.state_dir / persist.STATE_FILE
+        try:
+            data = await anyio.to_thread.run_sync(persist.read_file, path)
+            to_resume = persist.load(self, data) if data is not None else []
+        except (ValueError, KeyError, TypeError) as exc:
+            # A damaged state file must not keep the emulator from starting: set it aside.
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            await anyio.Path(path).rename(aside)
+            log.warning(
+                "emulator.state_unreadable", path=str(path), moved_to=str(aside), error=str(exc)
+            )
+            self.store = Store()
+            self.reference_ingests.clear()
+            self.jobs = type(self.jobs)(self)
+            return []
+        keep = persist.referenced_blobs(self)
+        await anyio.to_thread.run_sync(persist.sweep_orphans, self.state_dir / "blobs", keep)
+        return to_resume
+
     # accessors -----------------------------------------------------------------------------
+
+    @property
+    def persistent(self) -> bool:
+        """Records outlive the process only on a state_dir the caller chose."""
+        return self.config.state_dir is not None
 
     @property
     def state_dir(self) -> Path:

@@ -507,6 +507,13 @@ class JobEngine:
         job.log("info", "job-restarted", {"overrides": override or {}})
         self._launch(job)
 
+    def resume(self, job: Job) -> None:
+        """Run again, from the first stage, a job that was running when the emulator stopped."""
+        job.stages = []
+        job.current_stage = None
+        job.log("warning", "job-resumed", {"message": "the emulator restarted; job runs again"})
+        self._launch(job)
+
     def _launch(self, job: Job) -> None:
         job.runner = self._core.tasks.spawn(self._run(job))
 

@@ -209,6 +209,14 @@ class Batch:
             self.items_by_part.setdefault(part_name, []).append(item)
         return item, None
 
+    def restore_item(self, item: Item) -> None:
+        """Put back an item saved by an earlier run (see :mod:`persist`)."""
+        self._by_key[(item.part_name, item.name)] = item
+        self.by_id[item.item_id] = item
+        self.items.append(item)
+        if item.part_name is not None:
+            self.items_by_part.setdefault(item.part_name, []).append(item)
+
     def add_shard(self, shard: Shard) -> Shard:
         existing = self.shards_by_id.get(shard.shard_id)
         if existing is not None:

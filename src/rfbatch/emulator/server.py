@@ -89,7 +89,8 @@ class Emulator:
 async def running_emulator(config: EmulatorConfig) -> AsyncIterator[Emulator]:
     """Serve the emulator on the current event loop for the duration of the block."""
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # A short shutdown grace: an upload cut off by a stop is retried by its client anyway.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, reuse_address=True)

@@ -1,9 +1,9 @@
 """Blocking consumers of upload bodies; they run in worker threads behind :mod:`pipe`.
 
 Both keep a blob file per item (``store="files"``) or only its size and SHA-256
-(``store="digests"``). Tar shards are read with ``tarfile`` in streaming mode (``r|``), so a
-shard is never buffered; members are checked before a byte of them is kept: only flat, regular
-files, no ``..``, no absolute paths, no links or devices.
+(``store="digests"``). Tar shards are read forward-only by :mod:`tarstream`, so a shard is never
+buffered; members are checked before a byte of them is kept: only flat, regular files, no
+``..``, no absolute paths, no links or devices.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from rfbatch.emulator.model import is_image_name
+from rfbatch.emulator.tarstream import MemberReader, TarStreamError, iter_members
 
 CHUNK = 1024 * 1024
 NOTIFICATION_CONFIG = "notification_config.json"
@@ -114,10 +115,9 @@ def consume_tar(source: Readable, blob_dir: Path | None, max_image_bytes: int) -
     result = TarResult()
     counted = _Counting(source)
     try:
-        with tarfile.open(fileobj=counted, mode="r|", bufsize=CHUNK) as tar:  # type: ignore[call-overload]
-            for member in tar:
-                _consume_member(tar, member, result, blob_dir, max_image_bytes)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        for member, body in iter_members(counted):
+            _consume_member(member, body, result, blob_dir, max_image_bytes)
+    except (TarStreamError, OSError, ValueError) as exc:
         result.discard()
         result.error = f"invalid-archive: {exc}"
     result.size = counted.count
@@ -125,8 +125,8 @@ def consume_tar(source: Readable, blob_dir: Path | None, max_image_bytes: int) -
 
 
 def _consume_member(
-    tar: tarfile.TarFile,
     member: tarfile.TarInfo,
+    body: MemberReader,
     result: TarResult,
     blob_dir: Path | None,
     max_image_bytes: int,
@@ -139,7 +139,7 @@ def _consume_member(
         result.failed.append((member.name, problem))
         return
     if name == NOTIFICATION_CONFIG:
-        result.notification = _read_config(tar, member)
+        result.notification = _read_config(body, member.size)
         return
     if not is_image_name(name):
         result.failed.append((name, "unsupported-file-type"))
@@ -147,22 +147,14 @@ def _consume_member(
     if member.size > max_image_bytes:
         result.failed.append((name, "file-size-limit-exceeded"))
         return
-    fh = tar.extractfile(member)
-    if fh is None:
-        result.failed.append((name, "unsupported-member-type"))
-        return
-    with fh:
-        result.members.append(StagedMember(name=name, blob=store_blob(fh, blob_dir)))
+    result.members.append(StagedMember(name=name, blob=store_blob(body, blob_dir)))
 
 
-def _read_config(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any] | None:
-    if member.size > _MAX_CONFIG_BYTES:
+def _read_config(body: MemberReader, size: int) -> dict[str, Any] | None:
+    if size > _MAX_CONFIG_BYTES:
         return None
-    fh = tar.extractfile(member)
-    if fh is None:
-        return None
-    with fh, contextlib.suppress(ValueError):
-        data = json.loads(fh.read())
+    with contextlib.suppress(ValueError):
+        data = json.loads(body.read())
         if isinstance(data, dict):
             return data
     return None

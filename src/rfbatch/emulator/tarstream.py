@@ -71,10 +71,14 @@ class MemberReader:
         self.remaining = size
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (maybe fewer); everything that is left when ``size`` < 0."""
         if self.remaining <= 0:
             return b""
-        want = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        piece = self._source.read_some(want)
+        if size is None or size < 0:
+            data = self._source.read_exact(self.remaining)
+            self.remaining = 0
+            return data
+        piece = self._source.read_some(min(size, self.remaining))
         if not piece:
             raise TarStreamError("unexpected end of data")
         self.remaining -= len(piece)
@@ -127,12 +131,12 @@ def iter_members(body: Readable) -> Iterator[tuple[tarfile.TarInfo, MemberReader
     long_link: str | None = None
     while True:
         header = source.read_some(BLOCK)
-        if len(header) < BLOCK:
-            header += source.read_exact(BLOCK - len(header)) if header else b""
         if not header:
             if source.count == 0:
                 raise TarStreamError("empty file")
-            raise TarStreamError("unexpected end of data")
+            return  # like tarfile, accept an archive that stops without end-of-archive blocks
+        if len(header) < BLOCK:
+            header += source.read_exact(BLOCK - len(header))
         if header == bytes(BLOCK):
             return  # end-of-archive marker; anything after it is ignored
         try:
@@ -166,8 +170,11 @@ def iter_members(body: Readable) -> Iterator[tuple[tarfile.TarInfo, MemberReader
             except ValueError as exc:
                 raise TarStreamError("bad PAX size") from exc
         pending_pax, long_name, long_link = {}, None, None
-        # Only regular files carry data; a link or device claiming a size is still skipped.
-        size = info.size if info.type in tarfile.REGULAR_TYPES or info.size else 0
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise TarStreamError("sparse members are not supported")
+        # As in tarfile: data follows regular files and unknown types, never links or devices.
+        has_data = info.type in tarfile.REGULAR_TYPES or info.type not in tarfile.SUPPORTED_TYPES
+        size = info.size if has_data else 0
         member = MemberReader(source, size)
         yield info, member
         source.skip(member.remaining + _padded(size) - size)

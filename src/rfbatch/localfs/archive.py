@@ -73,7 +73,8 @@ class TarMember:
             path=found.path,
             data=None,
             size=found.size,
-            mtime=found.mtime_ns // 1_000_000_000,
+            # A tar header cannot hold a time before 1970; the exact check uses mtime_ns anyway.
+            mtime=max(0, found.mtime_ns // 1_000_000_000),
             mtime_ns=found.mtime_ns,
         )
 

@@ -65,11 +65,13 @@ class Settler:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         max_pending: int = 10_000,
+        on_vanished: Callable[[Path], None] | None = None,
     ) -> None:
         if settle_seconds < 0:
             raise ConfigError(f"settle_seconds must be >= 0, got {settle_seconds}")
         if max_pending < 1:
             raise ConfigError(f"max_pending must be >= 1, got {max_pending}")
+        self._on_vanished = on_vanished
         self.settle_seconds = settle_seconds
         self.max_pending = max_pending
         self._clock = clock
@@ -130,6 +132,8 @@ class Settler:
             if st is None:
                 del self._pending[path]
                 self._stats.vanished += 1
+                if self._on_vanished is not None:
+                    self._on_vanished(path)
                 continue
             if not _same_version(known.file, st.st_size, st.st_mtime_ns):
                 known.file = dataclasses.replace(

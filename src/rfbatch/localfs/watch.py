@@ -87,7 +87,8 @@ async def watch(
     With ``initial_scan`` the folders are scanned once as soon as the watcher is running, so
     nothing created in between is missed. ``wake_interval`` bounds how long a stop, a
     cancellation or a due rescan waits for the watcher thread. :class:`Skipped` records (files
-    over ``max_size``, unreadable ones) are yielded too, so they can be recorded.
+    over ``max_size``, unreadable ones) are yielded too, so they can be recorded. A root that
+    does not exist when the watch starts (an unmounted share) is covered by the rescans only.
     """
     stop = stop_event if stop_event is not None else anyio.Event()
     stats = stats if stats is not None else ScanStats()

@@ -12,6 +12,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rfbatch.localfs.scan import FoundFile, Skipped
+from rfbatch.pipeline.batches import Assigned, BatchAssigner, InFlight
 from rfbatch.pipeline.tally import Tally
 from rfbatch.state.manifest import SqliteManifest
 
@@ -39,16 +40,25 @@ async def select_new(
     send: MemoryObjectSendStream[FoundFile],
     manifest: SqliteManifest,
     tally: Tally,
+    in_flight: InFlight,
 ) -> None:
-    """Pass on only the files that are new or changed since the manifest last saw them."""
+    """Pass on only the files that are new or changed since the manifest last saw them.
+
+    A file already on its way (a watcher event and a rescan can both report it) is dropped
+    here, before the manifest is asked, so it is never packed twice.
+    """
     async with receive, send:
         while batch := await next_batch(receive, SELECT_BATCH):
+            batch = [f for f in batch if f.path not in in_flight]
+            if not batch:
+                continue
             tally.found += len(batch)
             tally.found_bytes += sum(f.size for f in batch)
             fresh = await manifest.filter_new(batch)
             tally.unchanged += len(batch) - len(fresh)
             for file in fresh:
-                await send.send(file)
+                if in_flight.claim(file.path):
+                    await send.send(file)
 
 
 async def record_skips(
@@ -65,25 +75,30 @@ async def record_skips(
 
 async def route(
     receive: MemoryObjectReceiveStream[FoundFile],
-    images: MemoryObjectSendStream[FoundFile],
-    videos: MemoryObjectSendStream[FoundFile],
+    images: MemoryObjectSendStream[Assigned],
+    videos: MemoryObjectSendStream[Assigned],
     manifest: SqliteManifest,
     tally: Tally,
     *,
     max_image_bytes: int,
+    batches: BatchAssigner,
+    in_flight: InFlight,
 ) -> None:
-    """Send settled images to packing and videos to their workers; skip what cannot be sent."""
+    """Give each settled file its batch and send it on; skip what cannot be sent."""
     async with receive, images, videos:
         async for file in receive:
             reason = _refusal(file, max_image_bytes)
             if reason is not None:
                 await manifest.mark([file.path], "skipped", error=reason)
+                in_flight.release([file.path])
                 tally.skip(str(file.path), reason)
                 log.warning("upload.skipped", path=str(file.path), reason=reason)
                 continue
+            batch_id = await batches.batch_for(file)
+            in_flight.assign(batch_id)
             tally.queued += 1
             tally.queued_bytes += file.size
-            await (images if file.kind == "image" else videos).send(file)
+            await (images if file.kind == "image" else videos).send(Assigned(batch_id, file))
 
 
 def _refusal(file: FoundFile, max_image_bytes: int) -> str | None:

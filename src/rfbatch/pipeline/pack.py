@@ -1,33 +1,69 @@
-"""Group settled images into shards: at most ``max_files`` images and ``max_bytes`` of data each.
+"""Group assigned images into shards: one batch per shard, at most ``max_files`` images and
+``max_bytes`` of data each.
 
 A shard is only a list of files here; member names, the tar and the manifest rows are made by the
-upload stage, just before the PUT, so a shard that waits in the queue holds no resources.
+upload stage, just before the PUT, so a shard that waits in the queue holds no resources. In the
+daemon, files trickle in: ``linger`` sends a partial shard once no image has come for that long.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rfbatch.localfs.scan import FoundFile
+from rfbatch.pipeline.batches import Assigned
+
+
+@dataclass
+class Shard:
+    batch_id: str
+    files: list[FoundFile] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, file: FoundFile) -> None:
+        self.files.append(file)
+        self.size += file.size
 
 
 async def pack_shards(
-    receive: MemoryObjectReceiveStream[FoundFile],
-    send: MemoryObjectSendStream[list[FoundFile]],
+    receive: MemoryObjectReceiveStream[Assigned],
+    send: MemoryObjectSendStream[Shard],
     *,
     max_files: int,
     max_bytes: int,
+    linger: float | None = None,
 ) -> None:
     """Read images until the input closes, emitting a shard whenever one is full."""
-    shard: list[FoundFile] = []
-    size = 0
+    shard: Shard | None = None
     async with receive, send:
-        async for file in receive:
-            # A file alone over the byte cap still gets a shard of its own rather than no shard.
-            if shard and (len(shard) >= max_files or size + file.size > max_bytes):
+        while True:
+            item: Assigned | None = None
+            try:
+                if shard is not None and linger is not None:
+                    with anyio.move_on_after(linger):
+                        item = await receive.receive()
+                else:
+                    item = await receive.receive()
+            except anyio.EndOfStream:
+                break
+            if item is None:  # lingered long enough: send what we have
+                assert shard is not None
                 await send.send(shard)
-                shard, size = [], 0
-            shard.append(file)
-            size += file.size
-        if shard:
+                shard = None
+                continue
+            # A file alone over the byte cap still gets a shard of its own rather than none.
+            if shard is not None and (
+                shard.batch_id != item.batch_id
+                or len(shard.files) >= max_files
+                or shard.size + item.file.size > max_bytes
+            ):
+                await send.send(shard)
+                shard = None
+            if shard is None:
+                shard = Shard(item.batch_id)
+            shard.add(item.file)
+        if shard is not None:
             await send.send(shard)

@@ -7,7 +7,11 @@ the event loop thread, so plain integers are enough.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from dataclasses import dataclass, field
+
+# A daemon runs for months: keep every count, but only the latest problems by name.
+RECENT_PROBLEMS = 10_000
 
 
 @dataclass
@@ -30,13 +34,17 @@ class Tally:
     shards: int = 0
     videos: int = 0
     requeued: int = 0
-    skipped: list[Failure] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
+    skipped_count: int = 0
+    failed_count: int = 0
+    skipped: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_PROBLEMS))
+    failed: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_PROBLEMS))
 
     def skip(self, path: str, reason: str) -> None:
+        self.skipped_count += 1
         self.skipped.append(Failure(path, reason))
 
     def fail(self, path: str, reason: str) -> None:
+        self.failed_count += 1
         self.failed.append(Failure(path, reason))
 
     @property
@@ -44,7 +52,8 @@ class Tally:
         return time.monotonic() - self.started
 
     def snapshot(self) -> dict[str, object]:
-        out = asdict(self)
-        out.pop("started")
+        out: dict[str, object] = {
+            k: v for k, v in vars(self).items() if isinstance(v, int) and k != "started"
+        }
         out["seconds"] = round(self.seconds, 3)
         return out

@@ -33,6 +33,8 @@ from rfbatch.errors import (
 )
 from rfbatch.localfs.archive import TarBody, TarMember
 from rfbatch.localfs.scan import FoundFile
+from rfbatch.pipeline.batches import Assigned, InFlight
+from rfbatch.pipeline.pack import Shard
 from rfbatch.pipeline.tally import Tally
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import FileBody, Transfer
@@ -45,11 +47,9 @@ MAX_REPACKS = 5
 
 
 @dataclass(frozen=True)
-class UploadTarget:
-    """Where one pass sends images and videos, and what the service is told about them."""
+class UploadOptions:
+    """What the service is told about uploads, and how files are read."""
 
-    image_batch: str
-    video_batch: str
     display_name: str | None = None
     ingest_webhook_url: str | None = None
     chunk_bytes: int = 1024 * 1024
@@ -63,27 +63,28 @@ class Uploader:
         client: RoboflowClient,
         transfer: Transfer,
         manifest: SqliteManifest,
-        target: UploadTarget,
+        options: UploadOptions,
         tally: Tally,
+        in_flight: InFlight,
     ) -> None:
         self.client = client
         self.transfer = transfer
         self.manifest = manifest
-        self.target = target
+        self.options = options
         self.tally = tally
+        self.in_flight = in_flight
 
     def _count_bytes(self, n: int) -> None:
         self.tally.wire_bytes += n
 
     # --- shards -------------------------------------------------------------------------
 
-    async def shard_worker(self, receive: MemoryObjectReceiveStream[list[FoundFile]]) -> None:
+    async def shard_worker(self, receive: MemoryObjectReceiveStream[Shard]) -> None:
         async with receive:
-            async for files in receive:
-                await self.send_shard(files)
+            async for shard in receive:
+                await self.send_shard(shard.batch_id, shard.files)
 
-    async def send_shard(self, files: Sequence[FoundFile]) -> None:
-        batch = self.target.image_batch
+    async def send_shard(self, batch: str, files: Sequence[FoundFile]) -> None:
         pending = list(files)
         for _ in range(MAX_REPACKS):
             if not pending:
@@ -93,7 +94,7 @@ class Uploader:
                 return
             except LocalFileError as exc:
                 # Drop the one file at fault and send the rest again.
-                pending = await self._set_aside(pending, exc)
+                pending = await self._set_aside(batch, pending, exc)
             except FatalApiError:
                 raise
             except (ApiError, TransferError) as exc:
@@ -104,14 +105,14 @@ class Uploader:
     async def _put_shard(self, batch: str, files: Sequence[FoundFile]) -> None:
         names = await self.manifest.assign_members(batch, files)
         members = [TarMember.from_found(names[f.path], f) for f in files]
-        if self.target.ingest_webhook_url:
-            config = {"ingestId": batch, "notificationsURL": self.target.ingest_webhook_url}
+        if self.options.ingest_webhook_url:
+            config = {"ingestId": batch, "notificationsURL": self.options.ingest_webhook_url}
             members.append(
                 TarMember.from_bytes(
                     NOTIFICATION_MEMBER, json.dumps(config).encode(), int(time.time())
                 )
             )
-        body = TarBody(members, chunk_size=self.target.chunk_bytes)
+        body = TarBody(members, chunk_size=self.options.chunk_bytes)
         data_bytes = sum(f.size for f in files)
         paths = [f.path for f in files]
         shard_id = (await self.manifest.create_shard(batch, paths, size=data_bytes)).shard_id
@@ -119,7 +120,7 @@ class Uploader:
         await self.manifest.update_shard(shard_id, state="uploading", bump_attempts=True)
 
         async def fresh_url() -> SignedUrl:
-            return await self.client.shard_upload_url(batch, self.target.display_name)
+            return await self.client.shard_upload_url(batch, self.options.display_name)
 
         started = time.monotonic()
         try:
@@ -133,6 +134,7 @@ class Uploader:
         # only_shard: a file re-queued by a newer version meanwhile keeps its new state.
         await self.manifest.mark(paths, "uploaded", batch_id=batch, only_shard=shard_id)
         await self.manifest.update_shard(shard_id, state="uploaded")
+        self.in_flight.release(paths, batch)
         self.tally.sent += len(files)
         self.tally.sent_bytes += data_bytes
         self.tally.shards += 1
@@ -145,7 +147,9 @@ class Uploader:
             seconds=round(time.monotonic() - started, 3),
         )
 
-    async def _set_aside(self, files: list[FoundFile], exc: LocalFileError) -> list[FoundFile]:
+    async def _set_aside(
+        self, batch: str, files: list[FoundFile], exc: LocalFileError
+    ) -> list[FoundFile]:
         culprit = Path(exc.path)
         if isinstance(exc, FileChangedError):
             # Not an error of the file: it is still being written. The next pass takes it.
@@ -159,37 +163,38 @@ class Uploader:
         rest = [f for f in files if f.path != culprit]
         if len(rest) == len(files):
             # The error named no file of this shard: nothing to drop, so stop trying.
-            await self._give_up(rest, self.target.image_batch, str(exc))
+            await self._give_up(rest, batch, str(exc))
             return []
+        self.in_flight.release([culprit], batch)
         return rest
 
     async def _give_up(self, files: Sequence[FoundFile], batch: str, reason: str) -> None:
         if not files:
             return
         await self.manifest.mark([f.path for f in files], "failed", batch_id=batch, error=reason)
+        self.in_flight.release([f.path for f in files], batch)
         for f in files:
             self.tally.fail(str(f.path), reason)
         log.error("upload.failed", batch=batch, files=len(files), reason=reason)
 
     # --- videos -------------------------------------------------------------------------
 
-    async def video_worker(self, receive: MemoryObjectReceiveStream[FoundFile]) -> None:
+    async def video_worker(self, receive: MemoryObjectReceiveStream[Assigned]) -> None:
         async with receive:
-            async for file in receive:
-                await self.send_video(file)
+            async for item in receive:
+                await self.send_video(item.batch_id, item.file)
 
-    async def send_video(self, file: FoundFile) -> None:
-        batch = self.target.video_batch
+    async def send_video(self, batch: str, file: FoundFile) -> None:
         try:
             name = (await self.manifest.assign_members(batch, [file]))[file.path]
             await self.manifest.mark([file.path], "uploading", batch_id=batch)
 
             async def fresh_url() -> SignedUrl:
-                return await self.client.video_upload_url(batch, name, self.target.display_name)
+                return await self.client.video_upload_url(batch, name, self.options.display_name)
 
             body = FileBody(
                 file.path,
-                self.target.chunk_bytes,
+                self.options.chunk_bytes,
                 size=file.size,
                 mtime_ns=file.mtime_ns,
             )
@@ -198,7 +203,7 @@ class Uploader:
                 await fresh_url(), body, refresh=fresh_url, on_bytes=self._count_bytes
             )
         except LocalFileError as exc:
-            await self._set_aside([file], exc)
+            await self._set_aside(batch, [file], exc)
             return
         except FatalApiError:
             raise
@@ -206,6 +211,7 @@ class Uploader:
             await self._give_up([file], batch, f"upload failed: {exc}")
             return
         await self.manifest.mark([file.path], "uploaded", batch_id=batch)
+        self.in_flight.release([file.path], batch)
         self.tally.sent += 1
         self.tally.sent_bytes += file.size
         self.tally.videos += 1

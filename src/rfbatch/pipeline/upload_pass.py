@@ -9,21 +9,25 @@ pass is then repeated (a bounded number of times) to take it once it is quiet.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
+from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
 from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec, scan
 from rfbatch.localfs.settle import Settler, settle_files
+from rfbatch.pipeline.batches import Assigned, BatchAssigner, FixedBatches, InFlight
 from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
 from rfbatch.pipeline.discover import record_skips, route, select_new
-from rfbatch.pipeline.pack import pack_shards
+from rfbatch.pipeline.pack import Shard, pack_shards
 from rfbatch.pipeline.tally import Tally
-from rfbatch.pipeline.upload import Uploader, UploadTarget
+from rfbatch.pipeline.upload import Uploader, UploadOptions
+from rfbatch.settings import Settings
 from rfbatch.state.manifest import SqliteManifest
 
 STREAM_DEPTH = 1024
@@ -39,10 +43,18 @@ class PassResult:
     def complete(self) -> bool:
         """Everything found was sent and confirmed, and nothing was skipped or failed."""
         return (
-            not self.tally.failed
-            and not self.tally.skipped
+            not self.tally.failed_count
+            and not self.tally.skipped_count
             and all(c.confirmed for c in self.confirmations)
         )
+
+
+def upload_options(settings: Settings, display_name: str | None = None) -> UploadOptions:
+    return UploadOptions(
+        display_name=display_name,
+        ingest_webhook_url=settings.upload.ingest_webhook_url,
+        chunk_bytes=settings.upload.chunk_bytes,
+    )
 
 
 def source_specs(services: Services, roots: Sequence[str]) -> list[SourceSpec]:
@@ -63,31 +75,59 @@ def source_specs(services: Services, roots: Sequence[str]) -> list[SourceSpec]:
     ]
 
 
-async def upload_pass(
+Source = Callable[
+    [MemoryObjectSendStream[FoundFile], MemoryObjectSendStream[Skipped]], Coroutine[Any, Any, None]
+]
+
+
+def scan_source(specs: Sequence[SourceSpec]) -> Source:
+    """A finite source: one scan of ``specs``; it closes both streams when done."""
+
+    async def run(
+        found: MemoryObjectSendStream[FoundFile], skipped: MemoryObjectSendStream[Skipped]
+    ) -> None:
+        await scan(specs, found, skipped=skipped)
+
+    return run
+
+
+async def run_intake(
     services: Services,
-    specs: Sequence[SourceSpec],
-    target: UploadTarget,
+    source: Source,
+    *,
+    batches: BatchAssigner,
+    options: UploadOptions,
     tally: Tally,
+    in_flight: InFlight,
+    linger: float | None = None,
 ) -> None:
-    """Send every new or changed file under ``specs`` once (no confirmation)."""
-    cfg = services.settings.upload
-    uploader = Uploader(services.client, services.transfer, services.manifest, target, tally)
+    """Wire source → select → settle → route → pack → upload workers, and run until drained.
+
+    Every stage closes its output when its input ends, so a finite source drains the whole
+    chain and this returns; an endless one (the daemon's watcher) runs until cancelled.
+    """
+    settings = services.settings
+    cfg = settings.upload
+    uploader = Uploader(
+        services.client, services.transfer, services.manifest, options, tally, in_flight
+    )
     found_tx, found_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
     skip_tx, skip_rx = anyio.create_memory_object_stream[Skipped](STREAM_DEPTH)
     new_tx, new_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
     settled_tx, settled_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
-    image_tx, image_rx = anyio.create_memory_object_stream[FoundFile](cfg.shard_max_files)
-    video_tx, video_rx = anyio.create_memory_object_stream[FoundFile](cfg.video_workers)
+    image_tx, image_rx = anyio.create_memory_object_stream[Assigned](cfg.shard_max_files)
+    video_tx, video_rx = anyio.create_memory_object_stream[Assigned](cfg.video_workers)
     # One shard queued per worker: enough to keep every worker busy, never a pile of shards.
-    shard_tx, shard_rx = anyio.create_memory_object_stream[list[FoundFile]](cfg.shard_workers)
-    settle_seconds = services.settings.scan.settle_seconds
-    settler = Settler(settle_seconds)
+    shard_tx, shard_rx = anyio.create_memory_object_stream[Shard](cfg.shard_workers)
+    settle_seconds = settings.scan.settle_seconds
+    settler = Settler(settle_seconds, on_vanished=lambda p: in_flight.release([p]))
     # Re-stat pending files a few times per settle period, so a quiet file waits little longer.
     poll = min(1.0, max(settle_seconds / 4, 0.05))
+    manifest = services.manifest
     async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(scan, specs, found_tx, skipped=skip_tx))
-        tg.start_soon(record_skips, skip_rx, services.manifest, tally)
-        tg.start_soon(select_new, found_rx, new_tx, services.manifest, tally)
+        tg.start_soon(source, found_tx, skip_tx)
+        tg.start_soon(record_skips, skip_rx, manifest, tally)
+        tg.start_soon(select_new, found_rx, new_tx, manifest, tally, in_flight)
         tg.start_soon(partial(settle_files, new_rx, settled_tx, settler, poll_interval=poll))
         tg.start_soon(
             partial(
@@ -95,9 +135,11 @@ async def upload_pass(
                 settled_rx,
                 image_tx,
                 video_tx,
-                services.manifest,
+                manifest,
                 tally,
                 max_image_bytes=cfg.max_image_bytes,
+                batches=batches,
+                in_flight=in_flight,
             )
         )
         tg.start_soon(
@@ -107,6 +149,7 @@ async def upload_pass(
                 shard_tx,
                 max_files=cfg.shard_max_files,
                 max_bytes=cfg.shard_max_bytes,
+                linger=linger,
             )
         )
         async with shard_rx, video_rx:
@@ -129,6 +172,15 @@ async def release_in_flight(manifest: SqliteManifest) -> int:
     return len(paths)
 
 
+@dataclass(frozen=True)
+class UploadTarget:
+    """Where a one-shot upload sends images and videos."""
+
+    image_batch: str
+    video_batch: str
+    options: UploadOptions = field(default_factory=UploadOptions)
+
+
 async def upload_and_confirm(
     services: Services,
     specs: Sequence[SourceSpec],
@@ -139,9 +191,17 @@ async def upload_and_confirm(
     """Repeat passes until nothing was re-queued, then confirm ingest of both batches."""
     result = PassResult(tally if tally is not None else Tally())
     await release_in_flight(services.manifest)
+    batches = FixedBatches(target.image_batch, target.video_batch)
     for _ in range(MAX_PASSES):
         before = result.tally.requeued
-        await upload_pass(services, specs, target, result.tally)
+        await run_intake(
+            services,
+            scan_source(specs),
+            batches=batches,
+            options=target.options,
+            tally=result.tally,
+            in_flight=InFlight(),
+        )
         if result.tally.requeued == before:
             break
     cfg = services.settings.upload

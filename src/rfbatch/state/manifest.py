@@ -426,19 +426,19 @@ class SqliteManifest:
     async def record_skipped(self, items: Sequence[Skipped]) -> None:
         """Record files that cannot be sent (state ``skipped``, the reason in ``last_error``)."""
         now = self._clock()
-        rows = [
-            (
-                str(s.path),
-                s.size if s.size is not None else -1,
-                s.mtime_ns if s.mtime_ns is not None else -1,
-                s.kind,
-                f"{s.reason}: {s.detail}" if s.detail else s.reason,
-                now,
-            )
-            for s in items
-        ]
 
         def write() -> None:
+            rows = [
+                (
+                    str(s.path),
+                    s.size if s.size is not None else -1,
+                    s.mtime_ns if s.mtime_ns is not None else -1,
+                    s.kind,
+                    f"{s.reason}: {s.detail}" if s.detail else s.reason,
+                    now,
+                )
+                for s in items
+            ]
             with self._tx() as conn:
                 conn.executemany(
                     "INSERT INTO files (path, size, mtime_ns, kind, last_error, updated_at, state)"
@@ -480,9 +480,10 @@ class SqliteManifest:
         if only_shard is not None:
             sql += " AND shard_id = ?"
         tail = (only_shard,) if only_shard is not None else ()
-        rows = [(state, batch_id, shard_id, error, bump, now, str(p), *tail) for p in paths]
+        targets = list(paths)
 
         def write() -> int:
+            rows = [(state, batch_id, shard_id, error, bump, now, str(p), *tail) for p in targets]
             with self._tx() as conn:
                 return conn.executemany(sql, rows).rowcount
 

@@ -1,0 +1,609 @@
+"""``rfbatch job ...``: start, inspect, wait for, abort and restart batch-processing jobs.
+
+Every command takes ``--json`` and then prints one JSON document with the wire field names.
+Exit codes: 0 done, 1 the job failed (or ``wait`` timed out), 2 usage, 3 API error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rfbatch.api import RoboflowClient
+from rfbatch.api.schemas import JobMetadata, RestartOverrides
+from rfbatch.app import open_client
+from rfbatch.cli.common import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigOpt,
+    JsonOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    fail,
+    print_json,
+    run,
+    settings_from,
+)
+from rfbatch.errors import ConfigError
+from rfbatch.ids import job_id_for_batch, validate_batch_id, validate_job_id
+from rfbatch.pipeline.jobs import (
+    JobOutcome,
+    JobView,
+    Wake,
+    follow_job,
+    job_spec_from,
+    start_job,
+)
+from rfbatch.settings import Settings
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.webhooks import WebhookReceiver, parse_listen, serve_webhooks
+
+app = typer.Typer(help="Start, follow and manage batch-processing jobs.", no_args_is_help=True)
+
+JobArg = Annotated[str, typer.Argument(help="Job id.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Stop after this many rows.", min=1)]
+MachineOpt = Annotated[str | None, typer.Option("--machine-type", help="cpu or gpu.")]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers-per-machine", help="Workers per machine (1-64).")
+]
+RuntimeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-runtime-seconds",
+        help="Cumulative machine seconds (sent as processingTimeoutSeconds).",
+    ),
+]
+ParallelOpt = Annotated[int | None, typer.Option("--max-parallel-tasks", help="Task cap.")]
+FailureRateOpt = Annotated[
+    float | None,
+    typer.Option("--max-image-failure-rate", help="0.0-1.0; image jobs only."),
+]
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+def _wire(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _job_wire(job: JobMetadata) -> dict[str, Any]:
+    data = _wire(job)
+    # The GB-DOC status/progress pair is optional and usually absent: show it only when sent.
+    for key in ("status", "progress"):
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(_cell(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _settings(
+    config: Path | None, log_level: str | None = None, log_format: str | None = None
+) -> tuple[Settings, str]:
+    settings = settings_from(config, log_level=log_level, log_format=log_format)
+    try:
+        key = settings.api_key()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    return settings, key
+
+
+def _with_client(
+    config: Path | None,
+    body: Callable[[RoboflowClient], Awaitable[int]],
+    *,
+    check: Callable[[], None] | None = None,
+) -> None:
+    settings, key = _settings(config)
+    _checked(check)
+
+    async def main() -> int:
+        async with open_client(settings) as client:
+            return await body(client)
+
+    run(main, key)
+
+
+def _checked(check: Callable[[], None] | None) -> None:
+    if check is None:
+        return
+    try:
+        check()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+async def _collect(items: AsyncIterable[BaseModel], limit: int | None) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async for item in items:
+        rows.append(_job_wire(item) if isinstance(item, JobMetadata) else _wire(item))
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that parses as JSON is taken as JSON, else as a string."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param takes KEY=VALUE, got {pair!r}")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    return params
+
+
+def _valid_job(job_id: str) -> Callable[[], None]:
+    def check() -> None:
+        validate_job_id(job_id)
+
+    return check
+
+
+def _job_state(job: JobMetadata) -> str:
+    if job.is_running:
+        return "running"
+    return "succeeded" if job.succeeded else "failed"
+
+
+# --- start -----------------------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    batch: Annotated[str, typer.Option("--batch", help="Input staging batch id.")],
+    videos: Annotated[
+        bool, typer.Option("--videos", help="A video job (default: an image job).")
+    ] = False,
+    job_id: Annotated[
+        str | None, typer.Option("--job-id", help="Job id (default: derived from the batch id).")
+    ] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", help="Workflow id.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Workflow parameter KEY=VALUE (VALUE may be JSON); repeat."),
+    ] = None,
+    image_input: Annotated[
+        str | None, typer.Option("--image-input", help="The workflow's image input name.")
+    ] = None,
+    machine_type: MachineOpt = None,
+    workers_per_machine: WorkersOpt = None,
+    max_runtime_seconds: RuntimeOpt = None,
+    max_parallel_tasks: ParallelOpt = None,
+    max_image_failure_rate: FailureRateOpt = None,
+    aggregation_format: Annotated[
+        str | None, typer.Option("--aggregation-format", help="csv or jsonl.")
+    ] = None,
+    persist_images_outputs: Annotated[
+        bool | None,
+        typer.Option(
+            "--persist-images-outputs/--no-persist-images-outputs",
+            help="Keep the workflow's image outputs.",
+        ),
+    ] = None,
+    persist_output: Annotated[
+        list[str] | None,
+        typer.Option("--persist-output", help="An image output to persist; repeat."),
+    ] = None,
+    max_video_fps: Annotated[
+        float | None, typer.Option("--max-video-fps", help="Frame rate cap; video jobs only.")
+    ] = None,
+    notifications_url: Annotated[
+        str | None, typer.Option("--notifications-url", help="Job webhook URL.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Job display name.")] = None,
+    part: Annotated[
+        str | None, typer.Option("--part", help="Use one part of a multipart input batch.")
+    ] = None,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Start a job on a staging batch; starting the same job again is harmless."""
+    settings, key = _settings(config, log_level, log_format)
+    try:
+        validate_batch_id(batch)
+        the_job = validate_job_id(job_id) if job_id else job_id_for_batch(batch)
+        params = {**settings.job.workflow_parameters, **_parse_params(param or [])}
+        spec = job_spec_from(
+            settings.job,
+            batch_id=batch,
+            kind="videos" if videos else "images",
+            workflow_id=workflow,
+            workflow_parameters=params,
+            image_input_name=image_input,
+            machine_type=machine_type,
+            workers_per_machine=workers_per_machine,
+            max_runtime_seconds=max_runtime_seconds,
+            max_parallel_tasks=max_parallel_tasks,
+            max_image_failure_rate=max_image_failure_rate,
+            aggregation_format=aggregation_format,
+            persist_images_outputs=persist_images_outputs,
+            images_outputs_to_be_persisted=persist_output or None,
+            max_video_fps=max_video_fps,
+            notifications_url=notifications_url,
+            part_name=part,
+        )
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    async def main() -> int:
+        async with open_client(settings) as client:
+            await start_job(client, the_job, spec, name=name)
+            job = await client.get_job(the_job)
+        if json_out:
+            print_json(_job_wire(job))
+        else:
+            print(f"job {job.job_id} ({job.name}) started on batch {batch}: {_job_state(job)}")
+        return EXIT_OK
+
+    run(main, key)
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+@app.command()
+def status(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Show a job's status."""
+
+    async def body(client: RoboflowClient) -> int:
+        meta = await client.get_job(job)
+        if json_out:
+            print_json(_job_wire(meta))
+        else:
+            print(f"job: {meta.job_id} ({meta.name})")
+            print(f"state: {_job_state(meta)}")
+            print(f"stage: {meta.current_stage or '-'} of {', '.join(meta.planned_stages or [])}")
+            print(f"last notification: {_cell(meta.last_notification)}")
+            print(
+                f"created: {meta.created_at.isoformat()}  updated: {meta.last_update.isoformat()}"
+            )
+        return EXIT_OK
+
+    _with_client(config, body, check=_valid_job(job))
+
+
+@app.command()
+def stages(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """List a job's stages."""
+
+    async def body(client: RoboflowClient) -> int:
+        rows = [_wire(s) for s in await client.list_stages(job)]
+        if json_out:
+            print_json(rows)
+        else:
+            columns = ["processingStageId", "statusType", "tasksNumber", "outputBatches"]
+            _table(rows, [*columns, "lastEventTimestamp"])
+        return EXIT_OK
+
+    _with_client(config, body, check=_valid_job(job))
+
+
+@app.command()
+def tasks(
+    job: JobArg,
+    stage: Annotated[str, typer.Argument(help="Stage id (see `rfbatch job stages`).")],
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """List the tasks of one stage of a job."""
+
+    async def body(client: RoboflowClient) -> int:
+        rows = await _collect(client.list_tasks(job, stage), limit)
+        if json_out:
+            print_json(rows)
+        else:
+            _table(rows, ["taskId", "statusType", "progress", "eventTimestamp", "notification"])
+        return EXIT_OK
+
+    _with_client(config, body, check=_valid_job(job))
+
+
+@app.command()
+def logs(
+    job: JobArg,
+    severity: Annotated[
+        str | None, typer.Option("--severity", help="info, warning or error.")
+    ] = None,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Print a job's log entries."""
+
+    def check() -> None:
+        validate_job_id(job)
+        if severity is not None and severity not in ("info", "warning", "error"):
+            raise ConfigError(f"--severity must be info, warning or error, got {severity!r}")
+
+    async def body(client: RoboflowClient) -> int:
+        rows = await _collect(client.job_logs(job, severity=severity), limit)
+        if json_out:
+            print_json(rows)
+        else:
+            for row in rows:
+                where = "/".join(p for p in (row.get("processingStageId"), row.get("taskId")) if p)
+                payload = json.dumps(row.get("payload", {}), separators=(",", ":"))
+                print(f"{row['createdAt']} {row['severity']:<7} {row['logType']} {where} {payload}")
+        return EXIT_OK
+
+    _with_client(config, body, check=check)
+
+
+@app.command("list")
+def list_jobs(json_out: JsonOpt = False, config: ConfigOpt = None, limit: LimitOpt = None) -> None:
+    """List the workspace's jobs, newest first."""
+
+    async def body(client: RoboflowClient) -> int:
+        rows = await _collect(client.list_jobs(), limit)
+        if json_out:
+            print_json(rows)
+        else:
+            for row in rows:
+                meta = JobMetadata.model_validate(row)
+                row["state"] = _job_state(meta)
+            _table(rows, ["jobId", "name", "state", "currentStage", "createdAt", "lastUpdate"])
+        return EXIT_OK
+
+    _with_client(config, body)
+
+
+# --- abort / restart -------------------------------------------------------------------------
+
+
+@app.command()
+def abort(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Abort a running job (aborting an ended job changes nothing)."""
+
+    async def body(client: RoboflowClient) -> int:
+        reply = await client.abort_job(job)
+        if json_out:
+            print_json(reply)
+        else:
+            print(f"job {job} aborted")
+        return EXIT_OK
+
+    _with_client(config, body, check=_valid_job(job))
+
+
+@app.command()
+def restart(
+    job: JobArg,
+    machine_type: MachineOpt = None,
+    workers_per_machine: WorkersOpt = None,
+    max_parallel_tasks: ParallelOpt = None,
+    max_runtime_seconds: RuntimeOpt = None,
+    max_image_failure_rate: FailureRateOpt = None,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Restart a failed or aborted job, optionally with new limits."""
+    overrides: RestartOverrides | None = None
+
+    def check() -> None:
+        nonlocal overrides
+        validate_job_id(job)
+        try:
+            overrides = RestartOverrides(
+                machine_type=machine_type,
+                workers_per_machine=workers_per_machine,
+                max_parallel_tasks=max_parallel_tasks,
+                max_runtime_seconds=max_runtime_seconds,
+                max_image_failure_rate=max_image_failure_rate,
+            )
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"invalid restart option {where}: {first['msg']}") from None
+
+    async def body(client: RoboflowClient) -> int:
+        reply = await client.restart_job(job, overrides)
+        if json_out:
+            print_json(reply)
+        else:
+            print(f"job {job} restarted")
+        return EXIT_OK
+
+    _with_client(config, body, check=check)
+
+
+# --- wait ------------------------------------------------------------------------------------
+
+
+class _LiveView:
+    """One progress row per stage on stderr: stage, state, tasks done of total, progress."""
+
+    def __init__(self, progress: Progress, job_id: str) -> None:
+        self._progress = progress
+        self._job_id = job_id
+        self._rows: dict[str, TaskID] = {}
+
+    def __call__(self, view: JobView) -> None:
+        if not view.stages:
+            row = self._rows.get("")
+            if row is None:
+                row = self._progress.add_task(f"{self._job_id} waiting", total=None, tasks="")
+                self._rows[""] = row
+            return
+        if "" in self._rows:
+            self._progress.remove_task(self._rows.pop(""))
+        for stage in view.stages:
+            row = self._rows.get(stage.stage_id)
+            if row is None:
+                row = self._progress.add_task("", total=1.0)
+                self._rows[stage.stage_id] = row
+            state = "running" if stage.running else stage.stage.status_type
+            self._progress.update(
+                row,
+                description=f"{self._job_id} {stage.stage_id} [{state}]",
+                completed=stage.progress,
+                total=1.0,
+                tasks=f"{stage.tasks_done}/{stage.tasks_total} tasks",
+            )
+
+
+@contextmanager
+def _live_view(job_id: str, enabled: bool) -> Iterator[Callable[[JobView], None] | None]:
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[tasks]}"),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    with progress:
+        yield _LiveView(progress, job_id)
+
+
+def _outcome_wire(outcome: JobOutcome) -> dict[str, Any]:
+    return {
+        "jobId": outcome.job_id,
+        "state": outcome.state,
+        "succeeded": outcome.succeeded,
+        "timedOut": outcome.timed_out,
+        "message": outcome.message,
+        "outputBatches": list(outcome.output_batches),
+        "seconds": outcome.seconds,
+        "polls": outcome.polls,
+        "webhookWakeups": outcome.wakeups,
+        "job": _job_wire(outcome.job) if outcome.job is not None else None,
+    }
+
+
+@app.command()
+def wait(
+    job: JobArg,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Give up after this many seconds (exit 1).", min=0.001),
+    ] = None,
+    poll_seconds: Annotated[
+        float | None, typer.Option("--poll-seconds", help="Seconds between status polls.", min=0.01)
+    ] = None,
+    webhook_listen: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-listen",
+            help="HOST:PORT to receive the job's webhook on while waiting "
+            "(start the job with --notifications-url http://HOST:PORT/webhook).",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Wait for a job to end: exit 0 when it succeeded, 1 when it failed, 3 on an API error."""
+    settings, key = _settings(config, log_level, log_format)
+    listen: tuple[str, int] | None = None
+    try:
+        validate_job_id(job)
+        if webhook_listen is not None:
+            try:
+                listen = parse_listen(webhook_listen)
+            except ValueError as exc:
+                raise ConfigError(f"--webhook-listen: {exc}") from None
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    deadline = timeout if timeout is not None else settings.job.wait_timeout_seconds
+    show_live = sys.stderr.isatty() and not json_out
+
+    async def follow(client: RoboflowClient, wake: Wake | None, interval: float) -> JobOutcome:
+        with _live_view(job, show_live) as on_update:
+            return await follow_job(
+                client,
+                job,
+                poll_seconds=interval,
+                wake=wake,
+                on_update=on_update,
+                deadline_seconds=deadline,
+            )
+
+    async def main() -> int:
+        async with open_client(settings) as client:
+            if listen is None:
+                interval = poll_seconds or settings.job.poll_seconds
+                outcome = await follow(client, None, interval)
+            else:
+                outcome = await _follow_with_webhook(
+                    client, settings, listen, job, poll_seconds, follow
+                )
+        return _report_wait(outcome, json_out)
+
+    run(main, key)
+
+
+async def _follow_with_webhook(
+    client: RoboflowClient,
+    settings: Settings,
+    listen: tuple[str, int],
+    job_id: str,
+    poll_seconds: float | None,
+    follow: Callable[[RoboflowClient, Wake | None, float], Awaitable[JobOutcome]],
+) -> JobOutcome:
+    """Follow the job with a webhook receiver listening on ``listen`` for its notification."""
+    expected = settings.webhook.authorization
+    authorization = (
+        expected.get_secret_value()
+        if expected is not None
+        else f"Bearer rf_{await client.workspace()}"
+    )
+    # Not exclusive: a daemon may hold the state directory; event ids then dedup across both.
+    manifest = await SqliteManifest.open(settings.state.dir, exclusive=False)
+    try:
+        receiver = WebhookReceiver(
+            authorization, settings.webhook.max_body_bytes, manifest.record_event
+        )
+        async with serve_webhooks(receiver, *listen):
+            interval = poll_seconds or settings.job.poll_seconds_with_webhook
+            return await follow(client, receiver.job_waker(job_id), interval)
+    finally:
+        await manifest.close()
+
+
+def _report_wait(outcome: JobOutcome, json_out: bool) -> int:
+    if json_out:
+        print_json(_outcome_wire(outcome))
+    if outcome.succeeded:
+        if not json_out:
+            batches = ", ".join(outcome.output_batches) or "none"
+            print(f"job {outcome.job_id} succeeded in {outcome.seconds:.1f} s; outputs: {batches}")
+        return EXIT_OK
+    what = "timed out" if outcome.timed_out else "failed"
+    print(f"rfbatch: error: job {outcome.job_id} {what}: {outcome.message}", file=sys.stderr)
+    return EXIT_ITEMS_FAILED

@@ -1,0 +1,162 @@
+"""Helpers for the export tests: fast-retry services, staged batches, jobs, file trees."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tarfile
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from rfbatch.api import ClientConfig, RetryPolicy, RoboflowClient
+from rfbatch.api.schemas import ImageJobSpec
+from rfbatch.app import Services
+from rfbatch.emulator import Emulator
+from rfbatch.samples import png_bytes
+from rfbatch.settings import Settings, load_settings
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.transfer import BytesBody, Transfer, TransferConfig
+from tests.conftest import API_KEY
+from tests.e2e.support import cli_env
+
+REPO = Path(__file__).resolve().parents[2]
+EXPORT_CLI = [sys.executable, "-m", "tests.export.entry", "export"]
+MiB = 1024 * 1024
+
+# Retries stay bounded but near-instant, so fault tests take milliseconds per retry.
+FAST_RETRY = RetryPolicy(
+    attempts=10, timeout=30.0, wait_initial=0.001, wait_max=0.01, wait_jitter=0.001
+)
+
+
+def export_settings(base_url: str, state_dir: Path, **export: Any) -> Settings:
+    values: dict[str, Any] = {"min_free_bytes": MiB, "workers": 4, "prefetch_pages": 2}
+    values.update(export)
+    return load_settings(
+        None,
+        {
+            "api": {"key": API_KEY, "base_url": base_url},
+            "state": {"dir": state_dir},
+            "export": values,
+        },
+    )
+
+
+@asynccontextmanager
+async def fast_services(settings: Settings) -> AsyncIterator[Services]:
+    """:func:`rfbatch.app.open_services` with instant retries."""
+    config = ClientConfig(
+        api_key=settings.api_key(),
+        base_url=settings.api.base_url,
+        connect_timeout=5.0,
+        read_timeout=20.0,
+        retry=FAST_RETRY,
+    )
+    transfer_config = TransferConfig(connect_timeout=5.0, read_timeout=20.0, retry=FAST_RETRY)
+    async with RoboflowClient(config) as client, Transfer(transfer_config) as transfer:
+        manifest = await SqliteManifest.open(settings.state.dir)
+        try:
+            yield Services(settings, client, transfer, manifest)
+        finally:
+            await manifest.close()
+
+
+def images(count: int, *, seed: int = 0, size: int = 2000) -> dict[str, bytes]:
+    """``count`` distinct PNGs by name, of slightly different sizes."""
+    return {
+        f"img-{i:04d}.png": png_bytes(8, 8, seed * 100_003 + i, pad_to=size + (i % 13))
+        for i in range(count)
+    }
+
+
+def tar_bytes(members: Mapping[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+async def wait_until(probe: Any, what: str, *, timeout: float = 60.0) -> Any:
+    """Await ``probe()`` until it returns something truthy; fail after a generous deadline."""
+    with anyio.fail_after(timeout):
+        while True:
+            value = await probe()
+            if value:
+                return value
+            await anyio.sleep(0.02)
+
+
+async def stage_sharded(services: Services, batch_id: str, files: Mapping[str, bytes]) -> None:
+    """Bulk-upload ``files`` as one tar shard and wait until the batch counts them all."""
+    signed = await services.client.shard_upload_url(batch_id)
+    await services.transfer.put(signed, BytesBody(tar_bytes(files)))
+
+    async def counted() -> bool:
+        return await services.client.count(batch_id) == len(files)
+
+    await wait_until(counted, f"batch {batch_id} to count {len(files)}")
+
+
+async def run_job(
+    services: Services, job_id: str, batch_id: str, *, fmt: str = "jsonl"
+) -> None:
+    """Start a workflow job on ``batch_id`` and wait until it succeeded."""
+    client = services.client
+    spec = ImageJobSpec(batch_id=batch_id, workflow_id="detect", aggregation_format=fmt)  # type: ignore[arg-type]
+    await client.start_job(job_id, spec)
+
+    async def ended() -> bool:
+        return (await client.get_job(job_id)).is_terminal
+
+    await wait_until(ended, f"job {job_id} to end")
+    job = await client.get_job(job_id)
+    assert not job.error, job
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def emulator_digests(emulator: Emulator, batch_id: str) -> dict[str, str]:
+    """``<part>/<name>`` (or ``<name>``) -> sha256, as the emulator holds the batch."""
+    items = emulator.state()["batches"][batch_id]["items"]
+    return {
+        (f"{i['partName']}/{i['name']}" if i["partName"] else i["name"]): i["sha256"]
+        for i in items
+    }
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (hidden ones too) by relative POSIX path."""
+    out: dict[str, bytes] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    return {rel: sha(data) for rel, data in tree(root).items()}
+
+
+def downloads(emulator: Emulator) -> int:
+    """Downloads the emulator has served (refused URLs are not counted)."""
+    count: int = emulator.state()["counters"]["downloads"]
+    return count
+
+
+def export_env(emulator: Emulator, state_dir: Path, **extra: str) -> dict[str, str]:
+    env = cli_env(emulator, state_dir)
+    env.update(RFBATCH_EXPORT__MIN_FREE_BYTES=str(MiB), PYTHONPATH=str(REPO))
+    env.update(extra)
+    return env

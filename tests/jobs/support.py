@@ -1,0 +1,89 @@
+"""Helpers for the jobs tests: input batches, a client, the job CLI as a subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import tarfile
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from rfbatch.api import RoboflowClient
+from rfbatch.app import open_client, transfer_config
+from rfbatch.emulator import Emulator
+from rfbatch.samples import png_bytes
+from rfbatch.settings import Settings
+from rfbatch.transfer import Transfer
+from rfbatch.transfer.body import BytesBody
+from tests.e2e.support import settings_for
+
+# The root CLI wires `rfbatch job` in later; until then the group runs on its own.
+JOB_CLI = [sys.executable, "-c", "from rfbatch.cli.job_cmd import app; app()"]
+WEBHOOK_BEARER = "Bearer rf_test-ws"  # what the emulator sends for workspace "test-ws"
+
+
+@asynccontextmanager
+async def client_for(
+    emulator: Emulator, tmp_path: Path, **sections: Mapping[str, Any]
+) -> AsyncIterator[tuple[Settings, RoboflowClient]]:
+    settings = settings_for(emulator, tmp_path / "state", **sections)
+    async with open_client(settings) as client:
+        yield settings, client
+
+
+async def image_batch(client: RoboflowClient, batch_id: str, count: int = 3) -> None:
+    """A simple batch of ``count`` small PNGs (synchronous uploads: ready at once)."""
+    for i in range(count):
+        await client.upload_image(batch_id, f"img-{i:03d}.png", png_bytes(8, 8, i))
+
+
+async def video_batch(settings: Settings, client: RoboflowClient, batch_id: str) -> None:
+    """A batch holding one (fake) video, uploaded through its signed URL."""
+    signed = await client.video_upload_url(batch_id, "clip.mp4")
+    async with Transfer(transfer_config(settings)) as transfer:
+        await transfer.put(signed, BytesBody(b"\x00\x00\x00\x18ftypmp42" + b"v" * 4000))
+    with anyio.fail_after(30):
+        while await client.count(batch_id) < 1:
+            await anyio.sleep(0.02)
+
+
+def tar_with(members: Mapping[str, bytes], notification: Mapping[str, str] | None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        items = dict(members)
+        if notification is not None:
+            items["notification_config.json"] = json.dumps(dict(notification)).encode()
+        for name, data in items.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+async def put_shard(settings: Settings, client: RoboflowClient, batch_id: str, tar: bytes) -> None:
+    signed = await client.shard_upload_url(batch_id)
+    async with Transfer(transfer_config(settings)) as transfer:
+        await transfer.put(signed, BytesBody(tar))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def job_cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``rfbatch job ARGS`` to completion without blocking the loop the emulator runs in."""
+    return await anyio.run_process([*JOB_CLI, *args], env=dict(env), check=False)
