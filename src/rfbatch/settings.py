@@ -15,7 +15,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -73,6 +81,10 @@ class UploadSettings(_Section):
     ingest_timeout_seconds: float = Field(1800.0, gt=0)
     ingest_poll_seconds: float = Field(2.0, gt=0)
     ingest_webhook_url: str | None = None
+    # Upload bandwidth cap in bytes per second (unset: no cap), and the most file bytes that
+    # may be in flight to storage at once.
+    bytes_per_second: int | None = Field(None, ge=1024)
+    max_in_flight_bytes: int = Field(2048 * MiB, ge=1 * MiB)
 
 
 class JobSettings(_Section):
@@ -106,6 +118,8 @@ class ExportSettings(_Section):
     unpack: bool = True
     # Stop (with a clear error) rather than fill the disk below this many free bytes.
     min_free_bytes: int = Field(1024 * MiB, ge=0)
+    # Download bandwidth cap in bytes per second (unset: no cap).
+    bytes_per_second: int | None = Field(None, ge=1024)
 
 
 class WebhookSettings(_Section):
@@ -121,10 +135,60 @@ class WebhookSettings(_Section):
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError("must be HOST:PORT, for example 127.0.0.1:8787")
+            split_host_port(value)
         return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8787"`` → ``("127.0.0.1", 8787)``; ValueError when it is not HOST:PORT."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, for example 127.0.0.1:8787")
+    return host.strip("[]"), int(port)
+
+
+class DaemonSettings(_Section):
+    """``rfbatch run``: what to watch, how to cut batches, where results go."""
+
+    sources: tuple[Path, ...] = ()
+    output_dir: Path | None = None
+    batch_prefix: str = Field("rfbatch", pattern=r"^[a-z0-9_-]{1,40}$")
+    batch_window_seconds: float = Field(3600.0, gt=0)
+    batch_max_items: int = Field(10_000, ge=1)
+    # A partial shard is sent once no new image has arrived for this long.
+    shard_linger_seconds: float = Field(5.0, gt=0)
+    # What to do with a source file once its batch's ingest is confirmed.
+    after_ingest: Literal["keep", "move", "delete"] = "keep"
+    move_to: Path | None = None
+    shutdown_grace_seconds: float = Field(30.0, ge=0)
+    # Local HTTP server: /healthz, /readyz, /metrics and the webhook receiver ("" disables it).
+    http_listen: str = "127.0.0.1:9464"
+    # Intake pauses while the state or output disk has less free space than this.
+    min_free_bytes: int = Field(512 * MiB, ge=0)
+    # How often sealed batches are checked for their next step.
+    lifecycle_poll_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("sources", "output_dir", "move_to")
+    @classmethod
+    def _expand_paths(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return value.expanduser()
+        if isinstance(value, tuple):
+            return tuple(Path(v).expanduser() for v in value)
+        return value
+
+    @field_validator("http_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            split_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _move_needs_target(self) -> DaemonSettings:
+        if self.after_ingest == "move" and self.move_to is None:
+            raise ValueError("after_ingest = 'move' needs move_to")
+        return self
 
 
 class StateSettings(_Section):
@@ -198,6 +262,7 @@ class Settings(BaseSettings):
     job: JobSettings = JobSettings()
     export: ExportSettings = ExportSettings()
     webhook: WebhookSettings = WebhookSettings()
+    daemon: DaemonSettings = DaemonSettings()
     state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
 

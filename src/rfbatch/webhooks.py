@@ -31,6 +31,8 @@ import anyio
 import structlog
 from aiohttp import web
 
+from rfbatch.errors import ConfigError
+
 log = structlog.get_logger("rfbatch.webhooks")
 
 JOB_NOTIFICATION = "roboflow-batch-job-notification-v1"
@@ -173,13 +175,16 @@ class _Malformed(ValueError):
     pass
 
 
-def _text(payload: dict[str, Any], key: str, *, required: bool = True) -> str | None:
+def _text(payload: dict[str, Any], key: str) -> str:
     value = payload.get(key)
     if isinstance(value, str) and value:
         return value
-    if value is None and not required:
-        return None
     raise _Malformed(f"{key} must be a non-empty string")
+
+
+def _optional_text(payload: dict[str, Any], key: str) -> str | None:
+    value = payload.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _int(value: Any) -> int | None:
@@ -364,10 +369,9 @@ class WebhookReceiver:
             event_id = _text(payload, "event_id")
             kind = _text(payload, "type")
             apply = self._parse(kind, payload)
-        except (ValueError, _Malformed) as exc:
+        except ValueError as exc:  # json's errors, UnicodeDecodeError and _Malformed
             log.warning("webhook.malformed", problem=str(exc)[:200], peer=request.remote)
             return self._reject(request, "malformed", 400)
-        assert event_id is not None
         if not await self._record_event(event_id):
             self._duplicates += 1
             log.info("webhook.duplicate", event_id=event_id, type=kind)
@@ -380,7 +384,7 @@ class WebhookReceiver:
             apply(event_id)
         return web.json_response({"status": "ok"})
 
-    def _parse(self, kind: str | None, payload: dict[str, Any]) -> Callable[[str], None] | None:
+    def _parse(self, kind: str, payload: dict[str, Any]) -> Callable[[str], None] | None:
         """Check the payload and return what applying it does (``None``: a type we do not use).
 
         Everything is checked before the event id is recorded, so a payload we refused can be
@@ -388,7 +392,6 @@ class WebhookReceiver:
         """
         if kind == JOB_NOTIFICATION:
             job_id = _text(payload, "job_id")
-            assert job_id is not None
             state = payload.get("job_state")
             notice_state = state if isinstance(state, str) else None
             attempt = _int(payload.get("delivery_attempt"))
@@ -398,8 +401,7 @@ class WebhookReceiver:
             notification = payload.get("notification")
             if not isinstance(notification, dict):
                 raise _Malformed("notification must be an object")
-            ingest_id = _text(payload, "ingest_id", required=False)
-            assert batch_id is not None
+            ingest_id = _optional_text(payload, "ingest_id")
             return lambda event_id: self._on_ingest(event_id, batch_id, ingest_id, notification)
         return None
 
@@ -458,14 +460,22 @@ def parse_listen(value: str) -> tuple[str, int]:
 async def serve_webhooks(
     receiver: WebhookReceiver, host: str, port: int, *, path: str = "/webhook"
 ) -> AsyncIterator[str]:
-    """Serve ``receiver`` alone on ``host:port`` (0 picks a free port); yields its URL."""
+    """Serve ``receiver`` alone on ``host:port`` (0 picks a free port); yields its URL.
+
+    An address that cannot be bound (in use, not local) is a :class:`ConfigError`.
+    """
     app = web.Application()
     receiver.add_to(app, path)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen for webhooks on {host}:{port}: {exc.strerror}"
+            ) from exc
         bound = port
         for address in runner.addresses:
             if isinstance(address, tuple) and len(address) >= 2:

@@ -21,8 +21,8 @@ IMAGES = {f"img-{n:03d}.jpg": f"image {n}".encode() * 10 for n in range(120)}
 
 @pytest.fixture
 async def slow_api() -> AsyncIterator[Api]:
-    """Jobs that take long enough to be caught running (a tick of 0.2 s, 5+ ticks per job)."""
-    config = EmulatorConfig(api_key="k", workspace="test-ws", job_tick=0.2)
+    """Jobs that take long enough to be caught running (a tick of 0.4 s, 5+ ticks per job)."""
+    config = EmulatorConfig(api_key="k", workspace="test-ws", job_tick=0.4)
     async with running_emulator(config) as emu, aiohttp.ClientSession() as session:
         yield Api(emu, session)
 

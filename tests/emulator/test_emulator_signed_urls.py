@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -120,3 +121,21 @@ async def test_upload_url_can_be_reused_like_a_bucket_object(api: Api) -> None:
 
     await wait_for(received_twice, "the second PUT to be ingested")
     assert len(api.emu.state()["batches"]["reuse"]["shards"]) == 1
+
+
+async def test_chunked_put_without_content_length_is_streamed(api: Api) -> None:
+    tar = make_tar({f"{n}.jpg": bytes([n]) * 300_000 for n in range(3)})
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(tar), 65_536):
+            yield tar[start : start + 65_536]
+
+    details = await api.shard_url("chunked")
+    async with api.session.put(
+        details["uploadURL"], data=body(), headers=details["extensionHeaders"]
+    ) as resp:
+        assert resp.status == 200
+        assert resp.request_info.headers.get("Transfer-Encoding") == "chunked"
+    await api.wait_count("chunked", 3)
+    sizes = {i["name"]: i["size"] for i in api.emu.state()["batches"]["chunked"]["items"]}
+    assert sizes == {"0.jpg": 300_000, "1.jpg": 300_000, "2.jpg": 300_000}

@@ -10,7 +10,7 @@ import tarfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -23,7 +23,6 @@ from rfbatch.settings import Settings, load_settings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import BytesBody, Transfer, TransferConfig
 from tests.conftest import API_KEY
-from tests.e2e.support import cli_env
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT_CLI = [sys.executable, "-m", "tests.export.entry", "export"]
@@ -107,19 +106,19 @@ async def stage_sharded(services: Services, batch_id: str, files: Mapping[str, b
 
 
 async def run_job(
-    services: Services, job_id: str, batch_id: str, *, fmt: str = "jsonl"
+    services: Services, job_id: str, batch_id: str, *, fmt: Literal["csv", "jsonl"] = "jsonl"
 ) -> None:
     """Start a workflow job on ``batch_id`` and wait until it succeeded."""
     client = services.client
-    spec = ImageJobSpec(batch_id=batch_id, workflow_id="detect", aggregation_format=fmt)  # type: ignore[arg-type]
+    spec = ImageJobSpec(batch_id=batch_id, workflow_id="detect", aggregation_format=fmt)
     await client.start_job(job_id, spec)
 
     async def ended() -> bool:
-        return (await client.get_job(job_id)).is_terminal
+        return (await client.get_job(job_id)).terminal
 
     await wait_until(ended, f"job {job_id} to end")
     job = await client.get_job(job_id)
-    assert not job.error, job
+    assert job.succeeded, job
 
 
 def sha(data: bytes) -> str:
@@ -130,8 +129,7 @@ def emulator_digests(emulator: Emulator, batch_id: str) -> dict[str, str]:
     """``<part>/<name>`` (or ``<name>``) -> sha256, as the emulator holds the batch."""
     items = emulator.state()["batches"][batch_id]["items"]
     return {
-        (f"{i['partName']}/{i['name']}" if i["partName"] else i["name"]): i["sha256"]
-        for i in items
+        (f"{i['partName']}/{i['name']}" if i["partName"] else i["name"]): i["sha256"] for i in items
     }
 
 
@@ -155,8 +153,18 @@ def downloads(emulator: Emulator) -> int:
     return count
 
 
-def export_env(emulator: Emulator, state_dir: Path, **extra: str) -> dict[str, str]:
-    env = cli_env(emulator, state_dir)
-    env.update(RFBATCH_EXPORT__MIN_FREE_BYTES=str(MiB), PYTHONPATH=str(REPO))
+def export_env(base_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a CLI run against ``base_url`` (the emulator or a fake service)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "ROBOFLOW_", "API_"))
+    }
+    env.update(
+        ROBOFLOW_API_KEY=API_KEY,
+        API_BASE_URL=base_url,
+        RFBATCH_STATE__DIR=str(state_dir),
+        RFBATCH_LOG__FORMAT="json",
+        RFBATCH_EXPORT__MIN_FREE_BYTES=str(MiB),
+        PYTHONPATH=str(REPO),
+    )
     env.update(extra)
     return env

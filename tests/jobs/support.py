@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -87,3 +87,18 @@ def new_event_id() -> str:
 async def job_cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[bytes]:
     """Run ``rfbatch job ARGS`` to completion without blocking the loop the emulator runs in."""
     return await anyio.run_process([*JOB_CLI, *args], env=dict(env), check=False)
+
+
+async def job_cli_all(
+    runs: Sequence[list[str]], env: Mapping[str, str]
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """Run independent ``rfbatch job`` commands side by side; results in the order given."""
+    results: dict[int, subprocess.CompletedProcess[bytes]] = {}
+
+    async def one(index: int, args: list[str]) -> None:
+        results[index] = await job_cli(args, env)
+
+    async with anyio.create_task_group() as tg:
+        for index, args in enumerate(runs):
+            tg.start_soon(one, index, args)
+    return [results[i] for i in range(len(runs))]

@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
+from rfbatch.errors import ConfigError
 from rfbatch.pipeline.jobs import job_spec_from, start_job
 from rfbatch.settings import JobSettings
 from rfbatch.state.manifest import SqliteManifest
@@ -266,3 +267,30 @@ async def test_emulator_job_webhooks_reach_the_receiver(emulator: Emulator, tmp_
     assert notice is not None
     assert notice.job_state == "success"
     assert notice.delivery_attempt == 1
+
+
+async def test_a_body_that_never_arrives_is_dropped_after_the_read_timeout() -> None:
+    receiver = WebhookReceiver(SECRET, CAP, InMemoryEvents(), read_timeout=0.2)
+    async with serve_webhooks(receiver, "127.0.0.1", 0) as url:
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        head = (
+            "POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {SECRET}\r\nContent-Length: 500\r\n\r\n"
+        )
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(head.encode() + b'{"event_id": "e-1", ')
+            with anyio.fail_after(30):
+                reply = await stream.receive()
+    assert reply.startswith(b"HTTP/1.1 408")
+    stats = receiver.statistics()
+    assert stats.rejected == {"slow_body": 1}
+    assert stats.accepted == 0
+
+
+async def test_an_address_in_use_is_a_config_error() -> None:
+    receiver = WebhookReceiver(SECRET, CAP, InMemoryEvents())
+    async with serve_webhooks(receiver, "127.0.0.1", 0) as url:
+        port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+            async with serve_webhooks(receiver, "127.0.0.1", port):
+                pass

@@ -12,7 +12,7 @@ import anyio
 import typer
 from rich.console import Console
 from rich.progress import (
-    DownloadColumn,
+    FileSizeColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -137,10 +137,11 @@ async def export_progress(enabled: bool) -> AsyncIterator[ProgressHook | None]:
         if not latest or latest[0] is not progress:
             latest[:] = [progress]
 
+    # The listing announces no sizes, so bytes are shown as done so far, not as a fraction.
     columns = (
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
-        DownloadColumn(),
+        FileSizeColumn(),
         TransferSpeedColumn(),
         TimeElapsedColumn(),
     )

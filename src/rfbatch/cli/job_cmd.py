@@ -461,7 +461,7 @@ class _LiveView:
         for stage in view.stages:
             row = self._rows.get(stage.stage_id)
             if row is None:
-                row = self._progress.add_task("", total=1.0)
+                row = self._progress.add_task("", total=1.0, tasks="")
                 self._rows[stage.stage_id] = row
             state = "running" if stage.running else stage.stage.status_type
             self._progress.update(

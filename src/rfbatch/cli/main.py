@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from rfbatch import __version__
-from rfbatch.cli import batch_cmd
+from rfbatch.cli import batch_cmd, config_cmd, job_cmd
 from rfbatch.cli.demo_cmd import demo
 from rfbatch.cli.emulator_cmd import emulator
+from rfbatch.cli.export_cmd import export
+from rfbatch.cli.run_cmd import run_daemon
 from rfbatch.cli.upload_cmd import upload
 
 app = typer.Typer(
@@ -35,7 +37,11 @@ def _root(
 
 
 app.command()(upload)
+app.command()(export)
+app.command("run")(run_daemon)
 app.add_typer(batch_cmd.app, name="batch")
+app.add_typer(job_cmd.app, name="job")
+app.add_typer(config_cmd.app, name="config")
 app.command()(emulator)
 app.command()(demo)
 

@@ -183,7 +183,15 @@ class EmulatorCore:
         return intent
 
     def snapshot(self) -> dict[str, Any]:
-        """The JSON of ``GET /_emulator/state``."""
+        """The JSON of ``GET /_emulator/state``.
+
+        Besides the documented keys, each batch lists its ``parts`` and the top level a
+        ``webhooks`` log (one entry per event: type, redacted URL, attempts, delivered).
+        Counters: ``puts`` PUTs stored; ``putsRejected`` PUTs refused or cut short (signature,
+        headers, expiry, size, injected resets, client gone); ``downloads`` signed GETs served;
+        ``faultsInjected``; ``webhooksSent`` deliveries answered with 2xx; ``webhooksFailed``
+        events given up after every attempt.
+        """
         return {
             "workspace": self.config.workspace,
             "batches": {b.batch_id: b.snapshot() for b in self.store.batch_list},

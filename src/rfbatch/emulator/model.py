@@ -55,7 +55,7 @@ def is_image_name(name: str) -> bool:
     return "." in name and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One file of a batch, keyed by (part, name); a repeat upload replaces it in place."""
 
@@ -80,14 +80,14 @@ class Item:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class FailedItem:
     name: str
     reason: str
     shard_id: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Shard:
     shard_id: str
     status_name: str

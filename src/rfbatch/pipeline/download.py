@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,7 +207,12 @@ class Relister:
 
 
 class Fetcher:
-    """Downloads :class:`Planned` files into place; one instance serves every worker."""
+    """Downloads :class:`Planned` files into place; one instance serves every worker.
+
+    ``on_placed`` records a file once it is in place. Placing and recording run shielded from
+    cancellation (both are short and local), so a stopped export never leaves a file in place
+    that it has not recorded; only the download itself is cut short.
+    """
 
     def __init__(
         self,
@@ -216,12 +221,14 @@ class Fetcher:
         batch_id: str,
         *,
         refresh_attempts: int,
+        on_placed: Callable[[Planned, Fetched], Awaitable[None]],
         on_bytes: ByteCounter | None = None,
     ) -> None:
         self._transfer = transfer
         self._manifest = manifest
         self._batch_id = batch_id
         self._refresh_attempts = refresh_attempts
+        self._on_placed = on_placed
         self._on_bytes = on_bytes
         self.refreshed = 0
         """Download URLs replaced by a fresh listing after the storage refused them."""
@@ -262,27 +269,32 @@ class Fetcher:
                         ) from None
                     meta = fresh
                     continue
-                if item.unpack_into is not None:
-                    try:
-                        placed = await safe_extract_tar_async(tmp, item.unpack_into)
-                    except IncompleteBodyError:
-                        # Whole by its length, yet unreadable: worth one more fetch, no more.
-                        if refetches >= _CORRUPT_ARCHIVE_REFETCHES:
-                            raise
-                        refetches += 1
-                        continue
-                    return Fetched(size, len(placed))
-                # Recorded before the rename: a run killed right after it finds the file whole.
-                await self._manifest.mark_download(
-                    self._batch_id,
-                    item.part_name,
-                    item.file_name,
-                    "pending",
-                    path=item.dest,
-                    size=size,
-                )
-                await commit_atomic(tmp, item.dest, expected_size=size)
-                return Fetched(size, 1)
+                with anyio.CancelScope(shield=True):
+                    if item.unpack_into is not None:
+                        try:
+                            placed = await safe_extract_tar_async(tmp, item.unpack_into)
+                        except IncompleteBodyError:
+                            # Whole by its length, yet unreadable: one more fetch, no more.
+                            if refetches >= _CORRUPT_ARCHIVE_REFETCHES:
+                                raise
+                            refetches += 1
+                            continue
+                        fetched = Fetched(size, len(placed))
+                    else:
+                        # Recorded before the rename: a run killed right after it (SIGKILL
+                        # cannot be shielded against) finds the file whole and keeps it.
+                        await self._manifest.mark_download(
+                            self._batch_id,
+                            item.part_name,
+                            item.file_name,
+                            "pending",
+                            path=item.dest,
+                            size=size,
+                        )
+                        await commit_atomic(tmp, item.dest, expected_size=size)
+                        fetched = Fetched(size, 1)
+                    await self._on_placed(item, fetched)
+                return fetched
             finally:
                 with anyio.CancelScope(shield=True):
                     await anyio.Path(tmp).unlink(missing_ok=True)

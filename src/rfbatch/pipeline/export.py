@@ -47,6 +47,7 @@ from rfbatch.localfs.atomic import safe_join
 from rfbatch.pipeline.download import (
     DISK_FULL_ERRNOS,
     DiskGuard,
+    Fetched,
     Fetcher,
     Planned,
     Relister,
@@ -231,6 +232,7 @@ class _BatchExport:
             services.manifest,
             batch_id,
             refresh_attempts=services.transfer.config.refresh_attempts,
+            on_placed=self._placed,
             on_bytes=self._count_bytes,
         )
         self.rows: dict[tuple[str, str], DownloadRow] = {}
@@ -252,8 +254,8 @@ class _BatchExport:
 
     async def run(self, wanted_parts: Sequence[str] | None) -> ExportResult:
         started = time.monotonic()
-        await self._make_output()
         chosen = await self._parts(wanted_parts)
+        await self._make_output()
         if not self.force:
             rows = await self.services.manifest.list_downloads(self.batch_id)
             self.rows = {(r.part_name, r.file_name): r for r in rows}
@@ -466,21 +468,21 @@ class _BatchExport:
             return
         manifest = self.services.manifest
         try:
-            fetched = await self.fetcher.fetch(item, self.relisters[item.part_name])
+            await self.fetcher.fetch(item, self.relisters[item.part_name])
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRNOS:
                 self.stop_if_short(f"disk full while writing under {self.output}: {exc.strerror}")
                 return
             await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
             self._fail(item.part_name, item.file_name, f"local error: {exc}")
-            return
         except (ConfigError, FatalApiError):
             raise
         except RfbatchError as exc:
             await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
             self._fail(item.part_name, item.file_name, str(exc))
-            return
-        await manifest.mark_download(
+
+    async def _placed(self, item: Planned, fetched: Fetched) -> None:
+        await self.services.manifest.mark_download(
             self.batch_id,
             item.part_name,
             item.file_name,

@@ -370,29 +370,44 @@ async def _outcome(
     wakeups: int,
 ) -> JobOutcome:
     seconds = round(time.monotonic() - started, 3)
+    common: dict[str, Any] = {
+        "job_id": job_id,
+        "seconds": seconds,
+        "polls": polls,
+        "wakeups": wakeups,
+    }
     if view is None or not view.job.terminal:
-        message = f"job {job_id!r} had not finished after {seconds:.0f} s"
-        outcome = JobOutcome(
-            job_id, False, message, (), True, view.job if view else None, seconds, polls, wakeups
-        )
         log.warning("job.wait_timeout", job=job_id, seconds=seconds, polls=polls)
-        return outcome
+        return JobOutcome(
+            succeeded=False,
+            message=f"job {job_id!r} had not finished after {seconds:.1f} s",
+            output_batches=(),
+            timed_out=True,
+            job=view.job if view is not None else None,
+            **common,
+        )
     job = view.job
     if job.succeeded:
-        extra = (
-            job.last_notification.get("resultsBatches", [])
-            if isinstance(job.last_notification, dict)
-            else []
-        )
+        notice = job.last_notification if isinstance(job.last_notification, dict) else {}
+        extra = [b for b in notice.get("resultsBatches", []) if isinstance(b, str)]
         stages = [s.stage for s in view.stages] or await client.list_stages(job_id)
-        batches = _ordered_outputs(stages, [str(b) for b in extra if isinstance(b, str)])
         outcome = JobOutcome(
-            job_id, True, None, tuple(batches), False, job, seconds, polls, wakeups
+            succeeded=True,
+            message=None,
+            output_batches=tuple(_ordered_outputs(stages, extra)),
+            timed_out=False,
+            job=job,
+            **common,
         )
     else:
         full = view if view.stages else await job_view(client, job_id)
         outcome = JobOutcome(
-            job_id, False, failure_message(full), (), False, job, seconds, polls, wakeups
+            succeeded=False,
+            message=failure_message(full),
+            output_batches=(),
+            timed_out=False,
+            job=job,
+            **common,
         )
     (log.info if outcome.succeeded else log.error)(
         "job.done",

@@ -153,6 +153,7 @@ class Manifest(Protocol):
     async def list_downloads(
         self, batch_id: str, *, states: Iterable[DownloadState] | None = None
     ) -> list[DownloadRow]: ...
+    async def check_writable(self) -> None: ...
     async def record_event(self, event_id: str) -> bool: ...
     async def prune_events(self, older_than: float) -> int: ...
     async def close(self) -> None: ...
@@ -839,6 +840,15 @@ class SqliteManifest:
         return await self._run(lambda: [_download_row(r) for r in self._conn.execute(sql, args)])
 
     # -- webhook events -----------------------------------------------------------------
+
+    async def check_writable(self) -> None:
+        """Raise unless a write transaction can be opened now (the daemon's readiness check)."""
+
+        def probe() -> None:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("ROLLBACK")
+
+        await self._run(probe)
 
     async def record_event(self, event_id: str) -> bool:
         """``True`` the first time ``event_id`` is recorded, ``False`` for a redelivery."""

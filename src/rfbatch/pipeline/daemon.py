@@ -1,0 +1,278 @@
+"""``rfbatch run``: the whole loop, continuously, until a signal says stop.
+
+Three groups of tasks share one process:
+
+* intake — the watcher feeds the same stages a one-shot upload uses (select, settle, route,
+  pack, upload workers), with batches rotated by time window and item count;
+* lifecycle — every few seconds, each sealed batch is taken as far as it can go: ingest
+  confirmed, job started, job followed, results exported (see :mod:`lifecycle`);
+* service — the local HTTP server (health, readiness, metrics, webhooks), the rotation timer and
+  the disk monitor that pauses intake below the free-space floor.
+
+Stopping (:meth:`Daemon.drain`): the watcher stops, so the intake stages drain — files already
+settled are packed and sent — while lifecycle steps are cancelled (they resume from the manifest
+on the next start). :meth:`Daemon.abort`, or the end of the grace period, cancels what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from rfbatch.app import Services
+from rfbatch.errors import FatalApiError
+from rfbatch.localfs.atomic import free_bytes
+from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec
+from rfbatch.localfs.watch import watch
+from rfbatch.obs.health import Readiness, health_app, serve_http
+from rfbatch.obs.metrics import Metrics, MetricsSnapshot
+from rfbatch.pipeline.batches import InFlight, RotatingBatches
+from rfbatch.pipeline.gate import Gate
+from rfbatch.pipeline.lifecycle import Lifecycle
+from rfbatch.pipeline.tally import Tally
+from rfbatch.pipeline.upload_pass import release_in_flight, run_intake, upload_options
+from rfbatch.settings import split_host_port
+from rfbatch.webhooks import WebhookReceiver
+
+log = structlog.get_logger("rfbatch.daemon")
+
+MAX_BATCHES_IN_PROGRESS = 4
+DISK_CHECK_SECONDS = 5.0
+
+
+class Daemon:
+    def __init__(
+        self,
+        services: Services,
+        specs: Sequence[SourceSpec],
+        *,
+        receiver: WebhookReceiver | None = None,
+        job_notifications_url: str | None = None,
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.specs = list(specs)
+        self.receiver = receiver
+        self.tally = Tally()
+        self.in_flight = InFlight()
+        cfg = self.settings.daemon
+        self.batches = RotatingBatches(
+            services.manifest,
+            prefix=cfg.batch_prefix,
+            window_seconds=cfg.batch_window_seconds,
+            max_items=cfg.batch_max_items,
+            in_flight=self.in_flight,
+        )
+        self.lifecycle = Lifecycle(services, self.in_flight, receiver, job_notifications_url)
+        self.intake_gate = Gate()
+        self.url: str | None = None
+        self._stop_watching = anyio.Event()
+        self._draining = False
+        self._cancel = anyio.CancelScope()
+        self._lifecycle_scope = anyio.CancelScope()
+        self._batch_states: dict[str, int] = {}
+        self._active: set[str] = set()
+        self.ready = anyio.Event()
+
+    # --- control ----------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def drain(self) -> None:
+        """Stop intake and lifecycle; in-flight uploads finish within the grace period."""
+        if self._draining:
+            return
+        self._draining = True
+        log.info("daemon.draining", grace_seconds=self.settings.daemon.shutdown_grace_seconds)
+        self._stop_watching.set()
+        self.intake_gate.open()  # a paused intake must be able to drain too
+        self._lifecycle_scope.cancel()
+        self._cancel.deadline = anyio.current_time() + self.settings.daemon.shutdown_grace_seconds
+
+    def abort(self) -> None:
+        """Cancel everything now; the next start resumes from the manifest."""
+        log.warning("daemon.aborting")
+        self._cancel.cancel()
+
+    # --- the run ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        manifest = self.services.manifest
+        released = await release_in_flight(manifest)
+        await self.batches.load()
+        log.info("daemon.started", sources=[str(s.root) for s in self.specs], resumed=released)
+        with self._cancel:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._serve_http)
+                tg.start_soon(self._lifecycle_loop)
+                tg.start_soon(self._rotation_timer)
+                tg.start_soon(self._disk_monitor)
+                await run_intake(
+                    self.services,
+                    self._watch_source,
+                    batches=self.batches,
+                    options=upload_options(self.settings),
+                    tally=self.tally,
+                    in_flight=self.in_flight,
+                    linger=self.settings.daemon.shard_linger_seconds,
+                )
+                # Intake only ends when draining: the rest has nothing more to wait for.
+                tg.cancel_scope.cancel()
+        log.info("daemon.stopped", **self.tally.snapshot())
+
+    async def _watch_source(
+        self, found: MemoryObjectSendStream[FoundFile], skipped: MemoryObjectSendStream[Skipped]
+    ) -> None:
+        scan = self.settings.scan
+        async with found, skipped:
+            async for item in watch(
+                self.specs,
+                force_polling=scan.force_polling or None,
+                rescan_interval=scan.rescan_interval_seconds,
+                stop_event=self._stop_watching,
+            ):
+                await self.intake_gate.wait_open()
+                if self._stop_watching.is_set():
+                    break
+                if isinstance(item, Skipped):
+                    await skipped.send(item)
+                else:
+                    await found.send(item)
+
+    async def _lifecycle_loop(self) -> None:
+        limiter = anyio.CapacityLimiter(MAX_BATCHES_IN_PROGRESS)
+        poll = self.settings.daemon.lifecycle_poll_seconds
+        with self._lifecycle_scope:
+            async with anyio.create_task_group() as tg:
+                while True:
+                    rows = await self.services.manifest.list_batches(
+                        states=self.lifecycle.active_states()
+                    )
+                    for row in rows:
+                        if row.batch_id not in self._active:
+                            self._active.add(row.batch_id)
+                            tg.start_soon(self._advance, row.batch_id, limiter)
+                    await anyio.sleep(poll)
+
+    async def _advance(self, batch_id: str, limiter: anyio.CapacityLimiter) -> None:
+        try:
+            async with limiter:
+                await self.lifecycle.advance(batch_id)
+        except FatalApiError:
+            raise  # a bad key or a refused workspace stops the daemon (exit 3)
+        except Exception as exc:  # one batch's trouble must not stop the others
+            log.error("batch.step_failed", batch=batch_id, error=str(exc))
+        finally:
+            self._active.discard(batch_id)
+
+    async def _rotation_timer(self) -> None:
+        period = min(self.settings.daemon.batch_window_seconds / 4, 5.0)
+        while True:
+            await anyio.sleep(period)
+            await self.batches.seal_expired()
+
+    async def _disk_monitor(self) -> None:
+        floor = self.settings.daemon.min_free_bytes
+        while True:
+            low = await anyio.to_thread.run_sync(self._low_disk, floor)
+            if low and self.intake_gate.is_open and not self._draining:
+                self.intake_gate.close()
+                log.warning("intake.paused", reason=low)
+            elif not low and not self.intake_gate.is_open:
+                self.intake_gate.open()
+                log.info("intake.resumed")
+            await anyio.sleep(DISK_CHECK_SECONDS)
+
+    def _low_disk(self, floor: int) -> str | None:
+        for path in self._watched_disks():
+            free = free_bytes(path)
+            if free < floor:
+                return f"{path} has {free} bytes free, under the floor of {floor}"
+        return None
+
+    def _watched_disks(self) -> list[Path]:
+        disks = [self.settings.state.dir]
+        if self.settings.daemon.output_dir is not None:
+            disks.append(self.settings.daemon.output_dir)
+        return disks
+
+    # --- HTTP: health, readiness, metrics, webhooks ---------------------------------------------
+
+    async def _serve_http(self) -> None:
+        listen = self.settings.daemon.http_listen
+        if not listen:
+            self.ready.set()
+            await anyio.sleep_forever()
+        host, port = split_host_port(listen)
+        readiness = Readiness(
+            {"api": self._check_api, "state": self._check_state, "disk": self._check_disk}
+        )
+        metrics = Metrics(self.snapshot)
+        receiver = self.receiver
+        mounts = [lambda app: receiver.add_to(app)] if receiver is not None else []
+        app = health_app(readiness, metrics, before_metrics=self._refresh_states, mounts=mounts)
+        async with serve_http(app, host, port) as url:
+            self.url = url
+            log.info("http.listening", url=url)
+            self.ready.set()
+            await anyio.sleep_forever()
+
+    async def _check_api(self) -> None:
+        await self.services.client.list_batches(page_size=1).collect(limit=1)
+
+    async def _check_state(self) -> None:
+        await self.services.manifest.check_writable()
+
+    async def _check_disk(self) -> None:
+        low = await anyio.to_thread.run_sync(self._low_disk, self.settings.daemon.min_free_bytes)
+        if low:
+            raise RuntimeError(low)
+
+    async def _refresh_states(self) -> None:
+        counts: dict[str, int] = {}
+        for row in await self.services.manifest.list_batches():
+            counts[row.state] = counts.get(row.state, 0) + 1
+        self._batch_states = counts
+
+    def snapshot(self) -> MetricsSnapshot:
+        t = self.tally
+        transfer = self.services.transfer.statistics()
+        retries = dict(self.services.client.retry_counts)
+        for reason, n in transfer.retries.items():
+            retries[reason] = retries.get(reason, 0) + n
+        states = self._batch_states
+        jobs = {
+            "running": states.get("job_started", 0),
+            "succeeded": states.get("job_done", 0) + states.get("exported", 0),
+        }
+        webhooks: dict[str, int] = {}
+        if self.receiver is not None:
+            stats = self.receiver.statistics()
+            webhooks = {"accepted": stats.accepted, "duplicate": stats.duplicates}
+            for reason, n in stats.rejected.items():
+                webhooks[f"rejected_{reason}"] = n
+        return MetricsSnapshot(
+            files={
+                "discovered": t.found,
+                "uploaded": t.sent,
+                "skipped": t.skipped_count,
+                "failed": t.failed_count,
+                "unchanged": t.unchanged,
+            },
+            bytes_up=transfer.bytes_sent,
+            bytes_down=transfer.bytes_received,
+            shards=t.shards,
+            retries=retries,
+            queue_depth={"in_flight_files": self.in_flight.total},
+            in_flight={"batches_in_progress": len(self._active)},
+            batches=states,
+            jobs=jobs,
+            webhook_events=webhooks,
+            intake_paused=not self.intake_gate.is_open,
+        )
