@@ -46,6 +46,7 @@ RejectReason = Literal[
 RecordEvent = Callable[[str], Awaitable[bool]]
 
 _CHUNK = 64 * 1024
+_MAX_EVENT_ID = 200  # ids are UUIDs; anything far longer is not the service's
 
 
 # --- waking ----------------------------------------------------------------------------------
@@ -367,9 +368,13 @@ class WebhookReceiver:
             if not isinstance(payload, dict):
                 raise _Malformed("the body is not a JSON object")
             event_id = _text(payload, "event_id")
+            if len(event_id) > _MAX_EVENT_ID:
+                raise _Malformed("event_id is too long")
             kind = _text(payload, "type")
             apply = self._parse(kind, payload)
-        except ValueError as exc:  # json's errors, UnicodeDecodeError and _Malformed
+        # ValueError covers json's errors, UnicodeDecodeError and _Malformed; deep nesting
+        # within the size cap can still exhaust the parser's recursion.
+        except (ValueError, RecursionError) as exc:
             log.warning("webhook.malformed", problem=str(exc)[:200], peer=request.remote)
             return self._reject(request, "malformed", 400)
         if not await self._record_event(event_id):

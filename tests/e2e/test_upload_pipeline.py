@@ -182,3 +182,20 @@ async def test_a_file_still_being_written_waits_until_it_is_quiet(
     assert result.complete
     # What arrived is the final content, not a prefix of it.
     assert received_digests(emulator, "imgs") == {sha(growing.read_bytes()): 1}
+
+
+async def test_the_same_folder_sent_to_another_batch_is_sent_again(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    files = make_tree(src, 30)
+    settings = settings_for(emulator, tmp_path / "state")
+    await upload(settings, src)
+
+    async with open_services(settings) as services:
+        other = UploadTarget(image_batch="other", video_batch="other-v")
+        result = await upload_and_confirm(services, source_specs(services, [str(src)]), other)
+
+    assert result.tally.sent == 30
+    assert set(received_digests(emulator, "other")) == {sha(d) for d in files.values()}
+    assert received_digests(emulator, "imgs") == {sha(d): 1 for d in files.values()}

@@ -143,6 +143,8 @@ async def _post_stream(hook: Hook, stream: AsyncIterator[bytes]) -> tuple[int, A
         json.dumps(
             {"type": "roboflow-data-staging-notification-v1", "event_id": "e-3", "batch_id": "b"}
         ).encode(),
+        json.dumps({"type": "roboflow-batch-job-notification-v1", "event_id": "e" * 500}).encode(),
+        b"[" * 1900 + b"]" * 1900,  # nested past the parser's recursion limit, within the cap
     ],
 )
 async def test_a_malformed_payload_is_400_and_not_recorded(hook: Hook, body: bytes) -> None:

@@ -10,6 +10,7 @@ from rfbatch.cli.demo_cmd import demo
 from rfbatch.cli.emulator_cmd import emulator
 from rfbatch.cli.export_cmd import export
 from rfbatch.cli.run_cmd import run_daemon
+from rfbatch.cli.sync_cmd import sync_command
 from rfbatch.cli.upload_cmd import upload
 
 app = typer.Typer(
@@ -36,6 +37,7 @@ def _root(
     """Move media in and out of Roboflow Batch Processing."""
 
 
+app.command("sync")(sync_command)
 app.command()(upload)
 app.command()(export)
 app.command("run")(run_daemon)

@@ -49,8 +49,11 @@ class FixedBatches:
     image_batch: str
     video_batch: str
 
-    async def batch_for(self, file: FoundFile) -> str:
+    def batch_of(self, file: FoundFile) -> str:
         return self.image_batch if file.kind == "image" else self.video_batch
+
+    async def batch_for(self, file: FoundFile) -> str:
+        return self.batch_of(file)
 
 
 class InFlight:

@@ -7,6 +7,8 @@ size it checks is the final one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -41,6 +43,7 @@ async def select_new(
     manifest: SqliteManifest,
     tally: Tally,
     in_flight: InFlight,
+    batch_of: Callable[[FoundFile], str] | None = None,
 ) -> None:
     """Pass on only the files that are new or changed since the manifest last saw them.
 
@@ -54,7 +57,7 @@ async def select_new(
                 continue
             tally.found += len(batch)
             tally.found_bytes += sum(f.size for f in batch)
-            fresh = await manifest.filter_new(batch)
+            fresh = await manifest.filter_new(batch, batch_of)
             tally.unchanged += len(batch) - len(fresh)
             for file in fresh:
                 if in_flight.claim(file.path):

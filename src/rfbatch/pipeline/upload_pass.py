@@ -127,7 +127,8 @@ async def run_intake(
     async with anyio.create_task_group() as tg:
         tg.start_soon(source, found_tx, skip_tx)
         tg.start_soon(record_skips, skip_rx, manifest, tally)
-        tg.start_soon(select_new, found_rx, new_tx, manifest, tally, in_flight)
+        batch_of = batches.batch_of if isinstance(batches, FixedBatches) else None
+        tg.start_soon(select_new, found_rx, new_tx, manifest, tally, in_flight, batch_of)
         tg.start_soon(partial(settle_files, new_rx, settled_tx, settler, poll_interval=poll))
         tg.start_soon(
             partial(

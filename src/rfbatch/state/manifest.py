@@ -84,7 +84,9 @@ T = TypeVar("T")
 class Manifest(Protocol):
     """What the pipeline needs from durable state; :class:`SqliteManifest` implements it."""
 
-    async def filter_new(self, files: Sequence[FoundFile]) -> list[FoundFile]: ...
+    async def filter_new(
+        self, files: Sequence[FoundFile], batch_of: Callable[[FoundFile], str] | None = None
+    ) -> list[FoundFile]: ...
     async def record_skipped(self, items: Sequence[Skipped]) -> None: ...
     async def mark(
         self,
@@ -365,7 +367,9 @@ class SqliteManifest:
 
     # -- files --------------------------------------------------------------------------
 
-    async def filter_new(self, files: Sequence[FoundFile]) -> list[FoundFile]:
+    async def filter_new(
+        self, files: Sequence[FoundFile], batch_of: Callable[[FoundFile], str] | None = None
+    ) -> list[FoundFile]:
         """The files that must be sent; records every one.
 
         Returned: files not known yet (recorded as ``seen``), files whose size or mtime changed
@@ -373,10 +377,16 @@ class SqliteManifest:
         through (``seen``, ``settled``, ``failed``). Not returned: unchanged files that are
         done (``uploaded``, ``ingested``, ``skipped``) or in a shard right now (``packed``,
         ``uploading``). A path given twice is returned once.
-        """
-        return await self._run(lambda: self._filter_new(files))
 
-    def _filter_new(self, files: Sequence[FoundFile]) -> list[FoundFile]:
+        ``batch_of`` names the batch each file is meant for (a one-shot upload to a given
+        batch): an unchanged file sent to a *different* batch is then returned and reset, since
+        the batch asked for does not hold it.
+        """
+        return await self._run(lambda: self._filter_new(files, batch_of))
+
+    def _filter_new(
+        self, files: Sequence[FoundFile], batch_of: Callable[[FoundFile], str] | None
+    ) -> list[FoundFile]:
         now = self._clock()
         out: list[FoundFile] = []
         inserts: list[tuple[Any, ...]] = []
@@ -387,7 +397,7 @@ class SqliteManifest:
             for chunk in _chunks(files):
                 keys = [str(f.path) for f in chunk]
                 marks = _marks(len(keys))
-                sql = f"SELECT path, size, mtime_ns, state FROM files WHERE path IN ({marks})"  # noqa: S608
+                sql = f"SELECT path, size, mtime_ns, state, batch_id FROM files WHERE path IN ({marks})"  # noqa: S608
                 known = {r[0]: r[1:] for r in conn.execute(sql, keys)}
                 for key, f in zip(keys, chunk, strict=True):
                     if key in handled:
@@ -398,7 +408,12 @@ class SqliteManifest:
                     if row is None:
                         inserts.append(values)
                         out.append(f)
-                    elif (row[0], row[1]) != (f.size, f.mtime_ns):
+                    elif (row[0], row[1]) != (f.size, f.mtime_ns) or (
+                        batch_of is not None
+                        and row[2] in DONE_STATES
+                        and row[2] != "skipped"
+                        and row[3] != batch_of(f)
+                    ):
                         resets.append(values)
                         out.append(f)
                     elif row[2] in DONE_STATES or row[2] in IN_FLIGHT_STATES:

@@ -1,0 +1,182 @@
+"""``rfbatch sync``: upload folders, wait for ingest, run the workflow, wait, export the results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rfbatch.app import open_services
+from rfbatch.cli.common import (
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ConfigOpt,
+    JsonOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    fail,
+    print_json,
+    run,
+    settings_from,
+)
+from rfbatch.cli.job_cmd import _live_view, _outcome_wire
+from rfbatch.cli.upload_cmd import SourcesArg, check_sources, report, summary, videos_batch_for
+from rfbatch.errors import ConfigError
+from rfbatch.ids import validate_batch_id
+from rfbatch.obs.progress import upload_progress
+from rfbatch.pipeline.jobs import Wake
+from rfbatch.pipeline.sync import SyncResult, default_batch_id, sync
+from rfbatch.pipeline.tally import Tally
+from rfbatch.pipeline.upload_pass import UploadTarget, source_specs, upload_options
+from rfbatch.settings import split_host_port
+from rfbatch.webhooks import WebhookReceiver, serve_webhooks
+
+
+def sync_command(
+    sources: SourcesArg,
+    batch: Annotated[
+        str | None, typer.Option(help="Images batch id (default: derived from the folders).")
+    ] = None,
+    videos_batch: Annotated[
+        str | None, typer.Option(help="Videos batch id (default: <batch>-videos).")
+    ] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="Workflow id; without it, sync uploads and confirms only.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where the results go.")
+    ] = None,
+    workflow_parameters: Annotated[
+        str | None, typer.Option(help="Workflow parameters as a JSON object.")
+    ] = None,
+    image_input_name: Annotated[
+        str | None, typer.Option(help="The workflow's image input.")
+    ] = None,
+    machine_type: Annotated[str | None, typer.Option(help="cpu or gpu.")] = None,
+    workers_per_machine: Annotated[int | None, typer.Option(help="Workers per machine.")] = None,
+    max_runtime_seconds: Annotated[
+        int | None, typer.Option(help="Cumulative machine seconds (processingTimeoutSeconds).")
+    ] = None,
+    max_parallel_tasks: Annotated[int | None, typer.Option(help="Task cap.")] = None,
+    max_image_failure_rate: Annotated[float | None, typer.Option(help="0.0-1.0.")] = None,
+    aggregation_format: Annotated[str | None, typer.Option(help="csv or jsonl.")] = None,
+    max_video_fps: Annotated[float | None, typer.Option(help="Video jobs: frames/s.")] = None,
+    webhook_listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT to receive job notifications on.")
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="The URL the service should call to reach --webhook-listen.")
+    ] = None,
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    state_dir: Annotated[Path | None, typer.Option(help="Where the manifest lives.")] = None,
+    settle_seconds: Annotated[float | None, typer.Option(help="Quiet time before upload.")] = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
+) -> None:
+    """Upload, wait for ingest, run the workflow, wait for the job and download its results."""
+    try:
+        params = json.loads(workflow_parameters) if workflow_parameters else None
+        if params is not None and not isinstance(params, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        fail(f"--workflow-parameters: {exc}", EXIT_USAGE)
+    settings = settings_from(
+        config,
+        {
+            "state": {"dir": state_dir},
+            "scan": {"settle_seconds": settle_seconds},
+            "job": {
+                "workflow_id": workflow,
+                "workflow_parameters": params,
+                "image_input_name": image_input_name,
+                "machine_type": machine_type,
+                "workers_per_machine": workers_per_machine,
+                "max_runtime_seconds": max_runtime_seconds,
+                "max_parallel_tasks": max_parallel_tasks,
+                "max_image_failure_rate": max_image_failure_rate,
+                "aggregation_format": aggregation_format,
+                "max_video_fps": max_video_fps,
+                "notifications_url": webhook_url,
+            },
+            "webhook": {"listen": webhook_listen, "public_url": webhook_url},
+        },
+        log_level=log_level,
+        log_format=log_format,
+    )
+    try:
+        key = settings.api_key()
+        check_sources(sources)
+        images = validate_batch_id(batch or default_batch_id(sources))
+        videos = validate_batch_id(videos_batch or videos_batch_for(images))
+        if settings.job.workflow_id and output is None:
+            raise ConfigError("--output is required with --workflow (where should results go?)")
+        listen = split_host_port(settings.webhook.listen) if settings.webhook.listen else None
+    except (ConfigError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    target = UploadTarget(images, videos, upload_options(settings))
+    show = sys.stderr.isatty() and not json_out
+
+    async def main() -> int:
+        async with (
+            open_services(settings, source_roots=sources) as services,
+            AsyncExitStack() as stack,
+        ):
+            receiver: WebhookReceiver | None = None
+            if listen is not None:
+                auth = settings.webhook.authorization
+                receiver = WebhookReceiver(
+                    auth.get_secret_value()
+                    if auth
+                    else f"Bearer rf_{await services.client.workspace()}",
+                    settings.webhook.max_body_bytes,
+                    services.manifest.record_event,
+                )
+                await stack.enter_async_context(serve_webhooks(receiver, *listen))
+
+            def wake_for(job_id: str) -> Wake | None:
+                return receiver.job_waker(job_id) if receiver is not None else None
+
+            tally = Tally()
+            specs = source_specs(services, [str(s) for s in sources])
+            async with upload_progress(tally, enabled=show):
+                live = stack.enter_context(_live_view(images, show))
+                result = await sync(
+                    services,
+                    specs,
+                    target,
+                    output_dir=output,
+                    tally=tally,
+                    wake_for=wake_for,
+                    on_job_update=live,
+                )
+        print_result(result, json_out)
+        return EXIT_OK if result.complete else EXIT_ITEMS_FAILED
+
+    run(main, key)
+
+
+def print_result(result: SyncResult, json_out: bool) -> None:
+    data: dict[str, Any] = {
+        "upload": summary(result.upload),
+        "jobs": {b: _outcome_wire(o) for b, o in result.jobs.items()},
+        "exports": [e.summary() for e in result.exports],
+        "complete": result.complete,
+    }
+    if json_out:
+        print_json(data)
+        return
+    report(result.upload, json_out=False)
+    for batch_id, outcome in result.jobs.items():
+        line = f"job {outcome.job_id} (batch {batch_id}): {outcome.state}"
+        print(line + (f": {outcome.message}" if outcome.message and not outcome.succeeded else ""))
+    for export in result.exports:
+        print(
+            f"results {export.batch_id}: {export.downloaded} downloaded, {export.skipped} already "
+            f"there, {len(export.failed)} failed -> {export.output_dir}"
+        )

@@ -1,0 +1,139 @@
+"""``rfbatch sync``: the closed loop against the emulator (issue: jobs and results)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import anyio
+
+from rfbatch.emulator import Emulator, FaultProfile, FaultRates
+from tests.e2e.support import RFBATCH, cli_env, make_tree, run_cli, wait_for
+
+
+def result_records(output: Path) -> dict[str, dict[str, object]]:
+    """Every JSONL record under ``output``, by the input file name it describes."""
+    out = {}
+    for path in output.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            out[str(record["file_name"])] = record
+    return out
+
+
+async def test_sync_of_images_ends_with_every_result_on_disk(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "images"
+    make_tree(src, 120)
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    out = tmp_path / "results"
+
+    done = await run_cli(
+        ["sync", str(src), "--workflow", "wf", "--output", str(out), "--json"], env
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["complete"] is True
+    assert summary["upload"]["files_sent"] == 120
+    (job,) = summary["jobs"].values()
+    assert job["state"] == "succeeded"
+    assert len(result_records(out)) == 120
+    # Archives from the export stage were unpacked, and no temporary file is left behind.
+    assert not list(out.rglob("*.tar.gz"))
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+    again = await run_cli(
+        ["sync", str(src), "--workflow", "wf", "--output", str(out), "--json"], env
+    )
+    assert again.returncode == 0, again.stderr.decode()
+    rerun = json.loads(again.stdout)
+    assert rerun["upload"]["files_sent"] == 0
+    assert sum(e["files_downloaded"] for e in rerun["exports"]) == 0
+
+
+async def test_sync_of_videos(emulator: Emulator, tmp_path: Path) -> None:
+    src = tmp_path / "clips"
+    src.mkdir()
+    for i in range(3):
+        (src / f"cam{i}.mp4").write_bytes(os.urandom(200_000 + i))
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    out = tmp_path / "results"
+
+    done = await run_cli(
+        ["sync", str(src), "--batch", "clips", "--workflow", "wf", "--output", str(out), "--json"],
+        env,
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["upload"]["videos"] == 3
+    assert set(summary["jobs"]) == {"clips-videos"}
+    assert len(result_records(out)) == 3
+
+
+async def test_a_failed_job_exits_1_with_the_service_message(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "images"
+    make_tree(src, 10)
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+
+    done = await run_cli(
+        ["sync", str(src), "--workflow", "fail-me", "--output", str(tmp_path / "out")], env
+    )
+
+    assert done.returncode == 1
+    assert "failed" in done.stdout.decode()
+    job = next(iter(emulator.state()["jobs"].values()))
+    assert job["state"] == "failed"
+
+
+async def test_without_workflow_sync_uploads_and_confirms_only(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "images"
+    make_tree(src, 10)
+    done = await run_cli(["sync", str(src), "--json"], cli_env(emulator, tmp_path / "state"))
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["upload"]["confirmed"] is True
+    assert summary["jobs"] == {}
+    assert not emulator.state()["jobs"]
+
+
+async def test_killed_during_download_then_rerun_fetches_nothing_twice(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "images"
+    make_tree(src, 60)
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    out = tmp_path / "results"
+    args = ["sync", str(src), "--workflow", "wf", "--output", str(out)]
+    # Slow downloads down so the kill lands while results are being fetched.
+    emulator.set_faults(FaultProfile(routes={"download": FaultRates(slow=1.0)}, slow_seconds=1.0))
+
+    async with await anyio.open_process([*RFBATCH, *args], env=env) as proc:
+        await wait_for(lambda: emulator.state()["counters"]["downloads"] >= 1, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    emulator.set_faults(None)
+    fetched_before = emulator.state()["counters"]["downloads"]
+
+    done = await run_cli([*args, "--json"], env)
+
+    assert done.returncode == 0, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    assert summary["complete"] is True
+    assert len(result_records(out)) == 60
+    fetched_after = emulator.state()["counters"]["downloads"]
+    # Each output file is fetched once in all: what the killed run finished is not fetched again.
+    assert fetched_after - fetched_before == sum(e["files_downloaded"] for e in summary["exports"])
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
