@@ -452,15 +452,6 @@ class WebhookReceiver:
         self._ingest_signals.setdefault(batch_id, _Signal()).notify()
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a pair; ``ValueError`` when it is not one."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not HOST:PORT, for example 127.0.0.1:8787")
-    return host, int(port)
-
-
 @asynccontextmanager
 async def serve_webhooks(
     receiver: WebhookReceiver, host: str, port: int, *, path: str = "/webhook"

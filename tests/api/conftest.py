@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.api.support import client_config
 from rfbatch.api import RoboflowClient
 from rfbatch.emulator import Emulator
+from tests.api.support import client_config
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.api.stub import stub_server
-from tests.api.support import client_config, image_bytes, tar_of, wait_for
 from rfbatch.api import ClientConfig, RoboflowClient
 from rfbatch.api.schemas import (
     ImageJobSpec,
@@ -23,6 +21,8 @@ from rfbatch.api.schemas import (
 )
 from rfbatch.emulator import Emulator
 from rfbatch.transfer import BytesBody, Transfer
+from tests.api.stub import stub_server
+from tests.api.support import client_config, image_bytes, tar_of, wait_for
 
 
 async def upload_images(client: RoboflowClient, batch_id: str, count: int) -> dict[str, bytes]:

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.api.stub import Handler, StubServer, stub_server
-from tests.api.support import client_config, image_bytes
 from rfbatch.api import RoboflowClient
 from rfbatch.api.http_errors import parse_retry_after
 from rfbatch.api.schemas import ImageJobSpec
@@ -27,6 +25,8 @@ from rfbatch.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+from tests.api.stub import Handler, StubServer, stub_server
+from tests.api.support import client_config, image_bytes
 
 KEY = "stub-secret-key-42"
 

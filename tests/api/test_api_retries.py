@@ -11,11 +11,11 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.api.stub import stub_server
-from tests.api.support import FAST_RETRY, client_config
 from rfbatch.api import RetryEvent, RetryPolicy, RoboflowClient
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from rfbatch.errors import TransientError
+from tests.api.stub import stub_server
+from tests.api.support import FAST_RETRY, client_config
 
 
 def faults(route: str, **rates: float) -> FaultProfile:

@@ -12,11 +12,11 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from tests.api.support import client_config, image_bytes
 from rfbatch.api import RetryPolicy, RoboflowClient
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from rfbatch.errors import RfbatchError
 from rfbatch.transfer import BytesBody, Transfer, TransferConfig
+from tests.api.support import client_config, image_bytes
 
 QUICK = RetryPolicy(attempts=3, timeout=10, wait_initial=0.001, wait_max=0.01, wait_jitter=0.001)
 

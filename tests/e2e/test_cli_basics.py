@@ -59,3 +59,13 @@ async def test_batch_commands_answer_in_json(emulator: Emulator, tmp_path: Path)
     assert sum(s["shardObjectsCount"] for s in json.loads(shards.stdout)) == 40
     assert missing.returncode == 3
     assert "no-such-batch" in missing.stderr.decode() or "404" in missing.stderr.decode()
+
+
+async def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    done = await run_cli(
+        ["demo", "--images", "60", "--workdir", str(tmp_path)], {"PATH": "/usr/bin:/bin"}
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    results = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
+    assert results
+    assert "succeeded" in done.stdout.decode()

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.api.support import FAST_RETRY, client_config
 from rfbatch.api import RoboflowClient
 from rfbatch.emulator import Emulator
 from rfbatch.transfer import Transfer, TransferConfig
+from tests.api.support import FAST_RETRY, client_config
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.api.stub import stub_server
-from tests.api.support import FAST_RETRY, image_bytes
 from rfbatch.api import RetryEvent, RoboflowClient
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from rfbatch.errors import IncompleteBodyError, SignedUrlRejectedError, TransferError
 from rfbatch.transfer import Transfer, TransferConfig
+from tests.api.stub import stub_server
+from tests.api.support import FAST_RETRY, image_bytes
 
 SIGNATURE = "ZG93bmxvYWQtc2lnbmF0dXJl"
 

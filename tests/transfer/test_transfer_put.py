@@ -10,13 +10,13 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.api.stub import stub_server
-from tests.api.support import FAST_RETRY, image_bytes, tar_of, wait_for
 from rfbatch.api import RetryEvent, RoboflowClient
 from rfbatch.api.schemas import SignedUrl
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from rfbatch.errors import ConfigError, FileChangedError, SignedUrlRejectedError, TransferError
 from rfbatch.transfer import BytesBody, FileBody, Transfer, TransferConfig
+from tests.api.stub import stub_server
+from tests.api.support import FAST_RETRY, image_bytes, tar_of, wait_for
 
 SIGNATURE = "c2lnbmF0dXJlLXNlY3JldA"
 

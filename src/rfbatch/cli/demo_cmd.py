@@ -1,7 +1,13 @@
-"""``rfbatch demo``: the whole upload path against an in-process emulator; no key, no network."""
+"""``rfbatch demo``: the whole loop against an in-process emulator; no key, no network.
+
+It generates sample images and two small clips, then runs exactly what ``rfbatch sync`` runs:
+upload (streamed tar shards and videos), ingest confirmation, a workflow job per batch, and the
+export of the job results, and prints where they landed.
+"""
 
 from __future__ import annotations
 
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -11,10 +17,11 @@ import typer
 
 from rfbatch.app import open_services
 from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, run, settings_from
-from rfbatch.cli.upload_cmd import report
+from rfbatch.cli.sync_cmd import print_result
 from rfbatch.obs.progress import upload_progress
+from rfbatch.pipeline.sync import sync
 from rfbatch.pipeline.tally import Tally
-from rfbatch.pipeline.upload_pass import UploadTarget, source_specs, upload_and_confirm
+from rfbatch.pipeline.upload_pass import UploadTarget, source_specs
 from rfbatch.samples import write_images
 
 DEMO_KEY = "demo-key-not-a-secret"
@@ -27,14 +34,25 @@ def demo(
         Path | None, typer.Option(help="Keep everything here (default: a temporary folder).")
     ] = None,
 ) -> None:
-    """Generate sample images, upload them to an in-process emulator, and print the batch count."""
+    """Run the whole loop (upload, ingest, job, export) against an in-process emulator."""
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="rfbatch-demo-") as tmp:
+            _demo(Path(tmp), images, keep=False)
+    else:
+        _demo(workdir, images, keep=True)
+
+
+def _demo(root: Path, images: int, *, keep: bool) -> None:
     from rfbatch.emulator import EmulatorConfig, running_emulator
 
-    root = workdir or Path(tempfile.mkdtemp(prefix="rfbatch-demo-"))
-    source = root / "images"
-    print(f"demo folder: {root}")
-    write_images(source, images, seed=7, min_bytes=20_000, max_bytes=120_000)
-    print(f"generated {images} images in {source}")
+    source = root / "media"
+    output = root / "results"
+    write_images(source / "images", images, seed=7, min_bytes=20_000, max_bytes=120_000)
+    rng = random.Random(7)
+    (source / "clips").mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        (source / "clips" / f"camera-{i}.mp4").write_bytes(rng.randbytes(2_000_000))
+    print(f"generated {images} images and 2 clips in {source}")
 
     async def main() -> int:
         config = EmulatorConfig(api_key=DEMO_KEY, workspace="demo", state_dir=root / "emulator")
@@ -47,6 +65,7 @@ def demo(
                     "state": {"dir": root / "state"},
                     "scan": {"settle_seconds": 0.0},
                     "upload": {"ingest_poll_seconds": 0.2},
+                    "job": {"workflow_id": "demo-workflow", "poll_seconds": 0.2},
                 },
                 log_level="warning",
             )
@@ -55,10 +74,11 @@ def demo(
             async with open_services(settings, source_roots=[source]) as services:
                 specs = source_specs(services, [str(source)])
                 async with upload_progress(tally, enabled=sys.stderr.isatty()):
-                    result = await upload_and_confirm(services, specs, target, tally=tally)
-                report(result, json_out=False)
-                count = await services.client.count(DEMO_BATCH)
-        print(f"batch {DEMO_BATCH} count: {count}")
-        return EXIT_OK if result.complete and count == images else EXIT_ITEMS_FAILED
+                    result = await sync(services, specs, target, output_dir=output, tally=tally)
+        print_result(result, json_out=False)
+        files = sum(1 for p in output.rglob("*") if p.is_file())
+        kept = "" if keep else " (a temporary folder, removed now: pass --workdir DIR to keep it)"
+        print(f"{files} result files in {output}{kept}")
+        return EXIT_OK if result.complete else EXIT_ITEMS_FAILED
 
     run(main, DEMO_KEY)

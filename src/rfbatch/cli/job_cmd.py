@@ -45,9 +45,9 @@ from rfbatch.pipeline.jobs import (
     job_spec_from,
     start_job,
 )
-from rfbatch.settings import Settings
+from rfbatch.settings import Settings, split_host_port
 from rfbatch.state.manifest import SqliteManifest
-from rfbatch.webhooks import WebhookReceiver, parse_listen, serve_webhooks
+from rfbatch.webhooks import WebhookReceiver, serve_webhooks
 
 app = typer.Typer(help="Start, follow and manage batch-processing jobs.", no_args_is_help=True)
 
@@ -474,7 +474,7 @@ class _LiveView:
 
 
 @contextmanager
-def _live_view(job_id: str, enabled: bool) -> Iterator[Callable[[JobView], None] | None]:
+def live_view(job_id: str, enabled: bool) -> Iterator[Callable[[JobView], None] | None]:
     if not enabled:
         yield None
         return
@@ -490,7 +490,7 @@ def _live_view(job_id: str, enabled: bool) -> Iterator[Callable[[JobView], None]
         yield _LiveView(progress, job_id)
 
 
-def _outcome_wire(outcome: JobOutcome) -> dict[str, Any]:
+def outcome_wire(outcome: JobOutcome) -> dict[str, Any]:
     return {
         "jobId": outcome.job_id,
         "state": outcome.state,
@@ -535,7 +535,7 @@ def wait(
         validate_job_id(job)
         if webhook_listen is not None:
             try:
-                listen = parse_listen(webhook_listen)
+                listen = split_host_port(webhook_listen)
             except ValueError as exc:
                 raise ConfigError(f"--webhook-listen: {exc}") from None
     except ConfigError as exc:
@@ -544,7 +544,7 @@ def wait(
     show_live = sys.stderr.isatty() and not json_out
 
     async def follow(client: RoboflowClient, wake: Wake | None, interval: float) -> JobOutcome:
-        with _live_view(job, show_live) as on_update:
+        with live_view(job, show_live) as on_update:
             return await follow_job(
                 client,
                 job,
@@ -598,7 +598,7 @@ async def _follow_with_webhook(
 
 def _report_wait(outcome: JobOutcome, json_out: bool) -> int:
     if json_out:
-        print_json(_outcome_wire(outcome))
+        print_json(outcome_wire(outcome))
     if outcome.succeeded:
         if not json_out:
             batches = ", ".join(outcome.output_batches) or "none"

@@ -24,7 +24,7 @@ from rfbatch.cli.common import (
     run,
     settings_from,
 )
-from rfbatch.cli.job_cmd import _live_view, _outcome_wire
+from rfbatch.cli.job_cmd import live_view, outcome_wire
 from rfbatch.cli.upload_cmd import SourcesArg, check_sources, report, summary, videos_batch_for
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
@@ -145,7 +145,7 @@ def sync_command(
             tally = Tally()
             specs = source_specs(services, [str(s) for s in sources])
             async with upload_progress(tally, enabled=show):
-                live = stack.enter_context(_live_view(images, show))
+                live = stack.enter_context(live_view(images, show))
                 result = await sync(
                     services,
                     specs,
@@ -164,7 +164,7 @@ def sync_command(
 def print_result(result: SyncResult, json_out: bool) -> None:
     data: dict[str, Any] = {
         "upload": summary(result.upload),
-        "jobs": {b: _outcome_wire(o) for b, o in result.jobs.items()},
+        "jobs": {b: outcome_wire(o) for b, o in result.jobs.items()},
         "exports": [e.summary() for e in result.exports],
         "complete": result.complete,
     }

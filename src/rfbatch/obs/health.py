@@ -68,9 +68,7 @@ def health_app(
     async def readyz(_: web.Request) -> web.Response:
         results = await readiness.run()
         ready = all(v == "ok" for v in results.values())
-        return web.json_response(
-            {"ready": ready, "checks": results}, status=200 if ready else 503
-        )
+        return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
         if before_metrics is not None:

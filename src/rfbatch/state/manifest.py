@@ -397,7 +397,10 @@ class SqliteManifest:
             for chunk in _chunks(files):
                 keys = [str(f.path) for f in chunk]
                 marks = _marks(len(keys))
-                sql = f"SELECT path, size, mtime_ns, state, batch_id FROM files WHERE path IN ({marks})"  # noqa: S608
+                sql = (
+                    "SELECT path, size, mtime_ns, state, batch_id FROM files"  # noqa: S608
+                    f" WHERE path IN ({marks})"
+                )
                 known = {r[0]: r[1:] for r in conn.execute(sql, keys)}
                 for key, f in zip(keys, chunk, strict=True):
                     if key in handled:
