@@ -21,6 +21,10 @@ ENV RFBATCH_STATE__DIR=/state \
 VOLUME ["/state", "/output"]
 USER rfbatch
 WORKDIR /state
-# Exec form: rfbatch is PID 1's child-free process and receives SIGTERM itself, so it drains cleanly.
+# Exec form: rfbatch runs as PID 1 and receives SIGTERM itself, so it drains cleanly.
+# The daemon serves /healthz on 127.0.0.1:9464 by default ([daemon] http_listen); the check runs
+# inside the container, so loopback is right. Python does the probe: the slim image has no curl.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9464/healthz', timeout=5)"]
 ENTRYPOINT ["rfbatch"]
-CMD ["--help"]
+CMD ["run", "-c", "/etc/rfbatch/config.toml"]

@@ -8,7 +8,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 INFERENCE_CLI_VERSION ?= 1.8.3
 
-.PHONY: demo test lint typecheck unit compat fmt clean
+.PHONY: demo test lint typecheck unit compat bench bench-quick fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ test: lint typecheck unit
 
 compat: $(STAMP) $(COMPAT_STAMP)
 	INFERENCE_BIN=$(abspath $(COMPAT_VENV))/bin/inference $(BIN)/pytest compat
+
+# Benchmarks: rfbatch side by side with inference-cli (its own venv under benchmarks/).
+BENCH_REF_VENV := benchmarks/.venv-ref
+BENCH_REF_STAMP := $(BENCH_REF_VENV)/.installed-stamp
+
+$(BENCH_REF_STAMP):
+	$(PYTHON) -m venv $(BENCH_REF_VENV)
+	$(BENCH_REF_VENV)/bin/pip install --quiet --disable-pip-version-check 'inference-cli==$(INFERENCE_CLI_VERSION)'
+	touch $(BENCH_REF_STAMP)
+
+bench: $(STAMP) $(BENCH_REF_STAMP)
+	$(BIN)/python benchmarks/run.py --reference $(abspath $(BENCH_REF_VENV))/bin/inference
+
+bench-quick: $(STAMP) $(BENCH_REF_STAMP)
+	$(BIN)/python benchmarks/run.py --quick --reference $(abspath $(BENCH_REF_VENV))/bin/inference
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix src tests compat benchmarks

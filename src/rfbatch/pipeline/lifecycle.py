@@ -117,6 +117,8 @@ class Lifecycle:
         )
         if outcome.timed_out:
             return False
+        if self.receiver is not None:
+            self.receiver.forget_job(row.job_id)  # a daemon runs for months: drop what is done
         manifest = self.services.manifest
         if not outcome.succeeded:
             await manifest.update_batch(
