@@ -36,6 +36,8 @@ def transfer_config(settings: Settings) -> TransferConfig:
         retry=retry_policy(settings),
         write_chunk_size=settings.upload.chunk_bytes,
         ca_bundle=settings.api.ca_bundle,
+        upload_bytes_per_second=settings.upload.bytes_per_second,
+        download_bytes_per_second=settings.export.bytes_per_second,
     )
 
 

@@ -169,3 +169,46 @@ async def test_multipart_parts_and_pages_land_in_part_folders(
         k: v for k, v in expected.items() if k.startswith("part-b/")
     }
     assert only_b.downloaded == 11
+
+
+async def test_a_corrupt_archive_is_fetched_once_more_then_recorded(
+    fake: FakeStaging, tmp_path: Path
+) -> None:
+    garbage = bytes(range(256)) * 8
+    fake.add(
+        "corrupt",
+        FakeBatch(
+            "sharded-batch",
+            {None: [FakeFile("broken.tar.gz", garbage), FakeFile("ok.tar", safe_tar({"m": b"M"}))]},
+        ),
+    )
+    out = tmp_path / "out"
+    settings = export_settings(fake.base_url, tmp_path / "state")
+
+    async with fast_services(settings) as services:
+        result = await export_batch(services, "corrupt", out)
+        kept = await export_batch(services, "corrupt", tmp_path / "kept", unpack=False)
+
+    assert fake.served["broken.tar.gz"] == 2 + 1  # two tries unpacking, one kept as it is
+    assert [(f.file_name, "truncated or corrupt" in f.reason) for f in result.failed] == [
+        ("broken.tar.gz", True)
+    ]
+    assert tree(out) == {"m": b"M"}
+    assert kept.complete
+    assert tree(tmp_path / "kept")["broken.tar.gz"] == garbage
+
+
+async def test_temporary_files_of_a_killed_run_are_swept(fake: FakeStaging, tmp_path: Path) -> None:
+    fake.add("sweep", FakeBatch("sharded-batch", {None: [FakeFile("a.bin", b"A")]}))
+    out = tmp_path / "out"
+    (out / ".rfbatch-extract-0123456789ab.rfbatch.tmp" / "x").mkdir(parents=True)
+    (out / ".a.bin.0123456789ab.rfbatch.tmp").write_bytes(b"half")
+    (out / ".keep-me").write_bytes(b"the user's")
+    settings = export_settings(fake.base_url, tmp_path / "state")
+
+    async with fast_services(settings) as services:
+        result = await export_batch(services, "sweep", out)
+
+    assert result.complete
+    assert tree(out) == {"a.bin": b"A", ".keep-me": b"the user's"}
+    assert sorted(p.name for p in out.iterdir()) == [".keep-me", "a.bin"]

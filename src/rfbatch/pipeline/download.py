@@ -143,11 +143,11 @@ class DiskGuard:
 class Relister:
     """Fresh listing entries for the files of one part whose download URL was refused.
 
-    The planner :meth:`track`\\ s every file it hands to the fetchers and they :meth:`untrack`
-    it when done. A re-listing walks the part from its first page until it has seen every
-    tracked name and keeps their new entries, so the fetchers that hit the same expiry next
-    find a fresh URL waiting instead of listing again. Memory stays bounded by the files in
-    flight, not by the size of the batch.
+    The planner tracks every file it hands to the fetchers (:meth:`track`), and they untrack it
+    when done (:meth:`untrack`). A re-listing walks the part from its first page until it has
+    seen every tracked name and keeps their new entries, so the fetchers that hit the same
+    expiry next find a fresh URL waiting instead of listing again. Memory stays bounded by the
+    files in flight, not by the size of the batch.
     """
 
     def __init__(

@@ -38,6 +38,7 @@ from rfbatch.pipeline.pack import Shard
 from rfbatch.pipeline.tally import Tally
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import FileBody, Transfer
+from rfbatch.transfer.ratelimit import ByteBudget
 
 log = structlog.get_logger("rfbatch.upload")
 
@@ -53,6 +54,7 @@ class UploadOptions:
     display_name: str | None = None
     ingest_webhook_url: str | None = None
     chunk_bytes: int = 1024 * 1024
+    max_in_flight_bytes: int = 2 * 1024 * 1024 * 1024
 
 
 class Uploader:
@@ -73,6 +75,7 @@ class Uploader:
         self.options = options
         self.tally = tally
         self.in_flight = in_flight
+        self.budget = ByteBudget(options.max_in_flight_bytes)
 
     def _count_bytes(self, n: int) -> None:
         self.tally.wire_bytes += n
@@ -89,6 +92,8 @@ class Uploader:
         for _ in range(MAX_REPACKS):
             if not pending:
                 return
+            size = sum(f.size for f in pending)
+            await self.budget.acquire(size)
             try:
                 await self._put_shard(batch, pending)
                 return
@@ -100,6 +105,8 @@ class Uploader:
             except (ApiError, TransferError) as exc:
                 await self._give_up(pending, batch, f"upload failed: {exc}")
                 return
+            finally:
+                await self.budget.release(size)
         await self._give_up(pending, batch, "files kept changing while being sent")
 
     async def _put_shard(self, batch: str, files: Sequence[FoundFile]) -> None:
@@ -185,6 +192,13 @@ class Uploader:
                 await self.send_video(item.batch_id, item.file)
 
     async def send_video(self, batch: str, file: FoundFile) -> None:
+        await self.budget.acquire(file.size)
+        try:
+            await self._send_video(batch, file)
+        finally:
+            await self.budget.release(file.size)
+
+    async def _send_video(self, batch: str, file: FoundFile) -> None:
         try:
             name = (await self.manifest.assign_members(batch, [file]))[file.path]
             await self.manifest.mark([file.path], "uploading", batch_id=batch)

@@ -54,6 +54,7 @@ def upload_options(settings: Settings, display_name: str | None = None) -> Uploa
         display_name=display_name,
         ingest_webhook_url=settings.upload.ingest_webhook_url,
         chunk_bytes=settings.upload.chunk_bytes,
+        max_in_flight_bytes=settings.upload.max_in_flight_bytes,
     )
 
 

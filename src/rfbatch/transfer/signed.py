@@ -47,6 +47,7 @@ from rfbatch.errors import (
 )
 from rfbatch.redact import redact_url
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
+from rfbatch.transfer.ratelimit import RateLimiter
 
 ByteCounter = Callable[[int], None]
 Refresh = Callable[[], Awaitable[SignedUrl]]
@@ -66,6 +67,9 @@ class TransferConfig:
     max_connections: int = 64
     write_chunk_size: int = CHUNK_SIZE
     ca_bundle: Path | None = None
+    # Bandwidth caps in bytes per second, shared by all PUTs / all downloads (None: no cap).
+    upload_bytes_per_second: int | None = None
+    download_bytes_per_second: int | None = None
 
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
@@ -112,6 +116,9 @@ class Transfer:
             sock_read=self.config.read_timeout,
         )
         self._on_bytes = on_bytes
+        up, down = self.config.upload_bytes_per_second, self.config.download_bytes_per_second
+        self._up_limit = RateLimiter(up) if up else None
+        self._down_limit = RateLimiter(down) if down else None
         self._retrier = Retrier(
             self.config.retry, log_event="transfer.retry", hooks=[on_retry] if on_retry else []
         )
@@ -265,6 +272,8 @@ class Transfer:
             chunks = body.chunks()
             try:
                 async for chunk in chunks:
+                    if self._up_limit is not None:
+                        await self._up_limit.take(len(chunk))
                     self._count(len(chunk), True, on_bytes)
                     yield chunk
             except LocalFileError as exc:
@@ -383,6 +392,8 @@ class Transfer:
                     pending: list[bytes] = []
                     pending_size = 0
                     async for chunk in resp.content.iter_any():
+                        if self._down_limit is not None:
+                            await self._down_limit.take(len(chunk))
                         received += len(chunk)
                         self._count(len(chunk), False, on_bytes)
                         if expected_length is not None and received > expected_length:
