@@ -8,7 +8,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 INFERENCE_CLI_VERSION ?= 1.8.3
 
-.PHONY: demo test lint typecheck unit compat bench bench-quick fmt clean
+.PHONY: demo test lint typecheck unit compat bench bench-quick soak fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench: $(STAMP) $(BENCH_REF_STAMP)
 
 bench-quick: $(STAMP) $(BENCH_REF_STAMP)
 	$(BIN)/python benchmarks/run.py --quick --reference $(abspath $(BENCH_REF_VENV))/bin/inference
+
+# Minutes of the daemon under continuous arrivals and mixed faults; not part of CI.
+soak: $(STAMP)
+	$(BIN)/python -m tests.reliability.soak
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix src tests compat benchmarks
