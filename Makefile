@@ -23,9 +23,12 @@ $(COMPAT_STAMP):
 demo: $(STAMP)
 	$(BIN)/rfbatch demo
 
+# Only folders that exist: a fresh clone has no benchmarks/data and the like.
+CODE_DIRS := $(wildcard src tests compat benchmarks)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests compat benchmarks
-	$(BIN)/ruff format --check src tests compat benchmarks
+	$(BIN)/ruff check $(CODE_DIRS)
+	$(BIN)/ruff format --check $(CODE_DIRS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -58,8 +61,8 @@ soak: $(STAMP)
 	$(BIN)/python -m tests.reliability.soak
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix src tests compat benchmarks
-	$(BIN)/ruff format src tests compat benchmarks
+	$(BIN)/ruff check --fix $(CODE_DIRS)
+	$(BIN)/ruff format $(CODE_DIRS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
