@@ -9,8 +9,9 @@ of a foreign exception.
 
 from __future__ import annotations
 
+import functools
 import re
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -40,11 +41,23 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+@functools.lru_cache(maxsize=64)
+def _spellings(secret: str) -> tuple[str, ...]:
+    """``secret`` as written and as a URL query would carry it, longest first."""
+    forms = {secret, quote(secret, safe=""), quote(secret, safe="/"), quote_plus(secret)}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
 def redact_text(text: str, *secrets: str | None) -> str:
-    """Redact every URL in ``text``, secret-looking ``key=value`` pairs, and the given secrets."""
+    """Redact every URL in ``text``, secret-looking ``key=value`` pairs, and the given secrets.
+
+    A secret is also masked in its percent-encoded spellings: the key travels in URLs, and a
+    foreign message may quote a query without its ``api_key=`` name.
+    """
     text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
     text = _SECRET_PAIR_RE.sub(lambda m: f"{m.group(1)}={MASK}", text)
     for secret in secrets:
         if secret:
-            text = text.replace(secret, MASK)
+            for form in _spellings(secret):
+                text = text.replace(form, MASK)
     return text

@@ -176,16 +176,26 @@ class _Malformed(ValueError):
     pass
 
 
+def _unicode(key: str, value: str) -> str:
+    # JSON may spell lone surrogates ("\ud800"): no id of the service's is made of them, and
+    # they cannot be stored or logged as UTF-8.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Malformed(f"{key} is not valid Unicode") from None
+    return value
+
+
 def _text(payload: dict[str, Any], key: str) -> str:
     value = payload.get(key)
     if isinstance(value, str) and value:
-        return value
+        return _unicode(key, value)
     raise _Malformed(f"{key} must be a non-empty string")
 
 
 def _optional_text(payload: dict[str, Any], key: str) -> str | None:
     value = payload.get(key)
-    return value if isinstance(value, str) and value else None
+    return _unicode(key, value) if isinstance(value, str) and value else None
 
 
 def _int(value: Any) -> int | None:

@@ -74,7 +74,7 @@ from rfbatch.api.schemas import (
     VideoReferencesIngest,
     WorkspaceInfo,
 )
-from rfbatch.errors import ConfigError, DecodeError, TransientError
+from rfbatch.errors import ConfigError, DecodeError, FatalApiError, TransientError
 from rfbatch.ids import validate_batch_id, validate_job_id
 from rfbatch.redact import redact_url
 
@@ -88,10 +88,46 @@ _BATCH_PROCESSING = "batch-processing/v1/external"
 _SEVERITIES = ("info", "warning", "error")
 
 
+_ERROR_BODY_BYTES = 64 * 1024  # an error body is only quoted, and only in part
+_READ_CHUNK = 64 * 1024
+
+
 def _ssl_context(ca_bundle: Path) -> ssl.SSLContext:
     if not ca_bundle.is_file():
         raise ConfigError(f"ca_bundle {ca_bundle} is not a readable file")
-    return ssl.create_default_context(cafile=str(ca_bundle))
+    try:
+        return ssl.create_default_context(cafile=str(ca_bundle))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"ca_bundle {ca_bundle} holds no usable PEM certificate ({type(exc).__name__})"
+        ) from None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The (decoded) body, or ``None`` once it runs past ``limit`` bytes.
+
+    Counted on what is read, not on ``Content-Length`` alone: a chunked or compressed body
+    announces nothing true about its size.
+    """
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    buf = bytearray()
+    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
+async def _read_head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most the first ``limit`` bytes of the body; the rest is left unread."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = await resp.content.read(limit - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
 
 
 def _check_page_size(page_size: int | None) -> None:
@@ -186,6 +222,20 @@ class RoboflowClient:
         cap = self.config.retry.server_error_attempts if exc.status == 500 else None
         return Retryable(str(exc.status), retry_after=exc.retry_after, max_attempts=cap)
 
+    def _raise_certificate(
+        self, endpoint: str, url: str, exc: aiohttp.ClientConnectorCertificateError
+    ) -> NoReturn:
+        # Not transient: the same certificate fails the same way on every retry, so the run
+        # stops at once and says how to trust a private CA.
+        key = self.config.api_key
+        reason = describe(exc.certificate_error, key)
+        raise FatalApiError(
+            f"{endpoint}: TLS certificate verification failed for {exc.host}:{exc.port} "
+            f"({reason}); if the service uses a private CA, set [api] ca_bundle "
+            "(RFBATCH_API__CA_BUNDLE) to a PEM file of it",
+            url=url,
+        ) from None
+
     def _raise_transport(self, endpoint: str, url: str, exc: BaseException) -> NoReturn:
         key = self.config.api_key
         kind = transport_reason(exc)
@@ -218,6 +268,7 @@ class RoboflowClient:
             )
         # A call without a body sends none at all: no invented Content-Type either.
         skip = () if (json_body is not None or form is not None) else ("Content-Type",)
+        limit = self.config.max_response_bytes
 
         async def attempt() -> Any:
             started = time.monotonic()
@@ -235,10 +286,22 @@ class RoboflowClient:
                         timeout=timeout,
                     ) as resp:
                         status = resp.status
-                        raw = await resp.read()
                         retry_after = resp.headers.get("Retry-After")
+                        if 200 <= status < 300:
+                            body_or_none = await _read_capped(resp, limit)
+                        else:
+                            body_or_none = await _read_head(resp, _ERROR_BODY_BYTES)
+                except aiohttp.ClientConnectorCertificateError as exc:
+                    self._raise_certificate(endpoint, shown_url, exc)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     self._raise_transport(endpoint, shown_url, exc)
+            if body_or_none is None:
+                raise DecodeError(
+                    f"{endpoint}: response body is larger than {limit} bytes; refusing to read it",
+                    status=status,
+                    url=shown_url,
+                )
+            raw = body_or_none
             self._log.debug(
                 "api.call",
                 endpoint=endpoint,
@@ -263,7 +326,9 @@ class RoboflowClient:
             return None
         try:
             return json.loads(raw)
-        except ValueError:
+        # ValueError covers bad JSON and bad UTF-8; a body nested deeper than the parser's
+        # recursion limit is no JSON the contract describes either.
+        except (ValueError, RecursionError):
             if mode == "optional":
                 return None
             raise DecodeError(

@@ -15,6 +15,7 @@ from rfbatch.errors import ConfigError
 from rfbatch.redact import MASK
 
 DEFAULT_BASE_URL = "https://api.roboflow.com"
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 ENV_API_KEY = "ROBOFLOW_API_KEY"
 ENV_BASE_URL = "API_BASE_URL"
 
@@ -65,6 +66,9 @@ class ClientConfig:
     max_concurrent_requests: int = 16
     user_agent: str = field(default_factory=_default_user_agent)
     ca_bundle: Path | None = None
+    # The most bytes read from one API response: listings are pages, so anything near this is
+    # a misbehaving server, not data (signed-URL downloads do not go through this client).
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
         if not self.api_key or not self.api_key.strip():
@@ -81,6 +85,8 @@ class ClientConfig:
         object.__setattr__(self, "base_url", base)
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ConfigError("connect_timeout and read_timeout must be > 0 seconds")
+        if self.max_response_bytes < 1024:
+            raise ConfigError(f"max_response_bytes must be >= 1024, got {self.max_response_bytes}")
         if self.max_concurrent_requests < 1:
             raise ConfigError(
                 f"max_concurrent_requests must be >= 1, got {self.max_concurrent_requests}"

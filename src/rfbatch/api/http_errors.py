@@ -63,7 +63,7 @@ def _clip(text: str) -> str:
 def server_message(body: bytes, *secrets: str) -> str:
     """The service's own words: ``error`` or ``message`` (section 12.5), else a body excerpt."""
     data: Any = None
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError, RecursionError):
         data = json.loads(body)
     if isinstance(data, dict):
         for key in ("error", "message"):

@@ -1,7 +1,9 @@
 """Walk a paginated listing (contract 1.3): ``pageSize`` in, ``nextPageToken`` back and forth.
 
 A listing ends when the token comes back null, missing or empty. A token the server already sent
-would make the walk loop forever, so it is a :class:`~rfbatch.errors.DecodeError` instead.
+would make the walk loop forever, so it is a :class:`~rfbatch.errors.DecodeError` instead; so is
+a long run of empty pages that each hand out a fresh token (a server paging through nothing,
+forever).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class Page(Generic[T]):
 
 FetchPage = Callable[[str | None], Awaitable[Page[T]]]
 
+# A real listing may return an empty page now and then; this many in a row is a loop.
+MAX_EMPTY_PAGES = 100
+
 
 class Paginator(AsyncIterator[T]):
     """An async iterator over the items of a listing, fetching pages lazily.
@@ -34,9 +39,12 @@ class Paginator(AsyncIterator[T]):
     lets a consumer prefetch pages while it works through the items of earlier ones.
     """
 
-    def __init__(self, endpoint: str, fetch: FetchPage[T]) -> None:
+    def __init__(
+        self, endpoint: str, fetch: FetchPage[T], *, max_empty_pages: int = MAX_EMPTY_PAGES
+    ) -> None:
         self.endpoint = endpoint
         self._fetch = fetch
+        self._max_empty = max_empty_pages
         self._items: AsyncGenerator[T, None] | None = None
 
     def __repr__(self) -> str:
@@ -45,6 +53,7 @@ class Paginator(AsyncIterator[T]):
     async def pages(self) -> AsyncGenerator[Page[T], None]:
         seen: set[str] = set()
         token: str | None = None
+        empty_run = 0
         while True:
             page = await self._fetch(token)
             yield page
@@ -55,6 +64,12 @@ class Paginator(AsyncIterator[T]):
                 raise DecodeError(
                     f"{self.endpoint}: the server sent a page token it had already sent; "
                     "stopping instead of looping"
+                )
+            empty_run = 0 if page.items else empty_run + 1
+            if empty_run >= self._max_empty:
+                raise DecodeError(
+                    f"{self.endpoint}: the server sent {empty_run} empty pages in a row, each "
+                    "with another page token; stopping instead of looping"
                 )
             seen.add(following)
             token = following

@@ -156,6 +156,7 @@ def sync_command(
                     on_job_update=live,
                 )
         print_result(result, json_out)
+        print_stopped(result)
         return EXIT_OK if result.complete else EXIT_ITEMS_FAILED
 
     run(main, key)
@@ -180,3 +181,11 @@ def print_result(result: SyncResult, json_out: bool) -> None:
             f"results {export.batch_id}: {export.downloaded} downloaded, {export.skipped} already "
             f"there, {len(export.failed)} failed -> {export.output_dir}"
         )
+
+
+def print_stopped(result: SyncResult) -> None:
+    """Why the export stopped early (the disk), as an error line: the exit code alone says
+    only that something is missing."""
+    stopped = next((e.stopped for e in result.exports if e.stopped), None)
+    if stopped is not None:
+        print(f"rfbatch: error: {stopped}; run sync again once there is room", file=sys.stderr)

@@ -14,7 +14,9 @@ class EmulatorConfig:
     """How one emulator instance behaves.
 
     ``api_key`` and ``publishable_key`` are kept out of the repr so that a logged config never
-    leaks them.
+    leaks them. ``check_image_content`` makes tar ingest fail a member whose bytes are not an
+    image (``invalid-image-content``), as the real service does once it decodes it; it is off
+    by default so that tests may send any bytes under an image name.
     """
 
     api_key: str = field(default="emulator-key", repr=False)
@@ -30,6 +32,7 @@ class EmulatorConfig:
     max_image_bytes: int = 20 * 1024 * 1024
     publishable_key: str | None = field(default=None, repr=False)
     webhook_attempts: int = 3
+    check_image_content: bool = False
 
     @property
     def webhook_bearer(self) -> str:

@@ -55,6 +55,29 @@ def is_image_name(name: str) -> bool:
     return "." in name and name.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS
 
 
+# Leading bytes of every image format the extension list admits: JPEG, PNG, BMP/DIB, WebP
+# (RIFF....WEBP) and JPEG 2000 (the JP2 box or a bare codestream).
+IMAGE_HEAD_BYTES = 12
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",
+    b"\x89PNG\r\n\x1a\n",
+    b"BM",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"\xffO\xffQ",
+)
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first :data:`IMAGE_HEAD_BYTES` of a file are those of a known image format.
+
+    The service decodes what it ingests; a text file named ``x.jpg`` fails there, whatever its
+    name says.
+    """
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    return head.startswith(_IMAGE_MAGIC)
+
+
 @dataclass(slots=True)
 class Item:
     """One file of a batch, keyed by (part, name); a repeat upload replaces it in place."""

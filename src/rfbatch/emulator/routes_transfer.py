@@ -137,9 +137,10 @@ async def _receive(
 
         return await feed_thread(source, consume_video, limiter=core.pipe_limiter)
     max_image = core.config.max_image_bytes
+    check = core.config.check_image_content
 
     def consume_shard(reader: PipeReader) -> TarResult:
-        return consume_tar(reader, blob_dir, max_image)
+        return consume_tar(reader, blob_dir, max_image, check_content=check)
 
     return await feed_thread(source, consume_shard, limiter=core.pipe_limiter)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from rfbatch.emulator.model import is_image_name
+from rfbatch.emulator.model import IMAGE_HEAD_BYTES, is_image_name, looks_like_image
 from rfbatch.emulator.tarstream import MemberReader, TarStreamError, iter_members
 
 CHUNK = 1024 * 1024
@@ -110,13 +110,23 @@ def member_problem(member: tarfile.TarInfo) -> str | None:
     return None
 
 
-def consume_tar(source: Readable, blob_dir: Path | None, max_image_bytes: int) -> TarResult:
-    """Unpack a streamed tar shard into staged blobs; never raises for a bad archive."""
+def consume_tar(
+    source: Readable,
+    blob_dir: Path | None,
+    max_image_bytes: int,
+    *,
+    check_content: bool = False,
+) -> TarResult:
+    """Unpack a streamed tar shard into staged blobs; never raises for a bad archive.
+
+    With ``check_content`` a member whose first bytes are not an image's fails
+    (``invalid-image-content``) instead of being kept.
+    """
     result = TarResult()
     counted = _Counting(source)
     try:
         for member, body in iter_members(counted):
-            _consume_member(member, body, result, blob_dir, max_image_bytes)
+            _consume_member(member, body, result, blob_dir, max_image_bytes, check_content)
     except (TarStreamError, OSError, ValueError) as exc:
         result.discard()
         result.error = f"invalid-archive: {exc}"
@@ -130,6 +140,7 @@ def _consume_member(
     result: TarResult,
     blob_dir: Path | None,
     max_image_bytes: int,
+    check_content: bool,
 ) -> None:
     if member.isdir():
         return
@@ -147,7 +158,39 @@ def _consume_member(
     if member.size > max_image_bytes:
         result.failed.append((name, "file-size-limit-exceeded"))
         return
-    result.members.append(StagedMember(name=name, blob=store_blob(body, blob_dir)))
+    source: Readable = body
+    if check_content:
+        head = _read_head(body, IMAGE_HEAD_BYTES)
+        if not looks_like_image(head):
+            result.failed.append((name, "invalid-image-content"))
+            return  # the rest of the member is skipped by the reader
+        source = _Prefixed(head, body)
+    result.members.append(StagedMember(name=name, blob=store_blob(source, blob_dir)))
+
+
+def _read_head(body: Readable, size: int) -> bytes:
+    head = b""
+    while len(head) < size:
+        piece = body.read(size - len(head))
+        if not piece:
+            break
+        head += piece
+    return head
+
+
+class _Prefixed:
+    """``head`` (already read from ``rest``) followed by whatever ``rest`` still holds."""
+
+    def __init__(self, head: bytes, rest: Readable) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            cut = len(self._head) if size < 0 else size
+            data, self._head = self._head[:cut], self._head[cut:]
+            return data
+        return self._rest.read(size)
 
 
 def _read_config(body: MemberReader, size: int) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ never sent as if whole.
 from __future__ import annotations
 
 import os
+import stat
 import tarfile
 from collections.abc import AsyncGenerator, Generator, Sequence
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ FILE_MODE = 0o644
 class TarMember:
     """One tar member: backed by a file (``path``) or held in memory (``data``), not both.
 
-    ``mtime`` (seconds) goes into the header. ``mtime_ns``, when set, is the exact mtime the
-    file must still have when it is read; :meth:`from_found` fills it from the scan.
+    ``mtime`` (seconds) goes into the header. ``mtime_ns`` and ``inode``, when set, are the
+    exact mtime and inode the file must still have when it is read; :meth:`from_found` fills
+    them from the scan. The inode catches a file swapped (for a copy, or for a link to some
+    other file) that kept the size and mtime the scan saw.
     """
 
     name: str
@@ -52,6 +55,7 @@ class TarMember:
     size: int
     mtime: int
     mtime_ns: int | None = None
+    inode: int | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.data is None):
@@ -76,6 +80,8 @@ class TarMember:
             # A tar header cannot hold a time before 1970; the exact check uses mtime_ns anyway.
             mtime=max(0, found.mtime_ns // 1_000_000_000),
             mtime_ns=found.mtime_ns,
+            # 0 is what file systems without stable inodes report: nothing to compare then.
+            inode=found.inode or None,
         )
 
     @classmethod
@@ -208,16 +214,18 @@ class _TarReader:
     def _file_data(self, member: TarMember) -> Generator[bytes, None, None]:
         assert member.path is not None
         path = str(member.path)
-        try:
-            self._file = f = open(member.path, "rb", buffering=0)  # noqa: SIM115 closed in finally
-        except OSError as exc:
-            raise FileUnreadableError(path, _reason(exc)) from exc
+        f = self._file = open_regular(member.path)
         try:
             before = _fstat(f, path)
             if before.st_size != member.size:
                 raise FileChangedError(path, f"size is {before.st_size}, expected {member.size}")
             if member.mtime_ns is not None and before.st_mtime_ns != member.mtime_ns:
                 raise FileChangedError(path, "modified since it was scanned")
+            if member.inode is not None and before.st_ino != member.inode:
+                raise FileChangedError(
+                    path,
+                    f"replaced since it was scanned (inode {before.st_ino}, not {member.inode})",
+                )
             remaining = member.size
             while remaining:
                 try:
@@ -234,6 +242,30 @@ class _TarReader:
         finally:
             self._file = None
             f.close()
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open ``path`` for reading, unbuffered, refusing anything but a regular file.
+
+    Opened non-blocking: a plain ``open`` of a FIFO waits for a writer forever, and a file
+    swapped for one after the scan would hang its worker thread beyond any cancellation.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileUnreadableError(str(path), _reason(exc)) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileUnreadableError(str(path), "not a regular file")
+        os.set_blocking(fd, True)
+    except OSError as exc:
+        os.close(fd)
+        raise FileUnreadableError(str(path), _reason(exc)) from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb", buffering=0)
 
 
 def _fstat(f: BinaryIO, path: str) -> os.stat_result:

@@ -41,6 +41,11 @@ def _check_name(name: str, what: str, *, allow_root: bool = False) -> list[str]:
         raise UnsafePathError(f"refusing {what} {name!r}: control character in name")
     if "\\" in name:
         raise UnsafePathError(f"refusing {what} {name!r}: backslash in name")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (JSON can spell them) name no file the service could have made.
+        raise UnsafePathError(f"refusing {what} {name!r}: not valid Unicode") from None
     if name.startswith("/") or _DRIVE_RE.match(name):
         raise UnsafePathError(f"refusing {what} {name!r}: absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
@@ -48,6 +53,8 @@ def _check_name(name: str, what: str, *, allow_root: bool = False) -> list[str]:
         raise UnsafePathError(f"refusing {what} {name!r}: '..' in path")
     if not parts and not allow_root:
         raise UnsafePathError(f"refusing {what} {name!r}: no file name")
+    if any(len(p.encode("utf-8")) > _MAX_NAME_BYTES for p in parts):
+        raise UnsafePathError(f"refusing {what} {name!r}: a path component is over 255 bytes")
     return parts
 
 
@@ -61,8 +68,9 @@ def safe_join(root: Path, name: str) -> Path:
     """``root / name`` for a relative POSIX ``name`` that stays inside ``root``.
 
     Refuses (:class:`UnsafePathError`) empty names, absolute paths, drive letters, backslashes,
-    ``..`` components, NUL and control characters, and any path that resolves outside ``root``
-    through a symbolic link already on disk.
+    ``..`` components, NUL and control characters, lone surrogates, components no file system
+    takes (over 255 bytes), and any path that resolves outside ``root`` through a symbolic link
+    already on disk.
     """
     parts = _check_name(name, "file name")
     path = root.joinpath(*parts)

@@ -4,8 +4,9 @@ The service stores the members of a shard flat, by basename, so ``a/img.jpg`` an
 would collide. :func:`member_name` keeps the basename when it is free in the batch and otherwise
 derives a distinct, deterministic name from the whole relative path:
 ``img--<8 hex of sha256(rel)>.jpg``. Names are made safe for any tar reader and file system:
-no ``/``, ``\\``, NUL or control characters, never ``.``/``..`` or a leading dot, the extension
-kept, at most 255 bytes of UTF-8.
+no ``/``, ``\\``, ``:`` (``c:x.jpg`` reads as a drive path to Windows-minded tools, and the
+service may be one), NUL or control characters, never ``.``/``..`` or a leading dot, the
+extension kept, at most 255 bytes of UTF-8.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _free(name: str, taken: Callable[[str], bool]) -> bool:
 def _clean(name: str) -> str:
     """Replace every character that is unsafe in a flat member name with ``_``."""
     chars = [
-        "_" if c in "/\\" or unicodedata.category(c) in ("Cc", "Cs", "Cf", "Zl", "Zp") else c
+        "_" if c in "/\\:" or unicodedata.category(c) in ("Cc", "Cs", "Cf", "Zl", "Zp") else c
         for c in name
     ]
     cleaned = "".join(chars).strip()

@@ -9,20 +9,23 @@ Filtering, in the order it is applied:
 
 * ``ignore_names`` (shell globs on the basename; defaults cover partial downloads, temporary and
   hidden files) apply to files *and* directories, so hidden folders are never entered;
-* symbolic links are skipped unless ``follow_symlinks`` is set; when they are followed, every
-  directory's ``(st_dev, st_ino)`` is remembered so a link back up the tree cannot loop;
+* symbolic links are not followed unless ``follow_symlinks`` is set (one with a media name is
+  reported as skipped); when they are followed, every directory's ``(st_dev, st_ino)`` is
+  remembered so a link back up the tree cannot loop;
 * the extension decides the kind (image or video); anything else is ignored;
 * ``include`` / ``exclude`` globs are matched against the path relative to the root (see
   :func:`compile_glob`); a directory matched by an ``exclude`` pattern is not entered at all;
 * files younger than ``min_age_seconds`` are left for a later pass;
-* files over ``max_size`` and unreadable files or folders are reported as :class:`Skipped`
-  records, never silently dropped, so the manifest can say why a file was not sent.
+* files over ``max_size``, unreadable files or folders, links that loop and special files
+  (FIFOs, sockets, devices) with a media extension are reported as :class:`Skipped` records,
+  never silently dropped, so the manifest can say why a file was not sent.
 
 Nothing here writes to a source folder.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import functools
 import itertools
@@ -51,7 +54,15 @@ from rfbatch.localfs.media import (
 DEFAULT_IGNORE_NAMES: tuple[str, ...] = ("*.part", "*.tmp", "*.partial", ".*", "~*")
 DEFAULT_CHUNK_SIZE = 1000
 
-SkipReason = Literal["too-large", "unreadable", "unreadable-directory", "symlink-loop"]
+SkipReason = Literal[
+    "too-large",
+    "unreadable",
+    "unreadable-directory",
+    "symlink-loop",
+    "not-a-regular-file",
+    "symlink-not-followed",
+]
+NOT_FOLLOWED = "a symbolic link; set [scan] follow_symlinks = true to send what it points to"
 
 
 @dataclass(frozen=True)
@@ -235,8 +246,9 @@ def _file_verdict(
     """Apply the stat-based filters to one file that passed the name-based ones."""
     spec = rules.spec
     if not stat.S_ISREG(st.st_mode):
-        stats.ignored += 1
-        return None
+        # Never opened: reading a FIFO would block until some writer came along.
+        stats.count_skip("not-a-regular-file")
+        return Skipped(Path(path), "not-a-regular-file", _file_type(st.st_mode), kind=kind)
     if spec.min_age_seconds and now_ns - st.st_mtime_ns < spec.min_age_seconds * 1e9:
         stats.too_young += 1
         return None
@@ -261,6 +273,36 @@ def _file_verdict(
         inode=st.st_ino,
         kind=kind,
     )
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return f"not a regular file: {name}"
+    return "not a regular file"
+
+
+def _not_followed(rules: _Rules, stats: ScanStats, path: str, rel: str) -> Skipped | None:
+    # A link named like media is reported (the user may expect it sent); others, such as
+    # linked folders, are passed over like any non-media name.
+    kind = rules.kind(os.path.basename(path))
+    if kind is None or not rules.file_selected(rel):
+        stats.ignored += 1
+        return None
+    stats.count_skip("symlink-not-followed")
+    return Skipped(Path(path), "symlink-not-followed", NOT_FOLLOWED, kind=kind)
+
+
+def _unreadable_entry(stats: ScanStats, path: str, exc: OSError, kind: MediaKind) -> Skipped:
+    reason: SkipReason = "symlink-loop" if exc.errno == errno.ELOOP else "unreadable"
+    stats.count_skip(reason)
+    return Skipped(Path(path), reason, exc.strerror or type(exc).__name__, kind=kind)
 
 
 def _unreadable_dir(stats: ScanStats, path: str, exc: OSError) -> Skipped:
@@ -335,12 +377,16 @@ def _examine_entry(
     rel = rel_prefix + name
     try:
         if not follow and entry.is_symlink():
+            return _not_followed(rules, stats, entry.path, rel)
+        is_dir = entry.is_dir(follow_symlinks=follow)
+    except OSError as exc:
+        # A link that loops (a.jpg -> b.jpg -> a.jpg) cannot even be classified: a media name
+        # is reported, so the user learns why it was not sent.
+        kind = rules.kind(name)
+        if kind is None or not rules.file_selected(rel):
             stats.ignored += 1
             return None
-        is_dir = entry.is_dir(follow_symlinks=follow)
-    except OSError:
-        stats.ignored += 1
-        return None
+        return _unreadable_entry(stats, entry.path, exc, kind)
     if is_dir:
         if rules.dir_excluded(rel):
             stats.excluded += 1
@@ -362,10 +408,7 @@ def _examine_entry(
             return Skipped(Path(entry.path), "unreadable", "dangling symbolic link", kind=kind)
         return None  # deleted between listing and stat: nothing to report
     except OSError as exc:
-        stats.count_skip("unreadable")
-        return Skipped(
-            Path(entry.path), "unreadable", exc.strerror or type(exc).__name__, kind=kind
-        )
+        return _unreadable_entry(stats, entry.path, exc, kind)
     return _file_verdict(rules, stats, entry.path, rel, kind, st, now_ns)
 
 
@@ -404,9 +447,15 @@ def examine_path(
     except FileNotFoundError:
         return
     except OSError as exc:
-        if rules.kind(name) is not None and rules.file_selected(rel):
-            stats.count_skip("unreadable")
-            yield Skipped(Path(path_str), "unreadable", exc.strerror or type(exc).__name__)
+        kind = rules.kind(name)
+        if kind is not None and rules.file_selected(rel):
+            yield _unreadable_entry(stats, path_str, exc, kind)
+        return
+    if stat.S_ISLNK(st.st_mode):
+        # Only reached when links are not followed: report it as a scan would.
+        link = _not_followed(rules, stats, path_str, rel)
+        if link is not None:
+            yield link
         return
     if stat.S_ISDIR(st.st_mode):
         if not rules.dir_excluded(rel):

@@ -34,7 +34,12 @@ from rfbatch.pipeline.batches import InFlight, RotatingBatches
 from rfbatch.pipeline.gate import Gate
 from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.tally import Tally
-from rfbatch.pipeline.upload_pass import release_in_flight, run_intake, upload_options
+from rfbatch.pipeline.upload_pass import (
+    release_in_flight,
+    resumable,
+    run_intake,
+    upload_options,
+)
 from rfbatch.settings import split_host_port
 from rfbatch.webhooks import WebhookReceiver
 
@@ -106,7 +111,17 @@ class Daemon:
         manifest = self.services.manifest
         released = await release_in_flight(manifest)
         await self.batches.load()
-        log.info("daemon.started", sources=[str(s.root) for s in self.specs], resumed=released)
+        # Claimed before intake starts, so the first scan cannot route them anywhere else.
+        resume = await resumable(manifest, released, self.specs)
+        for item in resume:
+            self.in_flight.claim(item.file.path)
+            self.in_flight.assign(item.batch_id)
+        log.info(
+            "daemon.started",
+            sources=[str(s.root) for s in self.specs],
+            resumed=len(released),
+            resumed_into_their_batches=len(resume),
+        )
         with self._cancel:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._serve_http)
@@ -121,6 +136,7 @@ class Daemon:
                     tally=self.tally,
                     in_flight=self.in_flight,
                     linger=self.settings.daemon.shard_linger_seconds,
+                    resume=resume,
                 )
                 # Intake only ends when draining: the rest has nothing more to wait for.
                 tg.cancel_scope.cancel()

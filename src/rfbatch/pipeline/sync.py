@@ -91,8 +91,10 @@ async def sync(
 
     if output_dir is not None:
         for batch_id, outcome in result.jobs.items():
-            if outcome.succeeded:
-                result.exports += await export_batches(
-                    services, outcome.output_batches, output_dir / batch_id
-                )
+            if not outcome.succeeded:
+                continue
+            exports = await export_batches(services, outcome.output_batches, output_dir / batch_id)
+            result.exports += exports
+            if any(e.stopped is not None for e in exports):
+                break  # the disk is short: the next batch's results would not fit either
     return result

@@ -8,6 +8,23 @@ answered 2xx: a crash in between leaves the files to be sent again, never counte
 A local file that changes or vanishes while it is being read fails that PUT (the storage never
 receives a complete body, so nothing half-written is ingested); the file is put back to ``seen``
 for the next pass, and the rest of its shard is sent again without it.
+
+Duplicates: the bound
+---------------------
+A file reaches the service more than once only when rfbatch cannot know that a PUT of it
+succeeded: the answer was lost (a read timeout, or a connection cut after the whole body went
+out), or the process died between the storage's 2xx and the manifest's ``uploaded``. Each such
+event sends again exactly the one shard (at most ``upload.shard_max_files`` images) or the one
+video that PUT carried; nothing else is ever sent twice. So the extra copies are at most:
+
+* per lost answer: the files of that one shard or video;
+* per crash: the files the manifest holds ``packed`` or ``uploading`` at that moment, which is
+  at most ``shard_workers`` shards plus ``video_workers`` videos (what is in flight).
+
+A resent file goes to the same batch under the same member name (the manifest keeps both, and
+the daemon resumes interrupted files into their own batch), so a service that keys a batch's
+items by name, as the emulator does, replaces its copy rather than adding one: counts, jobs and
+results see each file once. ``tests/reliability`` checks this bound under faults and crashes.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ pass is then repeated (a bounded number of times) to take it once it is quiet.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,7 +29,7 @@ from rfbatch.pipeline.pack import Shard, pack_shards
 from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload import Uploader, UploadOptions
 from rfbatch.settings import Settings
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.manifest import FileRow, SqliteManifest
 
 STREAM_DEPTH = 1024
 MAX_PASSES = 4
@@ -101,11 +102,14 @@ async def run_intake(
     tally: Tally,
     in_flight: InFlight,
     linger: float | None = None,
+    resume: Sequence[Assigned] = (),
 ) -> None:
     """Wire source → select → settle → route → pack → upload workers, and run until drained.
 
     Every stage closes its output when its input ends, so a finite source drains the whole
     chain and this returns; an endless one (the daemon's watcher) runs until cancelled.
+    ``resume`` (from :func:`resumable`, already claimed in ``in_flight``) goes straight to the
+    packer and the video workers, each file to its own batch.
     """
     settings = services.settings
     cfg = settings.upload
@@ -126,6 +130,9 @@ async def run_intake(
     poll = min(1.0, max(settle_seconds / 4, 0.05))
     manifest = services.manifest
     async with anyio.create_task_group() as tg:
+        if resume:
+            # Cloned before route() starts: it closes its own ends when its input ends.
+            tg.start_soon(_send_resumed, resume, image_tx.clone(), video_tx.clone(), tally)
         tg.start_soon(source, found_tx, skip_tx)
         tg.start_soon(record_skips, skip_rx, manifest, tally)
         batch_of = batches.batch_of if isinstance(batches, FixedBatches) else None
@@ -161,17 +168,76 @@ async def run_intake(
                 tg.start_soon(uploader.video_worker, video_rx.clone())
 
 
-async def release_in_flight(manifest: SqliteManifest) -> int:
+async def release_in_flight(manifest: SqliteManifest) -> list[FileRow]:
     """Put files left ``packed``/``uploading`` by a run that died back to ``seen``.
 
     The manifest is held exclusively by this process, so no other run owns them: their PUT
     either never finished or finished unrecorded. Sending them again is the only safe choice;
-    the copies the service may already hold are the bounded duplicates of a crash.
+    the copies the service may already hold are the bounded duplicates of a crash. The rows
+    returned still name the batch each file was on its way to (see :func:`resumable`).
     """
-    paths = [row.path async for row in manifest.files_in_state(["packed", "uploading"])]
-    if paths:
-        await manifest.mark(paths, "seen", error="interrupted")
-    return len(paths)
+    rows = [row async for row in manifest.files_in_state(["packed", "uploading"])]
+    if rows:
+        await manifest.mark([row.path for row in rows], "seen", error="interrupted")
+    return rows
+
+
+# Batches that still take files: a resumed file may go back to one of these only.
+_RESUMABLE_BATCH_STATES = frozenset({"open", "sealed"})
+
+
+async def resumable(
+    manifest: SqliteManifest, released: Sequence[FileRow], specs: Sequence[SourceSpec]
+) -> list[Assigned]:
+    """The released files to send again to the very batch a killed run was sending them to.
+
+    Sent anywhere else, a file whose PUT reached the service just before the crash would sit in
+    the old batch as well as the new one (processed twice, or stranding an otherwise empty
+    batch); sent to the same batch under the same member name it simply replaces that copy.
+    Only files whose batch still takes files, that are unchanged on disk and that lie under a
+    current source are resumed; the rest are found again by the scan like any other file.
+    """
+    roots = {spec.root for spec in specs}
+    states: dict[str, bool] = {}
+    candidates: list[tuple[str, FoundFile]] = []
+    for row in released:
+        if row.batch_id is None or row.root not in roots:
+            continue
+        if row.batch_id not in states:
+            batch = await manifest.get_batch(row.batch_id)
+            states[row.batch_id] = batch is not None and batch.state in _RESUMABLE_BATCH_STATES
+        if not states[row.batch_id]:
+            continue
+        try:
+            candidates.append((row.batch_id, row.to_found()))
+        except ValueError:
+            continue
+
+    def unchanged() -> list[Assigned]:
+        out = []
+        for batch_id, found in candidates:
+            try:
+                st = os.stat(found.path)
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns) == (found.size, found.mtime_ns):
+                out.append(Assigned(batch_id, found))
+        return out
+
+    return await anyio.to_thread.run_sync(unchanged)
+
+
+async def _send_resumed(
+    resume: Sequence[Assigned],
+    images: MemoryObjectSendStream[Assigned],
+    videos: MemoryObjectSendStream[Assigned],
+    tally: Tally,
+) -> None:
+    async with images, videos:
+        for item in resume:
+            tally.queued += 1
+            tally.queued_bytes += item.file.size
+            await (images if item.file.kind == "image" else videos).send(item)
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,42 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+# Paths and names that are not valid UTF-8 (a file name with stray bytes reaches Python as lone
+# surrogates; a hostile server can send them in JSON) cannot be bound as SQLite TEXT. They are
+# stored as the BLOB of their surrogatepass encoding instead: lossless, and never equal to any
+# TEXT value, so keys stay distinct. Every value that is bound goes through _key and every value
+# read back through _unkey, so callers only ever see str.
+Key = str | bytes
+
+
+def _key(value: str | os.PathLike[str]) -> Key:
+    text = os.fspath(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+    return text
+
+
+def _opt_key(value: str | os.PathLike[str] | None) -> Key | None:
+    return None if value is None else _key(value)
+
+
+def _unkey(value: Key) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+def _path(value: Key | None) -> Path | None:
+    return None if value is None else Path(_unkey(value))
+
+
+def _text(value: str | None) -> str | None:
+    """Free text (errors, reasons) made storable: unencodable characters become escapes."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _inside(path: Path, folder: Path) -> bool:
     real, real_folder = os.path.realpath(path), os.path.realpath(folder)
     return real == real_folder or real.startswith(real_folder.rstrip(os.sep) + os.sep)
@@ -193,9 +229,9 @@ _DOWNLOAD_COLUMNS = "batch_id, part_name, file_name, size, state, path, updated_
 
 def _file_row(r: Sequence[Any]) -> FileRow:
     return FileRow(
-        path=Path(r[0]),
-        root=Path(r[1]) if r[1] is not None else None,
-        rel=r[2],
+        path=Path(_unkey(r[0])),
+        root=_path(r[1]),
+        rel=_unkey(r[2]) if r[2] is not None else None,
         size=r[3],
         mtime_ns=r[4],
         inode=r[5],
@@ -230,11 +266,11 @@ def _batch_row(r: Sequence[Any]) -> BatchRow:
 def _download_row(r: Sequence[Any]) -> DownloadRow:
     return DownloadRow(
         batch_id=r[0],
-        part_name=r[1],
-        file_name=r[2],
+        part_name=_unkey(r[1]),
+        file_name=_unkey(r[2]),
         size=r[3],
         state=r[4],
-        path=Path(r[5]) if r[5] is not None else None,
+        path=_path(r[5]),
         updated_at=r[6],
     )
 
@@ -392,10 +428,10 @@ class SqliteManifest:
         inserts: list[tuple[Any, ...]] = []
         resets: list[tuple[Any, ...]] = []
         refreshes: list[tuple[Any, ...]] = []
-        handled: set[str] = set()
+        handled: set[Key] = set()
         with self._tx() as conn:
             for chunk in _chunks(files):
-                keys = [str(f.path) for f in chunk]
+                keys = [_key(f.path) for f in chunk]
                 marks = _marks(len(keys))
                 sql = (
                     "SELECT path, size, mtime_ns, state, batch_id FROM files"  # noqa: S608
@@ -407,7 +443,8 @@ class SqliteManifest:
                         continue
                     handled.add(key)
                     row = known.get(key)
-                    values = (str(f.root), f.rel, f.size, f.mtime_ns, f.inode, f.kind, now, key)
+                    root, rel = _key(f.root), _key(f.rel)
+                    values = (root, rel, f.size, f.mtime_ns, f.inode, f.kind, now, key)
                     if row is None:
                         inserts.append(values)
                         out.append(f)
@@ -422,7 +459,7 @@ class SqliteManifest:
                     elif row[2] in DONE_STATES or row[2] in IN_FLIGHT_STATES:
                         continue
                     else:
-                        refreshes.append((str(f.root), f.rel, f.inode, f.kind, now, key))
+                        refreshes.append((root, rel, f.inode, f.kind, now, key))
                         out.append(f)
             conn.executemany(
                 "INSERT INTO files (root, rel, size, mtime_ns, inode, kind, updated_at, path,"
@@ -449,11 +486,11 @@ class SqliteManifest:
         def write() -> None:
             rows = [
                 (
-                    str(s.path),
+                    _key(s.path),
                     s.size if s.size is not None else -1,
                     s.mtime_ns if s.mtime_ns is not None else -1,
                     s.kind,
-                    f"{s.reason}: {s.detail}" if s.detail else s.reason,
+                    _text(f"{s.reason}: {s.detail}" if s.detail else s.reason),
                     now,
                 )
                 for s in items
@@ -502,7 +539,10 @@ class SqliteManifest:
         targets = list(paths)
 
         def write() -> int:
-            rows = [(state, batch_id, shard_id, error, bump, now, str(p), *tail) for p in targets]
+            rows = [
+                (state, batch_id, shard_id, _text(error), bump, now, _key(p), *tail)
+                for p in targets
+            ]
             with self._tx() as conn:
                 return conn.executemany(sql, rows).rowcount
 
@@ -512,7 +552,7 @@ class SqliteManifest:
         def read() -> FileRow | None:
             row = self._conn.execute(
                 f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?",  # noqa: S608 fixed columns
-                (str(path),),
+                (_key(path),),
             ).fetchone()
             return _file_row(row) if row is not None else None
 
@@ -528,16 +568,17 @@ class SqliteManifest:
         """
         for state in dict.fromkeys(states):
             _check(state, FILE_STATES, "file state")
-            after = ""
+            # TEXT sorts before BLOB, so paging by key walks both kinds of path in one order.
+            after: Key = ""
             while True:
                 page = await self._run(partial(self._files_page, state, batch_id, after))
                 for row in page:
                     yield row
                 if len(page) < _PAGE:
                     break
-                after = str(page[-1].path)
+                after = _key(page[-1].path)
 
-    def _files_page(self, state: str, batch_id: str | None, after: str) -> list[FileRow]:
+    def _files_page(self, state: str, batch_id: str | None, after: Key) -> list[FileRow]:
         if batch_id is None:
             cursor = self._conn.execute(
                 f"SELECT {_FILE_COLUMNS} FROM files WHERE state = ? AND path > ?"  # noqa: S608
@@ -581,7 +622,7 @@ class SqliteManifest:
 
     def _assign_members(self, batch_id: str, files: Sequence[FoundFile]) -> dict[Path, str]:
         result: dict[Path, str] = {}
-        new_rows: list[tuple[str, str, str]] = []
+        new_rows: list[tuple[str, str, Key]] = []
         with self._tx() as conn:
             taken = {
                 r[0]
@@ -590,7 +631,7 @@ class SqliteManifest:
                 )
             }
             for chunk in _chunks(files):
-                keys = [str(f.path) for f in chunk]
+                keys = [_key(f.path) for f in chunk]
                 existing = dict(
                     conn.execute(
                         "SELECT path, member_name FROM members WHERE batch_id = ?"  # noqa: S608
@@ -612,7 +653,7 @@ class SqliteManifest:
             )
             conn.executemany(
                 "UPDATE files SET member_name = ?, batch_id = ? WHERE path = ?",
-                [(name, batch_id, str(path)) for path, name in result.items()],
+                [(name, batch_id, _key(path)) for path, name in result.items()],
             )
         return result
 
@@ -624,7 +665,7 @@ class SqliteManifest:
                 "SELECT path FROM members WHERE batch_id = ? AND member_name = ?",
                 (batch_id, member),
             ).fetchone()
-            return Path(row[0]) if row is not None else None
+            return _path(row[0]) if row is not None else None
 
         return await self._run(read)
 
@@ -648,7 +689,7 @@ class SqliteManifest:
                 conn.executemany(
                     "UPDATE files SET state = 'packed', shard_id = ?, batch_id = ?,"
                     " last_error = NULL, updated_at = ? WHERE path = ?",
-                    [(shard_id, batch_id, now, str(p)) for p in paths],
+                    [(shard_id, batch_id, now, _key(p)) for p in paths],
                 )
             return ShardRow(shard_id, batch_id, "packed", len(paths), size, 0, None, now, now)
 
@@ -672,7 +713,7 @@ class SqliteManifest:
                 cursor = conn.execute(
                     "UPDATE shards SET state = COALESCE(?, state), last_error = ?,"
                     " attempts = attempts + ?, updated_at = ? WHERE shard_id = ?",
-                    (state, error, int(bump_attempts), now, shard_id),
+                    (state, _text(error), int(bump_attempts), now, shard_id),
                 )
                 if cursor.rowcount == 0:
                     raise KeyError(shard_id)
@@ -811,7 +852,7 @@ class SqliteManifest:
         Returns how many were new. ``part_name`` ``None`` means the batch has no parts.
         """
         now = self._clock()
-        rows = [(batch_id, part or "", name, size, now) for part, name, size in items]
+        rows = [(batch_id, _key(part or ""), _key(name), size, now) for part, name, size in items]
 
         def write() -> int:
             with self._tx() as conn:
@@ -836,7 +877,15 @@ class SqliteManifest:
         """Set one download's state (and where it was written); the row is created if needed."""
         _check(state, DOWNLOAD_STATES, "download state")
         now = self._clock()
-        row = (batch_id, part_name or "", file_name, size, state, str(path) if path else None, now)
+        row = (
+            batch_id,
+            _key(part_name or ""),
+            _key(file_name),
+            size,
+            state,
+            _opt_key(path),
+            now,
+        )
 
         def write() -> None:
             with self._tx() as conn:
@@ -877,7 +926,7 @@ class SqliteManifest:
                 cursor = conn.execute(
                     "INSERT INTO webhook_events (event_id, received_at) VALUES (?, ?)"
                     " ON CONFLICT DO NOTHING",
-                    (event_id, now),
+                    (_key(event_id), now),
                 )
                 return cursor.rowcount == 1
 

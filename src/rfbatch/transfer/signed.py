@@ -313,12 +313,17 @@ class Transfer:
             raise local_failure[0]
         if 200 <= status < 300:
             return body.length
-        message = f"PUT refused with HTTP {status}: {server_message(raw)} ({shown})"
+        reason = server_message(raw)
+        message = f"PUT refused with HTTP {status}: {reason} ({shown})"
         if _expired_hint(status, raw):
             raise SignedUrlRejectedError(message)
         if is_transient_status(status):
+            # The error's own str() adds the status and the URL.
             raise TransientError(
-                message, status=status, url=shown, retry_after=parse_retry_after(retry_after)
+                f"PUT refused: {reason}",
+                status=status,
+                url=shown,
+                retry_after=parse_retry_after(retry_after),
             )
         raise TransferError(message)
 
@@ -423,12 +428,14 @@ class Transfer:
 
     @staticmethod
     def _raise_download_status(status: int, raw: bytes, shown: str, headers: Any) -> NoReturn:
-        message = f"download refused with HTTP {status}: {server_message(raw)} ({shown})"
+        reason = server_message(raw)
+        message = f"download refused with HTTP {status}: {reason} ({shown})"
         if _expired_hint(status, raw):
             raise SignedUrlRejectedError(message)
         if is_transient_status(status):
+            # The error's own str() adds the status and the URL.
             raise TransientError(
-                message,
+                f"download refused: {reason}",
                 status=status,
                 url=shown,
                 retry_after=parse_retry_after(headers.get("Retry-After")),
