@@ -193,11 +193,6 @@ async def test_links_are_not_followed_by_default_and_each_says_so(
     assert all(rows[path][0] == "skipped" for path in links)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/confirm.py counts a file the service failed at ingest as confirmed: "
-    "exit 0, no 'failed' entry, manifest row 'ingested' (reported to the lead)",
-)
 async def test_a_file_the_service_cannot_decode_is_reported_as_failed(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -217,11 +212,6 @@ async def test_a_file_the_service_cannot_decode_is_reported_as_failed(
     assert manifest_files(state)[str(src / "text.jpg")][0] == "failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/upload_cmd.py report() prints paths with print(): a name that is not UTF-8 "
-    "crashes a strict UTF-8 stdout after the work is done (reported to the lead)",
-)
 async def test_a_summary_naming_a_file_that_is_not_utf8_prints_on_a_utf8_terminal(
     emulator: Emulator, tmp_path: Path
 ) -> None:

@@ -160,3 +160,33 @@ async def test_an_injected_full_disk_stops_the_export_and_the_rerun_completes(
     assert second.result.complete
     assert sum(e.skipped for e in second.result.exports) == placed
     check_results(state, emulator_dir, output)
+
+
+async def test_a_folder_that_cannot_be_made_on_a_full_disk_stops_the_export(
+    sources: Sources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk can refuse a folder before any file: that stops the export too (it is not
+    one file's fault), and the rerun completes."""
+    emulator_dir, output = tmp_path / "emulator", tmp_path / "out"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: Any, **kwargs: Any) -> None:
+        if self.name == "results" and self.is_relative_to(output):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_mkdir(self, *args, **kwargs)
+
+    async with emulator_at(emulator_dir) as emulator:
+        settings = reliability_settings(emulator, tmp_path / "state")
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+        first = await sync_in_process(settings, sources, output)
+        monkeypatch.undo()
+        second = await sync_in_process(settings, sources, output)
+        state = emulator.state()
+
+    (stopped,) = [e.stopped for e in first.result.exports if e.stopped]
+    assert "disk full while creating folders under" in stopped
+    assert "No space left on device" in stopped
+    assert len(first.result.exports) == 1, "later exports started on a full disk"
+    assert not first.result.exports[0].failed, "the folder was blamed on the files"
+    assert second.result.complete
+    check_results(state, emulator_dir, output)

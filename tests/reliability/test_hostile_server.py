@@ -215,11 +215,6 @@ async def test_an_endless_error_body_is_read_only_in_part(api: HostileApi, tmp_p
     assert len(line) < 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/batch_cmd.py _table(): a lone surrogate in a server string crashes rich's "
-    "write to stdout (UnicodeEncodeError); --json is fine (reported to the lead)",
-)
 async def test_a_server_string_that_is_not_unicode_is_shown_not_crashed_on(
     api: HostileApi, tmp_path: Path
 ) -> None:

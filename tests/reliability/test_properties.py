@@ -303,11 +303,6 @@ def test_daemon_batch_ids_are_distinct_and_sort_by_time(
         assert job_id_for_batch(id_a) != job_id_for_batch(id_b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/batches.py batch_id_for: a 40-character prefix with seq >= 1000 gives a "
-    "65-character id (reported to the lead)",
-)
 @given(prefix=st.just("p" * 40), start=windows, seq=st.integers(1000, 10**6))
 def test_daemon_batch_ids_stay_valid_past_a_thousand_batches_a_window(
     prefix: str, start: int, seq: int
@@ -328,11 +323,6 @@ def test_sync_batch_ids_from_any_folder_names_are_valid_and_stable(names: list[s
     assert default_batch_id(list(sources)) == batch
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/sync.py default_batch_id encodes the resolved path as strict UTF-8: a "
-    "folder whose name is not UTF-8 raises UnicodeEncodeError (reported to the lead)",
-)
 def test_sync_batch_id_from_a_folder_name_that_is_not_utf8() -> None:
     batch = default_batch_id([Path(os.fsdecode(b"/data/cam-\xff"))])
     assert validate_batch_id(batch) == batch

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import typer
 
 from rfbatch import __version__
@@ -49,4 +52,9 @@ app.command()(demo)
 
 
 def main() -> None:
+    # File names are not always valid UTF-8 (and servers can send lone surrogates): printing one
+    # must never crash a run whose work is already done, so unprintable characters are escaped.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     app()

@@ -22,6 +22,7 @@ from typing import Protocol
 import anyio
 import structlog
 
+from rfbatch.ids import BATCH_ID_MAX
 from rfbatch.localfs.media import MediaKind
 from rfbatch.localfs.scan import FoundFile
 from rfbatch.state.manifest import BatchKind, SqliteManifest
@@ -91,9 +92,14 @@ class InFlight:
 
 
 def batch_id_for(prefix: str, kind: BatchKind, window_start: float, seq: int) -> str:
-    """``<prefix>-<YYYYmmdd-HHMMSS>-<img|vid>-<seq>``: at most 64 characters for a prefix of 40."""
+    """``<prefix>-<YYYYmmdd-HHMMSS>-<img|vid>-<seq>``, always a valid id (at most 64 characters).
+
+    A prefix of up to 40 characters fits with three-digit sequence numbers; past 999 batches in
+    one window the prefix gives up the characters the longer number needs.
+    """
     stamp = datetime.fromtimestamp(window_start, UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{prefix}-{stamp}-{SUFFIX[kind]}-{seq:03d}"
+    tail = f"-{stamp}-{SUFFIX[kind]}-{seq:03d}"
+    return prefix[: BATCH_ID_MAX - len(tail)] + tail
 
 
 class RotatingBatches:

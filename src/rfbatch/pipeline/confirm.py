@@ -9,7 +9,8 @@ as failed in its shard status rows. Only then are the files marked ``ingested``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import structlog
@@ -28,6 +29,7 @@ class Confirmation:
     failed_by_service: int
     confirmed: bool
     seconds: float
+    failed_files: list[tuple[Path, str]] = field(default_factory=list)
 
 
 async def expected_count(manifest: SqliteManifest, batch_id: str) -> int:
@@ -41,8 +43,10 @@ async def _mark_ingested(manifest: SqliteManifest, batch_id: str) -> None:
     await manifest.mark(paths, "ingested")
 
 
-async def _failed_by_service(client: RoboflowClient, batch_id: str) -> int:
+async def _failed_by_service(client: RoboflowClient, batch_id: str) -> tuple[int, str]:
+    """How many files the shard status rows say failed, and their status names."""
     failed = 0
+    names: set[str] = set()
     async for shard in client.list_shards(batch_id):
         meta = shard.status_metadata or {}
         value = meta.get("failedFiles", meta.get("failed_files", 0))
@@ -50,7 +54,31 @@ async def _failed_by_service(client: RoboflowClient, batch_id: str) -> int:
             failed += value
         elif isinstance(value, list):
             failed += len(value)
-    return failed
+        if shard.failed or value:
+            names.add(shard.status_name)
+    return failed, ", ".join(sorted(names))
+
+
+async def _name_failures(
+    client: RoboflowClient, manifest: SqliteManifest, batch_id: str, status: str
+) -> list[tuple[Path, str]]:
+    """Which sent files the service did not keep: those missing from the batch's listing.
+
+    Shard status rows give only counts, so the listing is the one place that names what was
+    ingested; it is walked only when some shard reported failures.
+    """
+    present = {f.file_name async for f in client.list_files(batch_id)}
+    reason = f"rejected by the service at ingest ({status or 'shard error'})"
+    missing = [
+        (row.path, reason)
+        async for row in manifest.files_in_state(["uploaded"], batch_id)
+        if row.member_name is not None and row.member_name not in present
+    ]
+    if missing:
+        await manifest.mark([p for p, _ in missing], "failed", error=reason)
+    for path, _ in missing:
+        log.warning("upload.rejected", batch=batch_id, path=str(path), reason=reason)
+    return missing
 
 
 async def confirm_ingest(
@@ -65,11 +93,15 @@ async def confirm_ingest(
     started = time.monotonic()
     expected = await expected_count(manifest, batch_id)
     count = failed = 0
+    status = ""
+    rejected: list[tuple[Path, str]] = []
     while True:
         count = await client.count(batch_id)
         if check_shards and count < expected:
-            failed = await _failed_by_service(client, batch_id)
+            failed, status = await _failed_by_service(client, batch_id)
         if count + failed >= expected:
+            if failed:
+                rejected = await _name_failures(client, manifest, batch_id, status)
             await _mark_ingested(manifest, batch_id)
             break
         if time.monotonic() - started >= deadline_seconds:
@@ -82,6 +114,7 @@ async def confirm_ingest(
         failed_by_service=failed,
         confirmed=count + failed >= expected,
         seconds=round(time.monotonic() - started, 3),
+        failed_files=rejected,
     )
     event = log.info if result.confirmed else log.warning
     event(

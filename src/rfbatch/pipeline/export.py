@@ -255,11 +255,11 @@ class _BatchExport:
     async def run(self, wanted_parts: Sequence[str] | None) -> ExportResult:
         started = time.monotonic()
         chosen = await self._parts(wanted_parts)
-        await self._make_output()
-        if not self.force:
-            rows = await self.services.manifest.list_downloads(self.batch_id)
-            self.rows = {(r.part_name, r.file_name): r for r in rows}
-        self.stop_if_short(await self.disk.shortfall(self._known_bytes_to_fetch()))
+        if not self.stop_if_short(await self._make_output()):
+            if not self.force:
+                rows = await self.services.manifest.list_downloads(self.batch_id)
+                self.rows = {(r.part_name, r.file_name): r for r in rows}
+            self.stop_if_short(await self.disk.shortfall(self._known_bytes_to_fetch()))
         if self.result.stopped is None:
             await self._pipeline(chosen)
         self.result.seconds = time.monotonic() - started
@@ -279,15 +279,22 @@ class _BatchExport:
         )
         return self.result
 
-    async def _make_output(self) -> None:
+    async def _make_output(self) -> str | None:
+        """Create the output folder; a full disk is a reason to stop (returned), not a crash."""
         output = self.output
 
-        def make() -> None:
+        def make() -> str | None:
             if output.exists() and not output.is_dir():
                 raise ConfigError(f"output {output} exists and is not a folder")
-            output.mkdir(parents=True, exist_ok=True)
+            try:
+                output.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                if exc.errno in DISK_FULL_ERRNOS:
+                    return f"disk full while creating {output}: {exc.strerror}"
+                raise ConfigError(f"cannot create output folder {output}: {exc.strerror}") from exc
+            return None
 
-        await anyio.to_thread.run_sync(make)
+        return await anyio.to_thread.run_sync(make)
 
     async def _parts(self, wanted: Sequence[str] | None) -> list[_Part]:
         client = self.services.client
@@ -387,7 +394,15 @@ class _BatchExport:
         manifest = self.services.manifest
         async with pages, out:
             async for part, metas in pages:
-                plan = await anyio.to_thread.run_sync(self._plan_page_sync, part, metas)
+                try:
+                    plan = await anyio.to_thread.run_sync(self._plan_page_sync, part, metas)
+                except OSError as exc:
+                    if exc.errno not in DISK_FULL_ERRNOS:
+                        raise
+                    self.stop_if_short(
+                        f"disk full while creating folders under {self.output}: {exc.strerror}"
+                    )
+                    return
                 new = [
                     (part.name, item.file_name, None)
                     for item in plan.fetch
@@ -426,6 +441,8 @@ class _BatchExport:
             try:
                 self._prepare_folder(dest.parent)
             except OSError as exc:
+                if exc.errno in DISK_FULL_ERRNOS:
+                    raise  # not this file's fault: the whole export stops (see _plan)
                 refused.append((meta, f"cannot create folder {dest.parent}: {exc.strerror}"))
                 continue
             archive = self.unpack and is_archive(meta.file_name)

@@ -9,6 +9,7 @@ only the files not already on disk.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from rfbatch.state.manifest import BatchKind
 def default_batch_id(sources: Sequence[Path]) -> str:
     """A batch id derived from the source folders: the same folders give the same batch."""
     first = re.sub(r"[^a-z0-9_-]+", "-", sources[0].resolve().name.lower()).strip("-_")[:40]
-    digest = hashlib.sha256("\0".join(str(s.resolve()) for s in sources).encode()).hexdigest()
+    # fsencode: a folder name need not be valid UTF-8 on Linux.
+    digest = hashlib.sha256(b"\0".join(os.fsencode(s.resolve()) for s in sources)).hexdigest()
     return f"{first or 'sync'}-{digest[:10]}"
 
 

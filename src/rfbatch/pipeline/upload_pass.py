@@ -290,5 +290,7 @@ async def upload_and_confirm(
         )
         if confirmation.confirmed:
             await manifest.update_batch(batch_id, state="confirmed")
+        for path, reason in confirmation.failed_files:
+            result.tally.fail(str(path), reason)
         result.confirmations.append(confirmation)
     return result

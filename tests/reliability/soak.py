@@ -1,0 +1,308 @@
+"""Soak: ``rfbatch run`` for minutes, files arriving all the time, mixed faults on.
+
+``make soak`` runs ``python -m tests.reliability.soak`` (five minutes by default; ``--minutes``
+changes it). The daemon runs in a subprocess against an in-process emulator whose fault profile
+mixes 429s, 5xx, resets, slow answers, truncated bodies and expired URLs. A writer drops images
+(and now and then a video) into the source folder the way a camera does (a temporary name, then a
+rename). Every few seconds the daemon's resident memory (``VmRSS`` in ``/proc/<pid>/status``) and
+open descriptors (``/proc/<pid>/fd``) are sampled.
+
+When the time is up the writer stops and the daemon is given time to drain: every file must be
+in the emulator and every batch's results on disk. The report gives throughput, the memory and
+descriptor curves, and three verdicts: nothing lost, no memory growth after warm-up, no
+descriptor leak. The exit status is 1 when a verdict fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from rfbatch.emulator import Emulator, FaultProfile, FaultRates
+from rfbatch.samples import png_bytes
+from tests.daemon.support import DaemonProcess, daemon, write_config
+from tests.reliability.support_a import emulator_at, expected_results, files_under, sha
+
+SAMPLE_SECONDS = 5.0
+DRAIN_SECONDS = 240.0
+PREFIX = "rfbatch-"
+# Memory may settle for a while (caches, first batches, imports); growth is judged after this.
+WARMUP_FRACTION = 0.3
+RSS_GROWTH_LIMIT = 0.25  # a quarter more than after warm-up
+FD_GROWTH_LIMIT = 16
+
+MIXED = FaultProfile(
+    routes={
+        "*": FaultRates(
+            status_429=0.015,
+            status_500=0.005,
+            status_502=0.015,
+            status_503=0.015,
+            status_504=0.015,
+            reset=0.015,
+            slow=0.015,
+            truncate=0.015,
+        ),
+        "put": FaultRates(reset=0.03, expire=0.02),
+        "download": FaultRates(truncate=0.03, expire=0.02),
+    },
+    seed=2026,
+    retry_after=1,
+    slow_seconds=0.5,
+)
+
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_kib: int
+    fds: int
+    written: int
+    delivered: int
+
+
+@dataclass
+class Soak:
+    root: Path
+    emulator: Emulator
+    written: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    written_bytes: int = 0
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def src(self) -> Path:
+        return self.root / "src"
+
+    @property
+    def out(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def emulator_dir(self) -> Path:
+        return self.root / "emulator"
+
+
+def proc_stats(pid: int) -> tuple[int, int]:
+    """(VmRSS in KiB, open descriptors) of a live process, from /proc."""
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    return rss, fds
+
+
+def input_batches(state: dict[str, Any]) -> list[str]:
+    return sorted(b for b in state["batches"] if b.startswith(PREFIX))
+
+
+def delivered(state: dict[str, Any]) -> dict[str, int]:
+    """sha256 -> copies received, over the daemon's input batches."""
+    out: dict[str, int] = {}
+    for batch in input_batches(state):
+        for item in state["batches"][batch]["items"]:
+            out[item["sha256"]] = out.get(item["sha256"], 0) + int(item["received"])
+    return out
+
+
+def results_missing(soak: Soak, state: dict[str, Any]) -> int:
+    """Input batches whose job results are not (all, whole) on disk yet."""
+    on_disk = files_under(soak.out)
+    missing = 0
+    for batch in input_batches(state):
+        wanted = expected_results(state, soak.emulator_dir, batch)
+        if not wanted or any(on_disk.get(rel) != digest for rel, digest in wanted.items()):
+            missing += 1
+    return missing
+
+
+def _write(path: Path, data: bytes) -> None:
+    # A camera writes under a temporary name and renames when done; rfbatch ignores *.tmp.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.rename(path)
+
+
+async def writer(soak: Soak, rate: float, stop: anyio.Event) -> None:
+    """About ``rate`` images a second, in small bursts, and a video every 200 images."""
+    n = 0
+    burst = max(1, int(rate / 4))
+    while not stop.is_set():
+        files: dict[str, bytes] = {}
+        for _ in range(burst):
+            minute = n // 600
+            files[f"cam{n % 3}/m{minute:03d}/img-{n:06d}.png"] = png_bytes(
+                8, 8, n, pad_to=2000 + n % 3000
+            )
+            if n % 200 == 199:
+                files[f"clips/m{minute:03d}/clip-{n:06d}.mp4"] = os.urandom(50_000 + n % 1000)
+            n += 1
+        for rel, data in files.items():
+            await anyio.to_thread.run_sync(_write, soak.src / rel, data)
+            soak.written[rel] = sha(data)
+            soak.written_bytes += len(data)
+        await anyio.sleep(burst / rate)
+
+
+async def sampler(soak: Soak, d: DaemonProcess, started: float) -> None:
+    pid = d.process.pid
+    while d.process.returncode is None:
+        rss, fds = await anyio.to_thread.run_sync(proc_stats, pid)
+        state = soak.emulator.state()
+        soak.samples.append(
+            Sample(
+                seconds=round(time.monotonic() - started, 1),
+                rss_kib=rss,
+                fds=fds,
+                written=len(soak.written),
+                delivered=len(delivered(state)),
+            )
+        )
+        await anyio.sleep(SAMPLE_SECONDS)
+
+
+def config(soak: Soak) -> Path:
+    return write_config(
+        soak.root / "config.toml",
+        soak.emulator,
+        soak.root,
+        api={"read_timeout": 10.0, "retry_attempts": 8},
+        scan={"settle_seconds": 1.0, "rescan_interval_seconds": 30.0},
+        upload={"shard_max_files": 100, "ingest_poll_seconds": 0.5},
+        job={"workflow_id": "wf-soak", "poll_seconds": 0.5},
+        export={"min_free_bytes": 0},
+        daemon={
+            "output_dir": str(soak.out),
+            "batch_window_seconds": 20.0,
+            "batch_max_items": 1000,
+            "shard_linger_seconds": 1.0,
+            "lifecycle_poll_seconds": 1.0,
+        },
+    )
+
+
+def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[str, Any]:
+    got = delivered(state)
+    wanted = set(soak.written.values())
+    lost = len(wanted - set(got))
+    twice = sum(n - 1 for n in got.values() if n > 1)
+    running = [s for s in soak.samples if s.seconds > 0]
+    warm = [s for s in running if s.seconds >= running[-1].seconds * WARMUP_FRACTION] or running
+    rss_base = min(s.rss_kib for s in warm[: max(1, len(warm) // 4)])
+    rss_last = warm[-1].rss_kib
+    fd_base = min(s.fds for s in warm)
+    fd_last = warm[-1].fds
+    return {
+        "files_written": len(soak.written),
+        "files_lost": lost,
+        "files_received_twice": twice,
+        "batches_without_results": missing_results,
+        "rss_after_warmup_kib": rss_base,
+        "rss_last_kib": rss_last,
+        "rss_max_kib": max(s.rss_kib for s in running),
+        "rss_growth": round((rss_last - rss_base) / rss_base, 3),
+        "fds_min_after_warmup": fd_base,
+        "fds_last": fd_last,
+        "fds_max": max(s.fds for s in running),
+        "ok_nothing_lost": lost == 0 and missing_results == 0,
+        "ok_memory_flat": (rss_last - rss_base) / rss_base <= RSS_GROWTH_LIMIT,
+        "ok_no_fd_leak": fd_last - fd_base <= FD_GROWTH_LIMIT,
+    }
+
+
+async def run(minutes: float, rate: float, root: Path) -> dict[str, Any]:
+    async with emulator_at(root / "emulator", MIXED, job_tick=0.05) as emulator:
+        soak = Soak(root, emulator)
+        soak.src.mkdir(parents=True, exist_ok=True)
+        async with daemon(config(soak), emulator, root / "state") as d:
+            started = time.monotonic()
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sampler, soak, d, started)
+                tg.start_soon(writer, soak, rate, stop)
+                await anyio.sleep(minutes * 60)
+                stop.set()
+                writing_ended = time.monotonic()
+                print(f"writer stopped after {len(soak.written)} files; draining", flush=True)
+                with anyio.move_on_after(DRAIN_SECONDS):
+                    while True:
+                        state = emulator.state()
+                        done = set(delivered(state)) >= set(soak.written.values())
+                        if done and not results_missing(soak, state):
+                            break
+                        await anyio.sleep(1.0)
+                drained = time.monotonic()
+                d.process.send_signal(signal.SIGTERM)
+                with anyio.fail_after(60):
+                    status = await d.process.wait()
+                tg.cancel_scope.cancel()
+        state = emulator.state()
+        missing = results_missing(soak, state)
+        report = verdicts(soak, state, missing)
+        report.update(
+            minutes=minutes,
+            exit_status=status,
+            drain_seconds=round(drained - writing_ended, 1),
+            throughput_files_per_second=round(len(soak.written) / (drained - started), 1),
+            throughput_mib_per_second=round(soak.written_bytes / (drained - started) / 2**20, 3),
+            faults_injected=state["counters"]["faultsInjected"],
+            batches=len(input_batches(state)),
+            retries_logged=len(d.saw("api.retry")) + len(d.saw("transfer.retry")),
+            errors_logged=sum(1 for e in d.events if e.get("level") == "error"),
+            samples=[asdict(s) for s in soak.samples],
+        )
+        report["ok_clean_exit"] = status == 0
+        return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.reliability.soak", description=__doc__)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=20.0, help="images written per second")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="rfbatch-soak-"))
+    print(f"soak: {args.minutes} min, {args.rate} images/s, mixed faults, in {root}", flush=True)
+    try:
+        report = anyio.run(
+            run,
+            args.minutes,
+            args.rate,
+            root,
+            backend="asyncio",
+            backend_options={"use_uvloop": True},
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    samples = report.pop("samples")
+    print(f"{'t (s)':>8} {'RSS (MiB)':>10} {'fds':>5} {'written':>8} {'delivered':>10}")
+    for s in samples:
+        print(
+            f"{s['seconds']:>8} {s['rss_kib'] / 1024:>10.1f} {s['fds']:>5} "
+            f"{s['written']:>8} {s['delivered']:>10}"
+        )
+    for key, value in report.items():
+        print(f"{key}: {value}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({**report, "samples": samples}, indent=2))
+    ok = all(v for k, v in report.items() if k.startswith("ok_"))
+    print("soak: PASS" if ok else "soak: FAIL", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
