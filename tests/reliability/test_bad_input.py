@@ -139,7 +139,9 @@ async def test_bad_files_are_skipped_with_reasons_and_the_rest_arrive_whole(
     assert done.returncode == 1, stderr  # some files were skipped
     summary = json.loads(done.stdout)
     assert {s["path"]: s["reason"] for s in summary["skipped"]} == skipped
-    assert summary["failed"] == []
+    # Sent, then refused by the service at ingest: named as failed, with the shard's status.
+    assert [f["path"] for f in summary["failed"]] == [str(src / "text.jpg")]
+    assert "rejected by the service at ingest" in summary["failed"][0]["reason"]
     assert summary["files_sent"] == len(sent)
     assert summary["bytes_sent"] == sum(len(d) for d in sent.values())
     # Every file rfbatch sent arrived whole, once; the text file was refused at ingest.

@@ -228,6 +228,7 @@ class Uploader:
                 self.options.chunk_bytes,
                 size=file.size,
                 mtime_ns=file.mtime_ns,
+                inode=file.inode,
             )
             started = time.monotonic()
             await self.transfer.put(

@@ -17,6 +17,7 @@ import anyio
 from anyio import CapacityLimiter
 
 from rfbatch.errors import FileChangedError, FileUnreadableError
+from rfbatch.localfs.archive import open_regular
 
 CHUNK_SIZE = 1024 * 1024
 T = TypeVar("T")
@@ -70,6 +71,7 @@ class FileBody:
         *,
         size: int,
         mtime_ns: int,
+        inode: int | None = None,
         limiter: CapacityLimiter | None = None,
     ) -> None:
         if chunk_size < 1:
@@ -77,6 +79,7 @@ class FileBody:
         self.path = Path(path)
         self.size = size
         self.mtime_ns = mtime_ns
+        self.inode = inode
         self._chunk_size = chunk_size
         self._limiter = limiter
 
@@ -125,12 +128,14 @@ class FileBody:
             )
 
     def _open_checked(self) -> BinaryIO:
+        # Non-blocking and regular files only: a FIFO swapped in must not hang the thread.
+        fh = open_regular(self.path)
         try:
-            fh = self.path.open("rb")
-        except OSError as exc:
-            raise self._unreadable(exc) from exc
-        try:
-            self._check_stat(os.fstat(fh.fileno()), "since it was seen")
+            st = os.fstat(fh.fileno())
+            self._check_stat(st, "since it was seen")
+            if self.inode is not None and st.st_ino != self.inode:
+                # Same size and mtime but another file (e.g. swapped for a link): never send it.
+                raise FileChangedError(str(self.path), "replaced by another file since it was seen")
         except BaseException:
             fh.close()
             raise
