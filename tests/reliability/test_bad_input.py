@@ -211,7 +211,8 @@ async def test_a_file_the_service_cannot_decode_is_reported_as_failed(
     assert summary["batches"][0]["failed_by_service"] == 1
     assert done.returncode == 1
     assert [f["path"] for f in summary["failed"]] == [str(src / "text.jpg")]
-    assert manifest_files(state)[str(src / "text.jpg")][0] == "failed"
+    # Recorded as never sendable (like a local skip): a rerun does not send it again.
+    assert manifest_files(state)[str(src / "text.jpg")][0] == "skipped"
 
 
 async def test_a_summary_naming_a_file_that_is_not_utf8_prints_on_a_utf8_terminal(

@@ -75,7 +75,9 @@ async def _name_failures(
         if row.member_name is not None and row.member_name not in present
     ]
     if missing:
-        await manifest.mark([p for p, _ in missing], "failed", error=reason)
+        # The service will refuse the same bytes again: like a local skip, the file is not
+        # sent again until it changes. This run still reports it as failed.
+        await manifest.mark([p for p, _ in missing], "skipped", error=reason)
     for path, _ in missing:
         log.warning("upload.rejected", batch=batch_id, path=str(path), reason=reason)
     return missing
