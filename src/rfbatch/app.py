@@ -26,6 +26,7 @@ def client_config(settings: Settings) -> ClientConfig:
         retry=retry_policy(settings),
         max_concurrent_requests=settings.api.max_concurrent_requests,
         ca_bundle=settings.api.ca_bundle,
+        max_response_bytes=settings.api.max_response_bytes,
     )
 
 

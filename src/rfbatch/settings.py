@@ -48,6 +48,8 @@ class ApiSettings(_Section):
     retry_attempts: int = Field(6, ge=1, le=100)
     retry_timeout: float = Field(300.0, gt=0)
     ca_bundle: Path | None = None
+    # The most bytes read from one API response; a larger one is refused with a clear error.
+    max_response_bytes: int = Field(64 * MiB, ge=1024)
 
     @field_validator("base_url")
     @classmethod

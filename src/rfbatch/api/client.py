@@ -16,10 +16,8 @@ Usage::
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NoReturn, TypeVar
 from urllib.parse import quote
@@ -77,6 +75,7 @@ from rfbatch.api.schemas import (
 from rfbatch.errors import ConfigError, DecodeError, FatalApiError, TransientError
 from rfbatch.ids import validate_batch_id, validate_job_id
 from rfbatch.redact import redact_url
+from rfbatch.tls import CA_HINT, tls_context
 
 M = TypeVar("M", bound=BaseModel)
 ItemT = TypeVar("ItemT")
@@ -90,17 +89,6 @@ _SEVERITIES = ("info", "warning", "error")
 
 _ERROR_BODY_BYTES = 64 * 1024  # an error body is only quoted, and only in part
 _READ_CHUNK = 64 * 1024
-
-
-def _ssl_context(ca_bundle: Path) -> ssl.SSLContext:
-    if not ca_bundle.is_file():
-        raise ConfigError(f"ca_bundle {ca_bundle} is not a readable file")
-    try:
-        return ssl.create_default_context(cafile=str(ca_bundle))
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(
-            f"ca_bundle {ca_bundle} holds no usable PEM certificate ({type(exc).__name__})"
-        ) from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -175,9 +163,7 @@ class RoboflowClient:
 
     async def __aenter__(self) -> RoboflowClient:
         if self._session is None:
-            ssl_arg: ssl.SSLContext | bool = True
-            if self.config.ca_bundle is not None:
-                ssl_arg = await anyio.to_thread.run_sync(_ssl_context, self.config.ca_bundle)
+            ssl_arg = await anyio.to_thread.run_sync(tls_context, self.config.ca_bundle)
             connector = aiohttp.TCPConnector(limit=self.config.max_concurrent_requests, ssl=ssl_arg)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
             self._owns_session = True
@@ -231,8 +217,7 @@ class RoboflowClient:
         reason = describe(exc.certificate_error, key)
         raise FatalApiError(
             f"{endpoint}: TLS certificate verification failed for {exc.host}:{exc.port} "
-            f"({reason}); if the service uses a private CA, set [api] ca_bundle "
-            "(RFBATCH_API__CA_BUNDLE) to a PEM file of it",
+            f"({reason}); {CA_HINT}",
             url=url,
         ) from None
 

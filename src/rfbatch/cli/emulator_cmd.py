@@ -38,6 +38,10 @@ def emulator(
     ] = Store.files,
     ingest_delay: Annotated[float, typer.Option(help="Seconds before a shard is ingested.")] = 0.0,
     job_tick: Annotated[float, typer.Option(help="Seconds per job clock tick.")] = 0.05,
+    check_image_content: Annotated[
+        bool,
+        typer.Option(help="Fail tar members whose bytes are not an image, as a service would."),
+    ] = False,
 ) -> None:
     """Serve the Roboflow Batch Processing API offline.
 
@@ -60,5 +64,6 @@ def emulator(
             faults=profile,
             ingest_delay=ingest_delay,
             job_tick=job_tick,
+            check_image_content=check_image_content,
         )
     )

@@ -14,7 +14,6 @@ with backoff, and a local file that changed is raised at once as a :class:`Local
 from __future__ import annotations
 
 import os
-import ssl
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from rfbatch.errors import (
     TransientError,
 )
 from rfbatch.redact import redact_url
+from rfbatch.tls import CA_HINT, tls_context
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
 from rfbatch.transfer.ratelimit import RateLimiter
 
@@ -133,14 +133,7 @@ class Transfer:
 
     async def __aenter__(self) -> Transfer:
         if self._session is None:
-            ssl_arg: ssl.SSLContext | bool = True
-            bundle = self.config.ca_bundle
-            if bundle is not None:
-                if not await anyio.Path(bundle).is_file():
-                    raise ConfigError(f"ca_bundle {bundle} is not a readable file")
-                ssl_arg = await anyio.to_thread.run_sync(
-                    lambda: ssl.create_default_context(cafile=str(bundle))
-                )
+            ssl_arg = await anyio.to_thread.run_sync(tls_context, self.config.ca_bundle)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.config.max_connections, ssl=ssl_arg),
                 timeout=self._timeout,
@@ -194,6 +187,12 @@ class Transfer:
 
     @staticmethod
     def _raise_transport(what: str, shown: str, exc: BaseException) -> NoReturn:
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            # The same certificate fails the same way on every retry: stop, and say why.
+            raise TransferError(
+                f"{what}: TLS certificate verification failed for storage host {exc.host} "
+                f"({describe(exc.certificate_error)}); {CA_HINT} ({shown})"
+            ) from None
         err = TransientError(f"{what}: {transport_reason(exc)} error ({describe(exc)})", url=shown)
         # aiohttp quotes the full URL in some messages; chain the cause only when it is clean.
         if chain_is_clean(exc):
