@@ -624,12 +624,19 @@ class SqliteManifest:
         result: dict[Path, str] = {}
         new_rows: list[tuple[str, str, Key]] = []
         with self._tx() as conn:
-            taken = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT member_name FROM members WHERE batch_id = ?", (batch_id,)
-                )
-            }
+            # Names given in this call, then the batch's names already stored: one primary-key
+            # lookup per candidate, never the batch's whole name list (which grows to millions).
+            fresh: set[str] = set()
+
+            def taken(name: str) -> bool:
+                if name in fresh:
+                    return True
+                row = conn.execute(
+                    "SELECT 1 FROM members WHERE batch_id = ? AND member_name = ?",
+                    (batch_id, name),
+                ).fetchone()
+                return row is not None
+
             for chunk in _chunks(files):
                 keys = [_key(f.path) for f in chunk]
                 existing = dict(
@@ -644,8 +651,8 @@ class SqliteManifest:
                         continue
                     name = existing.get(key)
                     if name is None:
-                        name = member_name(f.rel, taken.__contains__)
-                        taken.add(name)
+                        name = member_name(f.rel, taken)
+                        fresh.add(name)
                         new_rows.append((batch_id, name, key))
                     result[f.path] = name
             conn.executemany(
