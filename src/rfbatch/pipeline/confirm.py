@@ -39,8 +39,7 @@ async def expected_count(manifest: SqliteManifest, batch_id: str) -> int:
 
 
 async def _mark_ingested(manifest: SqliteManifest, batch_id: str) -> None:
-    paths = [row.path async for row in manifest.files_in_state(["uploaded"], batch_id)]
-    await manifest.mark(paths, "ingested")
+    await manifest.move_state(["uploaded"], "ingested", batch_id=batch_id)
 
 
 async def _failed_by_service(client: RoboflowClient, batch_id: str) -> tuple[int, str]:

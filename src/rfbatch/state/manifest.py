@@ -98,6 +98,14 @@ class Manifest(Protocol):
         error: str | None = None,
         only_shard: str | None = None,
     ) -> int: ...
+    async def move_state(
+        self,
+        from_states: Iterable[FileState],
+        to_state: FileState,
+        *,
+        batch_id: str | None = None,
+        error: str | None = None,
+    ) -> int: ...
     async def get_file(self, path: Path) -> FileRow | None: ...
     def files_in_state(
         self, states: Iterable[FileState], batch_id: str | None = None
@@ -506,6 +514,38 @@ class SqliteManifest:
                 )
 
         await self._run(write)
+
+    async def move_state(
+        self,
+        from_states: Iterable[FileState],
+        to_state: FileState,
+        *,
+        batch_id: str | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Move every file in ``from_states`` (of one batch, or all) to ``to_state`` at once.
+
+        One statement in SQLite, so a batch of millions costs no Python memory; returns how
+        many rows moved. ``last_error`` becomes ``error``.
+        """
+        states = list(dict.fromkeys(from_states))
+        for state in [*states, to_state]:
+            _check(state, FILE_STATES, "file state")
+        now = self._clock()
+        sql = (
+            "UPDATE files SET state = ?, last_error = ?, updated_at = ?"  # noqa: S608
+            f" WHERE state IN ({_marks(len(states))})"
+        )
+        params: list[Any] = [to_state, error, now, *states]
+        if batch_id is not None:
+            sql += " AND batch_id = ?"
+            params.append(batch_id)
+
+        def write() -> int:
+            with self._tx() as conn:
+                return conn.execute(sql, params).rowcount
+
+        return await self._run(write)
 
     async def mark(
         self,
