@@ -64,6 +64,7 @@ async def test_floor_reached_midway_stops_cleanly_and_a_rerun_finishes(
             FaultProfile(routes={"download": FaultRates(slow=1.0)}, slow_seconds=0.05)
         )
         monkeypatch.setattr(download, "free_bytes", filling_disk)
+        monkeypatch.setattr(download.DiskGuard, "REUSE_SECONDS", 0.0)  # ask before every file
         stopped = await export_batch(services, "fill", out)
         monkeypatch.undo()
         emulator.set_faults(None)

@@ -106,8 +106,10 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def commit_atomic_sync(tmp: Path, dest: Path, *, expected_size: int | None = None) -> None:
-    """Blocking :func:`commit_atomic`."""
+def commit_atomic_sync(
+    tmp: Path, dest: Path, *, expected_size: int | None = None, synced: bool = False
+) -> None:
+    """Blocking :func:`commit_atomic`; ``synced`` says the writer already fsynced ``tmp``."""
     try:
         if expected_size is not None:
             size = tmp.stat().st_size
@@ -115,7 +117,8 @@ def commit_atomic_sync(tmp: Path, dest: Path, *, expected_size: int | None = Non
                 raise IncompleteBodyError(
                     f"{dest.name}: wrote {size} bytes, expected {expected_size}"
                 )
-        _fsync_file(tmp)
+        if not synced:
+            _fsync_file(tmp)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -125,15 +128,17 @@ def commit_atomic_sync(tmp: Path, dest: Path, *, expected_size: int | None = Non
     _fsync_dir(dest.parent)
 
 
-async def commit_atomic(tmp: Path, dest: Path, *, expected_size: int | None = None) -> None:
-    """Flush ``tmp`` to disk, rename it to ``dest``, flush the folder.
+async def commit_atomic(
+    tmp: Path, dest: Path, *, expected_size: int | None = None, synced: bool = False
+) -> None:
+    """Flush ``tmp`` to disk (unless ``synced``), rename it to ``dest``, flush the folder.
 
     With ``expected_size`` a file of another length raises
     :class:`~rfbatch.errors.IncompleteBodyError`. On any failure ``tmp`` is removed, so no
     partial file is left behind.
     """
     await anyio.to_thread.run_sync(
-        lambda: commit_atomic_sync(tmp, dest, expected_size=expected_size)
+        lambda: commit_atomic_sync(tmp, dest, expected_size=expected_size, synced=synced)
     )
 
 

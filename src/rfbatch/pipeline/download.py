@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,13 +125,23 @@ def sweep_stale_temps(folder: Path) -> int:
 class DiskGuard:
     """Refuses to start a file when the output's file system is below the free-space floor."""
 
+    # A reading is reused this long: thousands of small files a second need not each ask the
+    # file system (a write that still runs out of space fails with ENOSPC and is reported).
+    REUSE_SECONDS = 0.5
+
     def __init__(self, root: Path, floor: int) -> None:
         self.root = root
         self.floor = floor
+        self._reading: tuple[float, int] | None = None
 
     async def shortfall(self, need: int = 0) -> str | None:
         """``None`` when there is room for ``need`` more bytes above the floor, else why not."""
-        free = await anyio.to_thread.run_sync(free_bytes, self.root)
+        now = time.monotonic()
+        if self._reading is not None and now - self._reading[0] < self.REUSE_SECONDS:
+            free = self._reading[1]
+        else:
+            free = await anyio.to_thread.run_sync(free_bytes, self.root)
+            self._reading = (now, free)
         if free - need >= self.floor:
             return None
         wanted = f"{need} bytes plus " if need else ""
@@ -291,7 +302,8 @@ class Fetcher:
                             path=item.dest,
                             size=size,
                         )
-                        await commit_atomic(tmp, item.dest, expected_size=size)
+                        # Transfer.download fsyncs before it returns: no second flush here.
+                        await commit_atomic(tmp, item.dest, expected_size=size, synced=True)
                         fetched = Fetched(size, 1)
                     await self._on_placed(item, fetched)
                 return fetched

@@ -392,7 +392,11 @@ class Transfer:
                         f"download announces {announced} bytes, expected {expected_length} "
                         f"({shown})"
                     )
-                async with await anyio.open_file(dest, "wb") as out:
+                # Small files (most results) are written in one worker-thread call (open, write,
+                # fsync, close): per-file thread hops, not bytes, are what small downloads cost.
+                # The file is opened only once the body outgrows one write chunk.
+                out: anyio.AsyncFile[bytes] | None = None
+                try:
                     pending: list[bytes] = []
                     pending_size = 0
                     async for chunk in resp.content.iter_any():
@@ -407,13 +411,23 @@ class Transfer:
                         pending.append(chunk)
                         pending_size += len(chunk)
                         if pending_size >= self.config.write_chunk_size:
+                            if out is None:
+                                out = await anyio.open_file(dest, "wb")
                             await out.write(b"".join(pending))
                             pending.clear()
                             pending_size = 0
-                    if pending:
-                        await out.write(b"".join(pending))
-                    await out.flush()
-                    await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+                    rest = b"".join(pending)
+                    if out is None:
+                        await anyio.to_thread.run_sync(_write_whole, dest, rest)
+                    else:
+                        if rest:
+                            await out.write(rest)
+                        await out.flush()
+                        await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+                finally:
+                    if out is not None:
+                        with anyio.CancelScope(shield=True):
+                            await out.aclose()
         except aiohttp.ClientPayloadError as exc:
             raise IncompleteBodyError(
                 f"download body ended early after {received} bytes ({shown}): {describe(exc)}"
@@ -440,3 +454,10 @@ class Transfer:
                 retry_after=parse_retry_after(headers.get("Retry-After")),
             )
         raise TransferError(message)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
