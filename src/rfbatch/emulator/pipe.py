@@ -138,17 +138,22 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 async def coalesced(content: StreamReader, limit: int | None = None) -> AsyncIterator[bytes]:
     """Chunks of about :data:`CHUNK` bytes from an aiohttp body (at most ``limit`` bytes)."""
-    buf = bytearray()
+    # Pieces are kept as they arrive and joined once per chunk: one copy, not two (a bytearray
+    # would copy each piece in and the whole chunk out again).
+    pieces: list[bytes] = []
+    size = 0
     taken = 0
     async for piece in content.iter_any():
         if limit is not None and taken + len(piece) > limit:
             piece = piece[: limit - taken]
         taken += len(piece)
-        buf += piece
-        if len(buf) >= CHUNK:
-            yield bytes(buf)
-            buf.clear()
+        pieces.append(piece)
+        size += len(piece)
+        if size >= CHUNK:
+            yield b"".join(pieces)
+            pieces.clear()
+            size = 0
         if limit is not None and taken >= limit:
             break
-    if buf:
-        yield bytes(buf)
+    if pieces:
+        yield b"".join(pieces)
