@@ -370,10 +370,6 @@ def duplicate_bound(retries: RetryLog) -> int:
     return lost * SHARD_FILES
 
 
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=1, default=str)[:4000]
-
-
 # --- rfbatch in a subprocess ---------------------------------------------------------------------
 
 

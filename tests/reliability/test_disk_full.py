@@ -8,6 +8,7 @@ fail with ENOSPC once a byte budget is spent), which runs everywhere.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import io
 import json
@@ -18,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from tests.e2e.support import run_cli
@@ -106,10 +106,14 @@ async def test_a_real_full_disk_stops_with_a_clear_error_and_the_rerun_completes
 
 
 class _FillingDisk:
-    """Files opened under ``root`` share ``room`` bytes; a write past it fails with ENOSPC."""
+    """Files written under ``root`` share ``room`` bytes; a write past it fails with ENOSPC.
+
+    Installed as ``builtins.open``: every way rfbatch writes a result (a streamed download, a
+    small one written at once, an archive's members) ends in it.
+    """
 
     def __init__(self, root: Path, room: int) -> None:
-        self.root = str(root)
+        self.root = root
         self.room = room
         self.refused = 0
 
@@ -125,12 +129,13 @@ class _FillingDisk:
                 disk.room -= size
                 return super().write(data)
 
-        async def open_file(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-            if "w" in mode and str(file).startswith(disk.root):
-                return anyio.AsyncFile(FillingFile(file, "wb"))
-            return await real_open(file, mode, *args, **kwargs)
+        def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            writing = "w" in mode and "b" in mode and not isinstance(file, int)
+            if writing and Path(os.fsdecode(file)).is_relative_to(disk.root):
+                return FillingFile(file, "wb")
+            return real_open(file, mode, *args, **kwargs)
 
-        return open_file
+        return open_
 
 
 async def test_an_injected_full_disk_stops_the_export_and_the_rerun_completes(
@@ -140,7 +145,7 @@ async def test_an_injected_full_disk_stops_the_export_and_the_rerun_completes(
     disk = _FillingDisk(output, room=60_000)
     async with emulator_at(emulator_dir) as emulator:
         settings = reliability_settings(emulator, tmp_path / "state", export={"workers": 2})
-        monkeypatch.setattr(anyio, "open_file", disk.opener(anyio.open_file))
+        monkeypatch.setattr(builtins, "open", disk.opener(builtins.open))
         first = await sync_in_process(settings, sources, output)
         monkeypatch.undo()
         state = emulator.state()

@@ -55,7 +55,7 @@ def _profile(routes: dict[str, FaultRates], *, seed: int, retry_after: int = 0) 
 
 # Rates sit around 5-10 % of requests on the routes they hit.
 PROFILES: dict[str, FaultProfile] = {
-    "429-retry-after": _profile({"*": FaultRates(status_429=0.07)}, seed=1, retry_after=1),
+    "429-retry-after": _profile({"*": FaultRates(status_429=0.06)}, seed=1, retry_after=1),
     "500": _profile({"*": FaultRates(status_500=0.06)}, seed=2),
     "502": _profile({"*": FaultRates(status_502=0.08)}, seed=3),
     "503": _profile({"*": FaultRates(status_503=0.08)}, seed=4),
@@ -132,9 +132,10 @@ async def test_sync_completes_under_fault(name: str, sources: Sources, tmp_path:
     emulator_dir = tmp_path / "emulator"
     output = tmp_path / "results"
     async with emulator_at(emulator_dir, profile) as emulator:
-        settings = reliability_settings(
-            emulator, tmp_path / "state", api={"read_timeout": READ_TIMEOUT}
-        )
+        # A short read timeout only where slow answers are the point: elsewhere a loaded
+        # machine could time out a healthy PUT, and a lost answer is not what those cases test.
+        api = {"read_timeout": READ_TIMEOUT} if name in MAY_LOSE_ANSWERS else {}
+        settings = reliability_settings(emulator, tmp_path / "state", api=api)
         async with anyio.create_task_group() as tg:
             if name == "expired-urls":
                 tg.start_soon(_expire_all_once_results_flow, emulator)
