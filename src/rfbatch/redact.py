@@ -19,10 +19,11 @@ MASK = "***"
 _SAFE_QUERY_KEYS = frozenset(
     {"pageSize", "partName", "fileName", "displayName", "name", "severity", "nextPageToken"}
 )
-_URL_RE = re.compile(r"https?://[^\s'\"<>]+")
+# A URL ends at white space, a quote or a bracket: "(http://h/x?a=1)" keeps its ")".
+_URL_RE = re.compile(r"https?://[^\s'\"<>()\[\]]+")
 # key=value pairs that look secret even when they are not inside a full URL.
 _SECRET_PAIR_RE = re.compile(
-    r"(?i)\b(api_key|apikey|signature|sig|token|x-goog-signature|x-goog-credential|expires)=([^&\s'\"]+)"
+    r"(?i)\b(api_key|apikey|signature|sig|token|x-goog-signature|x-goog-credential|expires)=([^&\s'\"()\[\]]+)"
 )
 
 

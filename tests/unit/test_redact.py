@@ -31,3 +31,8 @@ def test_any_key_in_a_url_never_survives(key: str) -> None:
     url = f"https://api.example/ws?api_key={key}&pageSize=10"
     assert f"api_key={key}" not in redact_text(f"error at {url}", key)
     assert key not in redact_text(f"error at {url}", key)
+
+
+def test_a_url_in_parentheses_keeps_its_closing_parenthesis() -> None:
+    out = redact_text("failed (http://h/x?signature=abc) twice")
+    assert out == f"failed (http://h/x?signature={MASK}) twice"
