@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
-from rich.table import Table
 
 from rfbatch.api import RoboflowClient
-from rfbatch.app import open_client
 from rfbatch.cli.common import (
     EXIT_OK,
-    EXIT_USAGE,
     ConfigOpt,
     JsonOpt,
-    fail,
     print_json,
-    run,
-    settings_from,
+    table,
+    with_client,
 )
-from rfbatch.errors import ConfigError
 
 app = typer.Typer(help="Inspect staging batches.", no_args_is_help=True)
 
@@ -33,27 +27,6 @@ LimitOpt = Annotated[int | None, typer.Option(help="Stop after this many rows.")
 
 def _wire(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in columns))
-    Console().print(table)
-
-
-def _with_client(config: Any, body: Callable[[RoboflowClient], Awaitable[int]]) -> None:
-    settings = settings_from(config)
-    try:
-        key = settings.api_key()
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-
-    async def main() -> int:
-        async with open_client(settings) as client:
-            return await body(client)
-
-    run(main, key)
 
 
 async def _collect(items: AsyncIterable[BaseModel], limit: int | None) -> list[dict[str, Any]]:
@@ -77,10 +50,10 @@ def _listing(
         if json_out:
             print_json(rows)
         else:
-            _table(rows, columns)
+            table(rows, columns)
         return EXIT_OK
 
-    _with_client(config, body)
+    with_client(config, body)
 
 
 @app.command("list")
@@ -112,7 +85,7 @@ def show(batch: BatchArg, json_out: JsonOpt = False, config: ConfigOpt = None) -
                 print(f"{key}: {value}")
         return EXIT_OK
 
-    _with_client(config, body)
+    with_client(config, body)
 
 
 @app.command()
@@ -129,7 +102,7 @@ def count(
             print(n)
         return EXIT_OK
 
-    _with_client(config, body)
+    with_client(config, body)
 
 
 @app.command()
@@ -141,10 +114,10 @@ def parts(batch: BatchArg, json_out: JsonOpt = False, config: ConfigOpt = None) 
         if json_out:
             print_json(rows)
         else:
-            _table(rows, ["partName", "partType", "contentType", "nestedContentType"])
+            table(rows, ["partName", "partType", "contentType", "nestedContentType"])
         return EXIT_OK
 
-    _with_client(config, body)
+    with_client(config, body)
 
 
 @app.command()

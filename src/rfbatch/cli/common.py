@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import anyio
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from rfbatch.api import RoboflowClient
+from rfbatch.app import open_client
 from rfbatch.errors import ApiError, ConfigError, RfbatchError
 from rfbatch.obs.logging import configure_logging
 from rfbatch.redact import redact_text
@@ -111,3 +115,52 @@ def fail(message: str, code: int) -> NoReturn:
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Rows as a rich table on stdout; nested values shown as compact JSON."""
+    out = Table(*columns)
+    for row in rows:
+        out.add_row(*(cell(row.get(c)) for c in columns))
+    Console().print(out)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def settings_and_key(
+    config: Path | None, log_level: str | None = None, log_format: str | None = None
+) -> tuple[Settings, str]:
+    """Settings plus the API key, or exit 2 saying how to give one."""
+    settings = settings_from(config, log_level=log_level, log_format=log_format)
+    try:
+        key = settings.api_key()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    return settings, key
+
+
+def with_client(
+    config: Path | None,
+    body: Callable[[RoboflowClient], Awaitable[int]],
+    *,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Run an API-shaped command: ``check`` (usage, exit 2) first, then ``body`` with a client."""
+    settings, key = settings_and_key(config)
+    if check is not None:
+        try:
+            check()
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+
+    async def main() -> int:
+        async with open_client(settings) as client:
+            return await body(client)
+
+    run(main, key)

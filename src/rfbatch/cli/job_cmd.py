@@ -10,14 +10,12 @@ import json
 import sys
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import JobMetadata, RestartOverrides
@@ -30,10 +28,13 @@ from rfbatch.cli.common import (
     JsonOpt,
     LogFormatOpt,
     LogLevelOpt,
+    cell,
     fail,
     print_json,
     run,
-    settings_from,
+    settings_and_key,
+    table,
+    with_client,
 )
 from rfbatch.errors import ConfigError
 from rfbatch.ids import job_id_for_batch, validate_batch_id, validate_job_id
@@ -85,57 +86,6 @@ def _job_wire(job: JobMetadata) -> dict[str, Any]:
         if data.get(key) is None:
             data.pop(key, None)
     return data
-
-
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def _settings(
-    config: Path | None, log_level: str | None = None, log_format: str | None = None
-) -> tuple[Settings, str]:
-    settings = settings_from(config, log_level=log_level, log_format=log_format)
-    try:
-        key = settings.api_key()
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    return settings, key
-
-
-def _with_client(
-    config: Path | None,
-    body: Callable[[RoboflowClient], Awaitable[int]],
-    *,
-    check: Callable[[], None] | None = None,
-) -> None:
-    settings, key = _settings(config)
-    _checked(check)
-
-    async def main() -> int:
-        async with open_client(settings) as client:
-            return await body(client)
-
-    run(main, key)
-
-
-def _checked(check: Callable[[], None] | None) -> None:
-    if check is None:
-        return
-    try:
-        check()
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
 
 
 async def _collect(items: AsyncIterable[BaseModel], limit: int | None) -> list[dict[str, Any]]:
@@ -229,7 +179,7 @@ def start(
     log_format: LogFormatOpt = None,
 ) -> None:
     """Start a job on a staging batch; starting the same job again is harmless."""
-    settings, key = _settings(config, log_level, log_format)
+    settings, key = settings_and_key(config, log_level, log_format)
     try:
         validate_batch_id(batch)
         the_job = validate_job_id(job_id) if job_id else job_id_for_batch(batch)
@@ -284,13 +234,13 @@ def status(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> 
             print(f"job: {meta.job_id} ({meta.name})")
             print(f"state: {_job_state(meta)}")
             print(f"stage: {meta.current_stage or '-'} of {', '.join(meta.planned_stages or [])}")
-            print(f"last notification: {_cell(meta.last_notification)}")
+            print(f"last notification: {cell(meta.last_notification)}")
             print(
                 f"created: {meta.created_at.isoformat()}  updated: {meta.last_update.isoformat()}"
             )
         return EXIT_OK
 
-    _with_client(config, body, check=_valid_job(job))
+    with_client(config, body, check=_valid_job(job))
 
 
 @app.command()
@@ -303,10 +253,10 @@ def stages(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> 
             print_json(rows)
         else:
             columns = ["processingStageId", "statusType", "tasksNumber", "outputBatches"]
-            _table(rows, [*columns, "lastEventTimestamp"])
+            table(rows, [*columns, "lastEventTimestamp"])
         return EXIT_OK
 
-    _with_client(config, body, check=_valid_job(job))
+    with_client(config, body, check=_valid_job(job))
 
 
 @app.command()
@@ -324,10 +274,10 @@ def tasks(
         if json_out:
             print_json(rows)
         else:
-            _table(rows, ["taskId", "statusType", "progress", "eventTimestamp", "notification"])
+            table(rows, ["taskId", "statusType", "progress", "eventTimestamp", "notification"])
         return EXIT_OK
 
-    _with_client(config, body, check=_valid_job(job))
+    with_client(config, body, check=_valid_job(job))
 
 
 @app.command()
@@ -358,7 +308,7 @@ def logs(
                 print(f"{row['createdAt']} {row['severity']:<7} {row['logType']} {where} {payload}")
         return EXIT_OK
 
-    _with_client(config, body, check=check)
+    with_client(config, body, check=check)
 
 
 @app.command("list")
@@ -373,10 +323,10 @@ def list_jobs(json_out: JsonOpt = False, config: ConfigOpt = None, limit: LimitO
             for row in rows:
                 meta = JobMetadata.model_validate(row)
                 row["state"] = _job_state(meta)
-            _table(rows, ["jobId", "name", "state", "currentStage", "createdAt", "lastUpdate"])
+            table(rows, ["jobId", "name", "state", "currentStage", "createdAt", "lastUpdate"])
         return EXIT_OK
 
-    _with_client(config, body)
+    with_client(config, body)
 
 
 # --- abort / restart -------------------------------------------------------------------------
@@ -394,7 +344,7 @@ def abort(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> N
             print(f"job {job} aborted")
         return EXIT_OK
 
-    _with_client(config, body, check=_valid_job(job))
+    with_client(config, body, check=_valid_job(job))
 
 
 @app.command()
@@ -435,7 +385,7 @@ def restart(
             print(f"job {job} restarted")
         return EXIT_OK
 
-    _with_client(config, body, check=check)
+    with_client(config, body, check=check)
 
 
 # --- wait ------------------------------------------------------------------------------------
@@ -529,7 +479,7 @@ def wait(
     log_format: LogFormatOpt = None,
 ) -> None:
     """Wait for a job to end: exit 0 when it succeeded, 1 when it failed, 3 on an API error."""
-    settings, key = _settings(config, log_level, log_format)
+    settings, key = settings_and_key(config, log_level, log_format)
     listen: tuple[str, int] | None = None
     try:
         validate_job_id(job)
