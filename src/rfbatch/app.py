@@ -14,7 +14,15 @@ from rfbatch.transfer import Transfer, TransferConfig
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(attempts=settings.api.retry_attempts, timeout=settings.api.retry_timeout)
+    api = settings.api
+    return RetryPolicy(
+        attempts=api.retry_attempts,
+        timeout=api.retry_timeout,
+        wait_initial=api.retry_wait_initial,
+        wait_max=api.retry_wait_max,
+        wait_jitter=api.retry_wait_jitter,
+        server_error_attempts=api.retry_server_error_attempts,
+    )
 
 
 def client_config(settings: Settings) -> ClientConfig:
@@ -35,7 +43,7 @@ def transfer_config(settings: Settings) -> TransferConfig:
         connect_timeout=settings.api.connect_timeout,
         read_timeout=settings.api.read_timeout,
         retry=retry_policy(settings),
-        write_chunk_size=settings.upload.chunk_bytes,
+        write_chunk_size=settings.export.write_chunk_bytes,
         ca_bundle=settings.api.ca_bundle,
         upload_bytes_per_second=settings.upload.bytes_per_second,
         download_bytes_per_second=settings.export.bytes_per_second,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -12,8 +13,10 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from rfbatch.api import RetryEvent, RetryPolicy, RoboflowClient
+from rfbatch.app import client_config as client_config_from
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from rfbatch.errors import TransientError
+from rfbatch.settings import load_settings
 from tests.api.stub import stub_server
 from tests.api.support import FAST_RETRY, client_config
 
@@ -212,3 +215,24 @@ async def test_concurrency_cap_holds() -> None:
                 for _ in range(12):
                     tg.start_soon(client.count, "b")
     assert peak == 3
+
+
+async def test_retry_settings_reach_the_client(emulator: Emulator, tmp_path: Path) -> None:
+    # What a user writes in the config file is what the client does: no wait between attempts,
+    # three attempts for a 503, a single one for a 500.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[api]\nretry_attempts = 3\nretry_wait_initial = 0\nretry_wait_max = 0\n"
+        "retry_wait_jitter = 0\nretry_server_error_attempts = 1\n"
+        f'base_url = "{emulator.base_url}"\nkey = "{emulator.config.api_key}"\n'
+    )
+    settings = load_settings(cfg)
+    async with RoboflowClient(client_config_from(settings)) as client:
+        await client.workspace()
+        for status, requests in (("status_503", 3), ("status_500", 1)):
+            before = emulator.state()["counters"]["faultsInjected"]
+            emulator.set_faults(faults("count", **{status: 1.0}))
+            with pytest.raises(TransientError):
+                await client.count("any-batch")
+            emulator.set_faults(None)
+            assert emulator.state()["counters"]["faultsInjected"] - before == requests, status

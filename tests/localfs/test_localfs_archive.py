@@ -14,7 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rfbatch.errors import FileChangedError, FileUnreadableError
-from rfbatch.localfs.archive import TarBody, TarMember, tar_length, tarinfo_for
+from rfbatch.localfs.archive import (
+    TarBody,
+    TarMember,
+    header_bytes,
+    tar_length,
+    tarinfo_for,
+)
 from rfbatch.localfs.scan import FoundFile, SourceSpec, examine_path
 from tests.localfs.support import MakeFile
 
@@ -102,6 +108,23 @@ def test_stream_equals_tarfile_byte_for_byte(
                     "",
                 )
                 assert info.mtime == member.mtime
+
+
+LIMIT = 8**11  # where the size and mtime fields overflow into a PAX header
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.text(st.characters(min_codepoint=1, max_codepoint=0x7F), min_size=1, max_size=102)
+    | st.text(min_size=1, max_size=102).filter(lambda n: "\x00" not in n and n.isprintable()),
+    size=st.integers(0, 20) | st.integers(LIMIT - 2, LIMIT + 1),
+    mtime=st.integers(0, 2**31) | st.integers(LIMIT - 2, LIMIT + 1),
+)
+def test_header_fast_path_equals_tarfile(name: str, size: int, mtime: int) -> None:
+    # The hand-packed ustar header must be the one tarfile writes, at every field boundary.
+    member = TarMember(name, Path("/unused"), None, size, mtime)
+    want = tarinfo_for(member).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert header_bytes(member) == want
 
 
 def found(path: Path) -> FoundFile:

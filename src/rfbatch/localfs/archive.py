@@ -6,9 +6,11 @@ padding to the record size. Every part's size is known from the names and file s
 :func:`tar_length` gives the ``Content-Length`` before a byte is read, and :class:`TarBody`
 streams the shard from disk in ~1 MiB chunks: no temporary file, no whole shard in memory.
 
-Headers come from :meth:`tarfile.TarInfo.tobuf` itself with fixed metadata (mode 0644, owner
-0:0, no user or group names, the file's mtime), so the output is deterministic and equal byte
-for byte to what ``tarfile`` writes for the same members.
+Headers have fixed metadata (mode 0644, owner 0:0, no user or group names, the file's mtime),
+so the output is deterministic and equal byte for byte to what ``tarfile`` writes for the same
+members. The common case (an ASCII name of at most 100 bytes, numbers that fit the octal
+fields) is packed here directly, ~5x faster than :meth:`tarfile.TarInfo.tobuf`, which builds
+every other header (PAX for long or non-ASCII names); a test holds the two equal.
 
 Each file is checked against its expected size (and mtime, when known) when it is opened, and
 again after its last byte is read: a file that moved raises
@@ -104,7 +106,36 @@ def tarinfo_for(member: TarMember) -> tarfile.TarInfo:
 
 def header_bytes(member: TarMember) -> bytes:
     """The header block(s) of ``member``, including a PAX header when one is needed."""
+    name, size, mtime = member.name, member.size, member.mtime
+    # Size and mtime are never negative (TarMember checks): only their upper bound matters.
+    if name.isascii() and len(name) <= _NAME_FIELD and max(size, mtime) < _OCTAL_LIMIT:
+        return _ustar_header(name.encode("ascii"), size, mtime)
     return tarinfo_for(member).tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, "surrogateescape")
+
+
+# The ustar layout (POSIX.1-1988): name[100] mode[8] uid[8] gid[8] size[12] mtime[12]
+# chksum[8] typeflag[1] linkname[100] magic+version[8] uname[32] gname[32] devmajor[8]
+# devminor[8] prefix[155], padded to 512. Only name, size, mtime and the checksum vary here.
+_NAME_FIELD = 100
+_OCTAL_LIMIT = 8**11  # 11 octal digits and a NUL: the size and mtime fields' range
+_MODE_UID_GID = b"%07o\x00" % FILE_MODE + b"0000000\x00" * 2
+_AFTER_CHKSUM = tarfile.REGTYPE + bytes(100) + tarfile.POSIX_MAGIC + bytes(BLOCKSIZE - 265)
+# The checksum is the byte sum of the header with its own field as eight spaces.
+_FIXED_SUM = sum(_MODE_UID_GID) + sum(b" " * 8) + sum(_AFTER_CHKSUM)
+
+
+def _ustar_header(name: bytes, size: int, mtime: int) -> bytes:
+    numbers = b"%011o\x00%011o\x00" % (size, mtime)
+    checksum = sum(name) + sum(numbers) + _FIXED_SUM
+    return b"".join(
+        (
+            name.ljust(_NAME_FIELD, b"\x00"),
+            _MODE_UID_GID,
+            numbers,
+            b"%06o\x00 " % checksum,
+            _AFTER_CHKSUM,
+        )
+    )
 
 
 def _padding(size: int) -> int:
@@ -179,20 +210,30 @@ class _TarReader:
         self._chunk_size = chunk_size
         self._file: BinaryIO | None = None
         self._carry = b""
+        # Bytes still free in the chunk being filled: file reads take no more than this, so
+        # file data is never split (and copied) across chunks; only small headers and padding are.
+        self._room = chunk_size
         self._pieces = self._generate()
 
     def read_chunk(self) -> bytes:
-        buf = bytearray(self._carry)
+        """The next chunk (empty at the end), copied once: pieces are joined, never appended."""
+        pieces = [self._carry] if self._carry else []
+        size = len(self._carry)
         self._carry = b""
-        while len(buf) < self._chunk_size:
+        while size < self._chunk_size:
+            self._room = self._chunk_size - size
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            buf += piece
-        if len(buf) > self._chunk_size:
-            self._carry = bytes(buf[self._chunk_size :])
-            del buf[self._chunk_size :]
-        return bytes(buf)
+            pieces.append(piece)
+            size += len(piece)
+        if size > self._chunk_size:
+            last = pieces[-1]
+            cut = len(last) - (size - self._chunk_size)
+            pieces[-1], self._carry = last[:cut], last[cut:]
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)
 
     def close(self) -> None:
         self._pieces.close()
@@ -229,7 +270,7 @@ class _TarReader:
             remaining = member.size
             while remaining:
                 try:
-                    data = f.read(min(remaining, self._chunk_size))
+                    data = f.read(min(remaining, self._room))
                 except OSError as exc:
                     raise FileUnreadableError(path, _reason(exc)) from exc
                 if not data:

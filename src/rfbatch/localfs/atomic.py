@@ -18,6 +18,8 @@ import shutil
 import tarfile
 import uuid
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
@@ -106,26 +108,48 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def commit_atomic_sync(
-    tmp: Path, dest: Path, *, expected_size: int | None = None, synced: bool = False
-) -> None:
-    """Blocking :func:`commit_atomic`; ``synced`` says the writer already fsynced ``tmp``."""
-    try:
-        if expected_size is not None:
-            size = tmp.stat().st_size
-            if size != expected_size:
-                raise IncompleteBodyError(
-                    f"{dest.name}: wrote {size} bytes, expected {expected_size}"
-                )
-        if not synced:
-            _fsync_file(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    # The rename is only durable once the folder that holds it is flushed.
-    _fsync_dir(dest.parent)
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A finished temporary file and where it goes; ``expected_size`` is checked first."""
+
+    tmp: Path
+    dest: Path
+    expected_size: int | None = None
+
+
+def commit_many_sync(moves: Sequence[Move], *, synced: bool = False) -> list[Exception | None]:
+    """Blocking :func:`commit_atomic` for many files: one result per move (``None``: in place).
+
+    ``synced`` says the writer already fsynced every ``tmp``. Each folder is flushed once, after
+    all of its renames: a rename is durable only then, and one flush serves them all.
+    """
+    results: list[Exception | None] = []
+    folders: dict[Path, list[int]] = {}
+    for index, move in enumerate(moves):
+        try:
+            if move.expected_size is not None:
+                size = move.tmp.stat().st_size
+                if size != move.expected_size:
+                    raise IncompleteBodyError(
+                        f"{move.dest.name}: wrote {size} bytes, expected {move.expected_size}"
+                    )
+            if not synced:
+                _fsync_file(move.tmp)
+            os.replace(move.tmp, move.dest)
+        except (OSError, IncompleteBodyError) as exc:
+            with contextlib.suppress(OSError):
+                move.tmp.unlink()
+            results.append(exc)
+            continue
+        results.append(None)
+        folders.setdefault(move.dest.parent, []).append(index)
+    for folder, indexes in folders.items():
+        try:
+            _fsync_dir(folder)
+        except OSError as exc:
+            for index in indexes:
+                results[index] = exc
+    return results
 
 
 async def commit_atomic(
@@ -137,9 +161,10 @@ async def commit_atomic(
     :class:`~rfbatch.errors.IncompleteBodyError`. On any failure ``tmp`` is removed, so no
     partial file is left behind.
     """
-    await anyio.to_thread.run_sync(
-        lambda: commit_atomic_sync(tmp, dest, expected_size=expected_size, synced=synced)
-    )
+    move = Move(tmp, dest, expected_size)
+    [error] = await anyio.to_thread.run_sync(lambda: commit_many_sync([move], synced=synced))
+    if error is not None:
+        raise error
 
 
 def free_bytes(path: Path) -> int:

@@ -19,9 +19,10 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import anyio.to_thread
@@ -30,12 +31,13 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import FileMetadata
 from rfbatch.errors import IncompleteBodyError, SignedUrlRejectedError, TransferError
 from rfbatch.localfs.atomic import (
+    Move,
     atomic_target,
-    commit_atomic,
+    commit_many_sync,
     free_bytes,
     safe_extract_tar_async,
 )
-from rfbatch.state.manifest import DownloadRow, SqliteManifest
+from rfbatch.state.manifest import DownloadMark, DownloadRow, SqliteManifest
 from rfbatch.transfer import Transfer
 
 ByteCounter = Callable[[int], None]
@@ -217,12 +219,80 @@ class Relister:
                     return
 
 
+@dataclass(eq=False)
+class _Placement:
+    item: Planned
+    tmp: Path
+    size: int
+    error: Exception | None = None
+    settled: bool = False
+
+
+class Placer:
+    """Renames downloaded files into place and records them, many at a time (a group commit).
+
+    For small results an export's cost is thread hand-offs and SQLite transactions, not bytes.
+    Files that finish while a commit runs wait for the next one, which takes them all: one
+    transaction records them ``pending`` with path and size (before the rename, so a run killed
+    right after it finds the file whole and keeps it: :func:`is_present`), one worker-thread
+    call renames them and flushes each folder once, and one transaction records them ``done``.
+    """
+
+    def __init__(self, manifest: SqliteManifest, batch_id: str) -> None:
+        self._manifest = manifest
+        self._batch_id = batch_id
+        self._lock = anyio.Lock()
+        self._queue: list[_Placement] = []
+
+    async def place(self, item: Planned, tmp: Path, size: int) -> None:
+        """Put the fsynced ``tmp`` at ``item.dest`` and record it done, or raise why not.
+
+        On failure ``tmp`` may remain; the caller removes it.
+        """
+        entry = _Placement(item, tmp, size)
+        self._queue.append(entry)
+        async with self._lock:
+            # Whoever holds the lock commits everything queued, this entry's included, unless
+            # the commit before already took it.
+            if not entry.settled:
+                group, self._queue = self._queue, []
+                await self._commit(group)
+        if entry.error is not None:
+            raise entry.error
+
+    async def _commit(self, group: list[_Placement]) -> None:
+        try:
+            await self._mark(group, "pending")
+            results = await anyio.to_thread.run_sync(
+                # Transfer.download fsyncs before it returns: no second flush here.
+                lambda: commit_many_sync(
+                    [Move(e.tmp, e.item.dest, e.size) for e in group], synced=True
+                )
+            )
+            for entry, error in zip(group, results, strict=True):
+                entry.error = error
+            await self._mark([e for e in group if e.error is None], "done")
+        except Exception as exc:  # the manifest failed: no file of the group is recorded done
+            for entry in group:
+                entry.error = entry.error or exc
+        finally:
+            for entry in group:
+                entry.settled = True
+
+    async def _mark(self, group: list[_Placement], state: Literal["pending", "done"]) -> None:
+        marks = [
+            DownloadMark(e.item.part_name, e.item.file_name, e.item.dest, e.size) for e in group
+        ]
+        await self._manifest.mark_downloads(self._batch_id, state, marks)
+
+
 class Fetcher:
     """Downloads :class:`Planned` files into place; one instance serves every worker.
 
-    ``on_placed`` records a file once it is in place. Placing and recording run shielded from
-    cancellation (both are short and local), so a stopped export never leaves a file in place
-    that it has not recorded; only the download itself is cut short.
+    Each file is recorded ``done`` in the manifest once it is in place, then ``on_placed`` is
+    called. Placing and recording run shielded from cancellation (both are short and local),
+    so a stopped export never leaves a file in place that it has not recorded; only the
+    download itself is cut short.
     """
 
     def __init__(
@@ -232,11 +302,12 @@ class Fetcher:
         batch_id: str,
         *,
         refresh_attempts: int,
-        on_placed: Callable[[Planned, Fetched], Awaitable[None]],
+        on_placed: Callable[[Planned, Fetched], None],
         on_bytes: ByteCounter | None = None,
     ) -> None:
         self._transfer = transfer
         self._manifest = manifest
+        self._placer = Placer(manifest, batch_id)
         self._batch_id = batch_id
         self._refresh_attempts = refresh_attempts
         self._on_placed = on_placed
@@ -258,6 +329,7 @@ class Fetcher:
         refetches = 0
         while True:
             tmp = atomic_target(item.dest)
+            renamed = False
             try:
                 try:
                     # No expected length: a size remembered from an earlier run may be stale;
@@ -290,23 +362,22 @@ class Fetcher:
                                 raise
                             refetches += 1
                             continue
-                        fetched = Fetched(size, len(placed))
-                    else:
-                        # Recorded before the rename: a run killed right after it (SIGKILL
-                        # cannot be shielded against) finds the file whole and keeps it.
                         await self._manifest.mark_download(
                             self._batch_id,
                             item.part_name,
                             item.file_name,
-                            "pending",
-                            path=item.dest,
+                            "done",
+                            path=item.unpack_into,
                             size=size,
                         )
-                        # Transfer.download fsyncs before it returns: no second flush here.
-                        await commit_atomic(tmp, item.dest, expected_size=size, synced=True)
+                        fetched = Fetched(size, len(placed))
+                    else:
+                        await self._placer.place(item, tmp, size)
+                        renamed = True
                         fetched = Fetched(size, 1)
-                    await self._on_placed(item, fetched)
+                    self._on_placed(item, fetched)
                 return fetched
             finally:
-                with anyio.CancelScope(shield=True):
-                    await anyio.Path(tmp).unlink(missing_ok=True)
+                if not renamed:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.Path(tmp).unlink(missing_ok=True)

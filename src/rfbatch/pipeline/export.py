@@ -498,15 +498,7 @@ class _BatchExport:
             await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
             self._fail(item.part_name, item.file_name, str(exc))
 
-    async def _placed(self, item: Planned, fetched: Fetched) -> None:
-        await self.services.manifest.mark_download(
-            self.batch_id,
-            item.part_name,
-            item.file_name,
-            "done",
-            path=item.record_path,
-            size=fetched.size,
-        )
+    def _placed(self, item: Planned, fetched: Fetched) -> None:
         self.result.downloaded += 1
         self.result.bytes += fetched.size
         if item.unpack_into is not None:

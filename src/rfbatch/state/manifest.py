@@ -50,6 +50,7 @@ from rfbatch.state.records import (
     BatchKind,
     BatchRow,
     BatchState,
+    DownloadMark,
     DownloadRow,
     DownloadState,
     FileRow,
@@ -63,6 +64,7 @@ __all__ = [
     "BatchKind",
     "BatchRow",
     "BatchState",
+    "DownloadMark",
     "DownloadRow",
     "DownloadState",
     "FileRow",
@@ -159,6 +161,9 @@ class Manifest(Protocol):
         *,
         path: Path | None = None,
         size: int | None = None,
+    ) -> None: ...
+    async def mark_downloads(
+        self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
     ) -> None: ...
     async def list_downloads(
         self, batch_id: str, *, states: Iterable[DownloadState] | None = None
@@ -922,29 +927,39 @@ class SqliteManifest:
         size: int | None = None,
     ) -> None:
         """Set one download's state (and where it was written); the row is created if needed."""
+        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
+
+    async def mark_downloads(
+        self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
+    ) -> None:
+        """Set the state of many downloads in one transaction (rows are created if needed)."""
         _check(state, DOWNLOAD_STATES, "download state")
         now = self._clock()
-        row = (
-            batch_id,
-            _key(part_name or ""),
-            _key(file_name),
-            size,
-            state,
-            _opt_key(path),
-            now,
-        )
+        rows = [
+            (
+                batch_id,
+                _key(m.part_name or ""),
+                _key(m.file_name),
+                m.size,
+                state,
+                _opt_key(m.path),
+                now,
+            )
+            for m in marks
+        ]
 
         def write() -> None:
             with self._tx() as conn:
-                conn.execute(
+                conn.executemany(
                     f"INSERT INTO downloads ({_DOWNLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                     " ON CONFLICT DO UPDATE SET size = COALESCE(excluded.size, size),"
                     " state = excluded.state, path = COALESCE(excluded.path, path),"
                     " updated_at = excluded.updated_at",
-                    row,
+                    rows,
                 )
 
-        await self._run(write)
+        if rows:
+            await self._run(write)
 
     async def list_downloads(
         self, batch_id: str, *, states: Iterable[DownloadState] | None = None

@@ -89,6 +89,16 @@ class BatchRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DownloadMark:
+    """One download to record (:meth:`SqliteManifest.mark_downloads`); ``None`` keeps a value."""
+
+    part_name: str | None
+    file_name: str
+    path: Path | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DownloadRow:
     batch_id: str
     part_name: str
