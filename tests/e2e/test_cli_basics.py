@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -16,8 +17,23 @@ async def test_help_lists_the_commands() -> None:
     done = await run_cli(["--help"], {"PATH": "/usr/bin:/bin", "COLUMNS": "120"})
     assert done.returncode == 0
     out = done.stdout.decode()
-    for command in ("upload", "batch", "emulator", "demo"):
+    commands = ("sync", "upload", "export", "run", "batch", "job", "config", "emulator", "demo")
+    for command in commands:
         assert command in out
+
+
+async def test_a_command_loads_only_its_own_stack_and_a_typo_is_named() -> None:
+    # `upload` must not pay at start-up for the emulator, the daemon or the job tables.
+    probe = (
+        "import sys; from rfbatch.cli import build_app; build_app(['upload']);"
+        "print(sorted(m for m in ('rfbatch.emulator', 'aiohttp.web', 'rfbatch.pipeline.daemon',"
+        " 'rfbatch.cli.job_cmd', 'rfbatch.pipeline.export') if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True)
+    assert loaded.stdout.decode().strip() == "[]"
+    typo = await run_cli(["uplod"], {"PATH": "/usr/bin:/bin", "COLUMNS": "120"})
+    assert typo.returncode == 2
+    assert "No such command 'uplod'" in typo.stderr.decode()
 
 
 def test_emulator_command_serves_the_contract_and_stops_on_sigterm(tmp_path: Path) -> None:

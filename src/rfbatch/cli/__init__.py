@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from rfbatch.cli.main import app, main
+from rfbatch.cli.main import build_app, main
 
-__all__ = ["app", "main"]
+__all__ = ["build_app", "main"]

@@ -344,10 +344,9 @@ class Transfer:
         fresh URL. On any failure the partial ``dest`` is removed.
         """
         session = self._require_session()
-        shown = redact_url(url)
 
         async def attempt() -> int:
-            return await self._download_once(session, url, shown, dest, expected_length, on_bytes)
+            return await self._download_once(session, url, dest, expected_length, on_bytes)
 
         try:
             received = await self._retrier.call("download", attempt, self._classify_transient)
@@ -357,15 +356,15 @@ class Transfer:
             if isinstance(exc, TransientError):
                 raise TransferError(f"download gave up after retries: {exc}") from exc
             raise
+        # No log line per download: thousands a second would spend more on logging than on
+        # the files (the export logs each file it places).
         self._downloads += 1
-        self._log.debug("transfer.download", url=shown, bytes=received)
         return received
 
     async def _download_once(
         self,
         session: aiohttp.ClientSession,
         url: str,
-        shown: str,
         dest: Path,
         expected_length: int | None,
         on_bytes: ByteCounter | None,
@@ -381,7 +380,7 @@ class Transfer:
             ) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
-                    self._raise_download_status(resp.status, raw, shown, resp.headers)
+                    self._raise_download_status(resp.status, raw, redact_url(url), resp.headers)
                 announced = resp.content_length
                 if (
                     announced is not None
@@ -390,7 +389,7 @@ class Transfer:
                 ):
                     raise IncompleteBodyError(
                         f"download announces {announced} bytes, expected {expected_length} "
-                        f"({shown})"
+                        f"({redact_url(url)})"
                     )
                 # Small files (most results) are written in one worker-thread call (open, write,
                 # fsync, close): per-file thread hops, not bytes, are what small downloads cost.
@@ -406,7 +405,8 @@ class Transfer:
                         self._count(len(chunk), False, on_bytes)
                         if expected_length is not None and received > expected_length:
                             raise IncompleteBodyError(
-                                f"download ran past the expected {expected_length} bytes ({shown})"
+                                f"download ran past the expected {expected_length} bytes "
+                                f"({redact_url(url)})"
                             )
                         pending.append(chunk)
                         pending_size += len(chunk)
@@ -430,13 +430,16 @@ class Transfer:
                             await out.aclose()
         except aiohttp.ClientPayloadError as exc:
             raise IncompleteBodyError(
-                f"download body ended early after {received} bytes ({shown}): {describe(exc)}"
+                f"download body ended early after {received} bytes ({redact_url(url)}): "
+                f"{describe(exc)}"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._raise_transport("download", shown, exc)
+            self._raise_transport("download", redact_url(url), exc)
         wanted = expected_length if expected_length is not None else announced
         if wanted is not None and received != wanted:
-            raise IncompleteBodyError(f"download got {received} of {wanted} bytes ({shown})")
+            raise IncompleteBodyError(
+                f"download got {received} of {wanted} bytes ({redact_url(url)})"
+            )
         return received
 
     @staticmethod
