@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
+from rfbatch.localfs import atomic
 from rfbatch.localfs.atomic import free_bytes
 from rfbatch.pipeline import download
 from rfbatch.pipeline.export import export_batch
+from rfbatch.transfer import signed
 from tests.export.support import (
     downloads,
     export_settings,
@@ -98,15 +99,16 @@ async def test_disk_full_while_writing_stops_the_export(
     out = tmp_path / "out"
     settings = export_settings(emulator.base_url, tmp_path / "state", workers=1)
 
+    def no_space(path: Path, data: bytes) -> None:
+        # Half the body reaches the disk, then the disk is full.
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     async with fast_services(settings) as services:
         await stage_sharded(services, "enospc", images(4))
-        real_download = services.transfer.download
-
-        async def no_space(url: str, dest: Path, *args: Any, **kwargs: Any) -> int:
-            await real_download(url, dest, *args, **kwargs)
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        monkeypatch.setattr(services.transfer, "download", no_space)
+        # Small results are written by the group commit, large ones by the transfer.
+        monkeypatch.setattr(atomic, "write_whole", no_space)
+        monkeypatch.setattr(signed, "write_whole", no_space)
         result = await export_batch(services, "enospc", out)
 
     assert result.stopped is not None

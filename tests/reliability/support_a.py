@@ -309,7 +309,14 @@ def files_under(root: Path) -> dict[Path, str]:
     """Relative path → sha256 of every regular file under ``root`` (hidden ones included)."""
     if not root.exists():
         return {}
-    return {p.relative_to(root): sha(p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    found: dict[Path, str] = {}
+    for p in root.rglob("*"):
+        try:
+            if p.is_file():
+                found[p.relative_to(root)] = sha(p.read_bytes())
+        except FileNotFoundError:
+            continue  # a live export renamed or removed its temporary file meanwhile
+    return found
 
 
 def temporary_leftovers(output: Path) -> list[Path]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource, BytesBody, FileBody
-from rfbatch.transfer.signed import Transfer, TransferConfig, TransferStatistics
+from rfbatch.transfer.signed import Downloaded, Transfer, TransferConfig, TransferStatistics
 
 __all__ = [
     "CHUNK_SIZE",
     "BodySource",
     "BytesBody",
+    "Downloaded",
     "FileBody",
     "Transfer",
     "TransferConfig",

@@ -44,6 +44,7 @@ from rfbatch.errors import (
     TransferError,
     TransientError,
 )
+from rfbatch.localfs.atomic import write_whole
 from rfbatch.redact import redact_url
 from rfbatch.tls import CA_HINT, tls_context
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
@@ -54,6 +55,14 @@ Refresh = Callable[[], Awaitable[SignedUrl]]
 
 # A PUT carries the extension headers and Content-Length, nothing a signature could trip on.
 _PUT_SKIP_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A finished download: its length, and the body itself when it was held, not written."""
+
+    size: int
+    held: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -343,13 +352,40 @@ class Transfer:
         :class:`SignedUrlRejectedError` at once so the caller can list the file again for a
         fresh URL. On any failure the partial ``dest`` is removed.
         """
+        got = await self._download(url, dest, expected_length, on_bytes, hold=False)
+        return got.size
+
+    async def download_or_hold(
+        self,
+        url: str,
+        dest: Path,
+        expected_length: int | None = None,
+        *,
+        on_bytes: ByteCounter | None = None,
+    ) -> Downloaded:
+        """:meth:`download`, except that a body of at most one write chunk is returned, unwritten.
+
+        The caller writes small bodies itself, many in one worker-thread call: per small file,
+        a thread hand-off costs more than the write.
+        """
+        return await self._download(url, dest, expected_length, on_bytes, hold=True)
+
+    async def _download(
+        self,
+        url: str,
+        dest: Path,
+        expected_length: int | None,
+        on_bytes: ByteCounter | None,
+        *,
+        hold: bool,
+    ) -> Downloaded:
         session = self._require_session()
 
-        async def attempt() -> int:
-            return await self._download_once(session, url, dest, expected_length, on_bytes)
+        async def attempt() -> Downloaded:
+            return await self._download_once(session, url, dest, expected_length, on_bytes, hold)
 
         try:
-            received = await self._retrier.call("download", attempt, self._classify_transient)
+            got = await self._retrier.call("download", attempt, self._classify_transient)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.Path(dest).unlink(missing_ok=True)
@@ -359,7 +395,7 @@ class Transfer:
         # No log line per download: thousands a second would spend more on logging than on
         # the files (the export logs each file it places).
         self._downloads += 1
-        return received
+        return got
 
     async def _download_once(
         self,
@@ -368,9 +404,11 @@ class Transfer:
         dest: Path,
         expected_length: int | None,
         on_bytes: ByteCounter | None,
-    ) -> int:
+        hold: bool,
+    ) -> Downloaded:
         received = 0
         announced: int | None = None
+        held: bytes | None = None
         try:
             async with session.get(
                 URL(url, encoded=True),
@@ -417,8 +455,10 @@ class Transfer:
                             pending.clear()
                             pending_size = 0
                     rest = b"".join(pending)
-                    if out is None:
-                        await anyio.to_thread.run_sync(_write_whole, dest, rest)
+                    if out is None and hold:
+                        held = rest
+                    elif out is None:
+                        await anyio.to_thread.run_sync(write_whole, dest, rest)
                     else:
                         if rest:
                             await out.write(rest)
@@ -440,7 +480,7 @@ class Transfer:
             raise IncompleteBodyError(
                 f"download got {received} of {wanted} bytes ({redact_url(url)})"
             )
-        return received
+        return Downloaded(received, held)
 
     @staticmethod
     def _raise_download_status(status: int, raw: bytes, shown: str, headers: Any) -> NoReturn:
@@ -457,10 +497,3 @@ class Transfer:
                 retry_after=parse_retry_after(headers.get("Retry-After")),
             )
         raise TransferError(message)
-
-
-def _write_whole(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
