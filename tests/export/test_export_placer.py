@@ -36,16 +36,11 @@ async def test_files_finishing_together_all_land_and_are_recorded_done(tmp_path:
     async with await SqliteManifest.open(tmp_path / "state") as manifest:
         placer = Placer(manifest, "out-1")
         items = [planned(out, name) for name in names]
+        temps = [written(item, name.encode() * 3) for item, name in zip(items, names, strict=True)]
 
         async with anyio.create_task_group() as tg:
-            for i, (item, name) in enumerate(zip(items, names, strict=True)):
-                body = name.encode() * 3
-                if i % 2:
-                    # Written by the transfer already.
-                    tg.start_soon(placer.place, item, written(item, body), len(body), None)
-                else:
-                    # Held in memory: the placer writes it.
-                    tg.start_soon(placer.place, item, atomic_target(item.dest), len(body), body)
+            for item, tmp in zip(items, temps, strict=True):
+                tg.start_soon(placer.place, item, tmp, tmp.stat().st_size)
 
         rows = {row.file_name: row for row in await manifest.list_downloads("out-1")}
 
@@ -71,7 +66,7 @@ async def test_a_short_file_fails_alone_and_the_others_land(tmp_path: Path) -> N
         async def place(item: Planned, data: bytes, claimed: int) -> None:
             tmp = written(item, data)
             try:
-                await placer.place(item, tmp, claimed, None)
+                await placer.place(item, tmp, claimed)
             except IncompleteBodyError as exc:
                 errors.append(exc)
 
@@ -104,7 +99,7 @@ async def test_a_manifest_that_cannot_record_fails_every_file_and_moves_none(
     tmp = written(item, b"{}")
 
     with pytest.raises(RuntimeError, match="the manifest is closed"):
-        await placer.place(item, tmp, 2, None)
+        await placer.place(item, tmp, 2)
 
     # Never renamed unrecorded: the temporary file is still there for the caller to remove.
     assert not item.dest.exists()

@@ -156,8 +156,8 @@ POINTS = [
         # A half-written temporary file is what the next run must sweep away.
         landed=lambda p: _some_downloads_done(p) and bool(p.temps),
         # 4 KiB/s for all downloads together: each image result takes seconds to arrive. Bodies
-        # over one write chunk (16 KiB here) stream into temporary files; smaller ones are held
-        # in memory until they are placed.
+        # over one write chunk (16 KiB here) stream into their temporary files as they arrive;
+        # smaller ones are written whole once received.
         env={
             "RFBATCH_EXPORT__BYTES_PER_SECOND": "4096",
             "RFBATCH_EXPORT__WORKERS": "2",
@@ -306,9 +306,10 @@ DAEMON_POINTS = [
     ),
     DaemonPoint(
         "export: results mid-download",
-        # Throttled to 4 KiB/s, two downloads are in flight at almost any moment (small results
-        # are held in memory, not in a temporary file, until they are placed). What must hold
-        # after the kill is that the export was cut midway: some results done, some not.
+        # Throttled to 4 KiB/s, two downloads are in flight at almost any moment (a result no
+        # larger than one write chunk reaches its temporary file only once it is whole). What
+        # must hold after the kill is that the export was cut midway: some results done, some
+        # not.
         trigger=_some_downloads_done,
         landed=_some_downloads_done,
         export={"bytes_per_second": 4096, "workers": 2},

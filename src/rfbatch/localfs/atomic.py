@@ -108,26 +108,13 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_whole(path: Path, data: bytes) -> None:
-    """Write ``data`` as the whole of ``path`` and fsync it (blocking)."""
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 @dataclass(frozen=True, slots=True)
 class Move:
-    """A temporary file and where it goes; ``expected_size`` is checked first.
-
-    With ``data``, the temporary file is first written (and fsynced) with it: small downloads
-    are held in memory and written here, many in one worker-thread call.
-    """
+    """A finished temporary file and where it goes; ``expected_size`` is checked first."""
 
     tmp: Path
     dest: Path
     expected_size: int | None = None
-    data: bytes | None = None
 
 
 def commit_many_sync(moves: Sequence[Move], *, synced: bool = False) -> list[Exception | None]:
@@ -140,15 +127,13 @@ def commit_many_sync(moves: Sequence[Move], *, synced: bool = False) -> list[Exc
     folders: dict[Path, list[int]] = {}
     for index, move in enumerate(moves):
         try:
-            if move.data is not None:
-                write_whole(move.tmp, move.data)
             if move.expected_size is not None:
                 size = move.tmp.stat().st_size
                 if size != move.expected_size:
                     raise IncompleteBodyError(
                         f"{move.dest.name}: wrote {size} bytes, expected {move.expected_size}"
                     )
-            if not synced and move.data is None:
+            if not synced:
                 _fsync_file(move.tmp)
             os.replace(move.tmp, move.dest)
         except (OSError, IncompleteBodyError) as exc:

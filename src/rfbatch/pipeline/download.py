@@ -36,7 +36,6 @@ from rfbatch.localfs.atomic import (
     commit_many_sync,
     free_bytes,
     safe_extract_tar_async,
-    write_whole,
 )
 from rfbatch.state.manifest import DownloadMark, DownloadRow, SqliteManifest
 from rfbatch.transfer import Transfer
@@ -225,7 +224,6 @@ class _Placement:
     item: Planned
     tmp: Path
     size: int
-    data: bytes | None
     error: Exception | None = None
     settled: bool = False
 
@@ -237,8 +235,7 @@ class Placer:
     Files that finish while a commit runs wait for the next one, which takes them all: one
     transaction records them ``pending`` with path and size (before the rename, so a run killed
     right after it finds the file whole and keeps it: :func:`is_present`), one worker-thread
-    call writes the small bodies held in memory, renames every file and flushes each folder
-    once, and one transaction records them ``done``.
+    call renames them and flushes each folder once, and one transaction records them ``done``.
     """
 
     def __init__(self, manifest: SqliteManifest, batch_id: str) -> None:
@@ -247,13 +244,12 @@ class Placer:
         self._lock = anyio.Lock()
         self._queue: list[_Placement] = []
 
-    async def place(self, item: Planned, tmp: Path, size: int, data: bytes | None) -> None:
-        """Put ``tmp`` at ``item.dest`` and record it done, or raise why not.
+    async def place(self, item: Planned, tmp: Path, size: int) -> None:
+        """Put the fsynced ``tmp`` at ``item.dest`` and record it done, or raise why not.
 
-        ``tmp`` is the fsynced download, or, with ``data``, is written from it first. On failure
-        ``tmp`` may remain; the caller removes it.
+        On failure ``tmp`` may remain; the caller removes it.
         """
-        entry = _Placement(item, tmp, size, data)
+        entry = _Placement(item, tmp, size)
         self._queue.append(entry)
         async with self._lock:
             # Whoever holds the lock commits everything queued, this entry's included, unless
@@ -268,9 +264,9 @@ class Placer:
         try:
             await self._mark(group, "pending")
             results = await anyio.to_thread.run_sync(
-                # The transfer fsynced what it wrote; held bodies are written and fsynced here.
+                # Transfer.download fsyncs before it returns: no second flush here.
                 lambda: commit_many_sync(
-                    [Move(e.tmp, e.item.dest, e.size, e.data) for e in group], synced=True
+                    [Move(e.tmp, e.item.dest, e.size) for e in group], synced=True
                 )
             )
             for entry, error in zip(group, results, strict=True):
@@ -338,7 +334,7 @@ class Fetcher:
                 try:
                     # No expected length: a size remembered from an earlier run may be stale;
                     # the transfer checks the body against the Content-Length it announces.
-                    got = await self._transfer.download_or_hold(
+                    size = await self._transfer.download(
                         meta.download_url, tmp, None, on_bytes=self._on_bytes
                     )
                 except SignedUrlRejectedError as exc:
@@ -356,11 +352,8 @@ class Fetcher:
                         ) from None
                     meta = fresh
                     continue
-                size = got.size
                 with anyio.CancelScope(shield=True):
                     if item.unpack_into is not None:
-                        if got.held is not None:
-                            await anyio.to_thread.run_sync(write_whole, tmp, got.held)
                         try:
                             placed = await safe_extract_tar_async(tmp, item.unpack_into)
                         except IncompleteBodyError:
@@ -379,7 +372,7 @@ class Fetcher:
                         )
                         fetched = Fetched(size, len(placed))
                     else:
-                        await self._placer.place(item, tmp, size, got.held)
+                        await self._placer.place(item, tmp, size)
                         renamed = True
                         fetched = Fetched(size, 1)
                     self._on_placed(item, fetched)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource, BytesBody, FileBody
-from rfbatch.transfer.signed import Downloaded, Transfer, TransferConfig, TransferStatistics
+from rfbatch.transfer.signed import Transfer, TransferConfig, TransferStatistics
 
 __all__ = [
     "CHUNK_SIZE",
     "BodySource",
     "BytesBody",
-    "Downloaded",
     "FileBody",
     "Transfer",
     "TransferConfig",

@@ -44,7 +44,6 @@ from rfbatch.errors import (
     TransferError,
     TransientError,
 )
-from rfbatch.localfs.atomic import write_whole
 from rfbatch.redact import redact_url
 from rfbatch.tls import CA_HINT, tls_context
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
@@ -55,14 +54,6 @@ Refresh = Callable[[], Awaitable[SignedUrl]]
 
 # A PUT carries the extension headers and Content-Length, nothing a signature could trip on.
 _PUT_SKIP_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
-
-
-@dataclass(frozen=True, slots=True)
-class Downloaded:
-    """A finished download: its length, and the body itself when it was held, not written."""
-
-    size: int
-    held: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -352,40 +343,13 @@ class Transfer:
         :class:`SignedUrlRejectedError` at once so the caller can list the file again for a
         fresh URL. On any failure the partial ``dest`` is removed.
         """
-        got = await self._download(url, dest, expected_length, on_bytes, hold=False)
-        return got.size
-
-    async def download_or_hold(
-        self,
-        url: str,
-        dest: Path,
-        expected_length: int | None = None,
-        *,
-        on_bytes: ByteCounter | None = None,
-    ) -> Downloaded:
-        """:meth:`download`, except that a body of at most one write chunk is returned, unwritten.
-
-        The caller writes small bodies itself, many in one worker-thread call: per small file,
-        a thread hand-off costs more than the write.
-        """
-        return await self._download(url, dest, expected_length, on_bytes, hold=True)
-
-    async def _download(
-        self,
-        url: str,
-        dest: Path,
-        expected_length: int | None,
-        on_bytes: ByteCounter | None,
-        *,
-        hold: bool,
-    ) -> Downloaded:
         session = self._require_session()
 
-        async def attempt() -> Downloaded:
-            return await self._download_once(session, url, dest, expected_length, on_bytes, hold)
+        async def attempt() -> int:
+            return await self._download_once(session, url, dest, expected_length, on_bytes)
 
         try:
-            got = await self._retrier.call("download", attempt, self._classify_transient)
+            received = await self._retrier.call("download", attempt, self._classify_transient)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.Path(dest).unlink(missing_ok=True)
@@ -395,7 +359,7 @@ class Transfer:
         # No log line per download: thousands a second would spend more on logging than on
         # the files (the export logs each file it places).
         self._downloads += 1
-        return got
+        return received
 
     async def _download_once(
         self,
@@ -404,11 +368,9 @@ class Transfer:
         dest: Path,
         expected_length: int | None,
         on_bytes: ByteCounter | None,
-        hold: bool,
-    ) -> Downloaded:
+    ) -> int:
         received = 0
         announced: int | None = None
-        held: bytes | None = None
         try:
             async with session.get(
                 URL(url, encoded=True),
@@ -455,10 +417,8 @@ class Transfer:
                             pending.clear()
                             pending_size = 0
                     rest = b"".join(pending)
-                    if out is None and hold:
-                        held = rest
-                    elif out is None:
-                        await anyio.to_thread.run_sync(write_whole, dest, rest)
+                    if out is None:
+                        await anyio.to_thread.run_sync(_write_whole, dest, rest)
                     else:
                         if rest:
                             await out.write(rest)
@@ -480,7 +440,7 @@ class Transfer:
             raise IncompleteBodyError(
                 f"download got {received} of {wanted} bytes ({redact_url(url)})"
             )
-        return Downloaded(received, held)
+        return received
 
     @staticmethod
     def _raise_download_status(status: int, raw: bytes, shown: str, headers: Any) -> NoReturn:
@@ -497,3 +457,10 @@ class Transfer:
                 retry_after=parse_retry_after(headers.get("Retry-After")),
             )
         raise TransferError(message)
+
+
+def _write_whole(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
