@@ -91,7 +91,7 @@ def test_resighting_keeps_or_restarts_the_timer(make_file: MakeFile) -> None:
     settler2 = Settler(SETTLE, clock=clock)
     settler2.observe(f)
     clock.now += SETTLE
-    moved = FoundFile(f.path, f.root, f.rel, f.size + 1, f.mtime_ns, f.inode, f.kind)
+    moved = FoundFile(f.location, f.root, f.rel, f.size + 1, f.mtime_ns, f.inode, f.kind)
     assert settler2.observe(moved) is None
 
 

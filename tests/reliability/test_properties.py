@@ -223,7 +223,7 @@ def test_the_manifest_keeps_every_path_however_it_is_spelled(
     monkeypatch.setattr(manifest_module, "_PAGE", 3)
     root = Path("/src")
     found = [
-        FoundFile(root / n, root, n, size=i + 1, mtime_ns=i, inode=i + 10, kind="image")
+        FoundFile(str(root / n), root, n, size=i + 1, mtime_ns=i, inode=i + 10, kind="image")
         for i, n in enumerate(names)
     ]
 

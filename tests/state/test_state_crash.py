@@ -25,7 +25,10 @@ KILLED_MIDWAY = textwrap.dedent(
 
     state = Path(sys.argv[1])
     root = Path("/data/cams")
-    files = [FoundFile(root / f"{i}.jpg", root, f"{i}.jpg", 5, 7, 1, "image") for i in range(50)]
+    files = [
+        FoundFile(str(root / f"{i}.jpg"), root, f"{i}.jpg", 5, 7, 1, "image")
+        for i in range(50)
+    ]
 
     async def main() -> None:
         m = await SqliteManifest.open(state)
@@ -56,7 +59,10 @@ FLIPPING = textwrap.dedent(
 
     state = Path(sys.argv[1])
     root = Path("/data/cams")
-    files = [FoundFile(root / f"{i}.jpg", root, f"{i}.jpg", 5, 7, 1, "image") for i in range(20000)]
+    files = [
+        FoundFile(str(root / f"{i}.jpg"), root, f"{i}.jpg", 5, 7, 1, "image")
+        for i in range(20000)
+    ]
 
     async def main() -> None:
         m = await SqliteManifest.open(state)
@@ -96,7 +102,7 @@ async def test_sigkill_keeps_committed_and_drops_uncommitted(tmp_path: Path) -> 
         assert await m.record_event("evt-1") is False
         assert await m.record_event("evt-ghost") is True
         names = await m.assign_members(
-            "b1", [FoundFile(ROOT / "3.jpg", ROOT, "3.jpg", 5, 7, 1, "image")]
+            "b1", [FoundFile(str(ROOT / "3.jpg"), ROOT, "3.jpg", 5, 7, 1, "image")]
         )
         assert names == {ROOT / "3.jpg": "3.jpg"}
 
@@ -105,7 +111,9 @@ async def test_connection_closed_without_commit_loses_only_that_transaction(
     tmp_path: Path,
 ) -> None:
     state_dir = tmp_path / "state"
-    files = [FoundFile(ROOT / f"{i}.jpg", ROOT, f"{i}.jpg", 5, 7, 1, "image") for i in range(10)]
+    files = [
+        FoundFile(str(ROOT / f"{i}.jpg"), ROOT, f"{i}.jpg", 5, 7, 1, "image") for i in range(10)
+    ]
     async with await SqliteManifest.open(state_dir) as m:
         await m.filter_new(files)
         await m.mark([f.path for f in files[:4]], "ingested")

@@ -15,7 +15,7 @@ ROOT = Path("/data/cams")
 
 
 def ff(rel: str, size: int = 10, mtime_ns: int = 1_000, kind: str = "image") -> FoundFile:
-    return FoundFile(ROOT / rel, ROOT, rel, size, mtime_ns, 42, kind)  # type: ignore[arg-type]
+    return FoundFile(str(ROOT / rel), ROOT, rel, size, mtime_ns, 42, kind)  # type: ignore[arg-type]
 
 
 @pytest.fixture

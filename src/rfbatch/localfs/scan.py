@@ -101,8 +101,8 @@ class SourceSpec:
 class FoundFile:
     """A candidate media file as seen by one ``stat``."""
 
-    path: Path
-    """Absolute path (symbolic links not resolved)."""
+    location: str
+    """Absolute path (symbolic links not resolved), as the scan found it."""
     root: Path
     """The source root it was found under."""
     rel: str
@@ -111,6 +111,19 @@ class FoundFile:
     mtime_ns: int
     inode: int
     kind: MediaKind
+    _path: Path | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def path(self) -> Path:
+        """:attr:`location` as a :class:`~pathlib.Path`, built on first use.
+
+        A rescan makes a record for every file and most are only checked against the manifest
+        (by :attr:`location`): building a ``Path`` for each was an eighth of a no-op rescan.
+        """
+        if self._path is None:
+            object.__setattr__(self, "_path", Path(self.location))
+        assert self._path is not None
+        return self._path
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +278,7 @@ def _file_verdict(
     stats.files += 1
     stats.bytes += st.st_size
     return FoundFile(
-        path=Path(path),
+        location=path,
         root=spec.root,
         rel=rel,
         size=st.st_size,

@@ -11,12 +11,12 @@ paths are on their way, so a rescan that sees a file again does not send it twic
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -57,29 +57,37 @@ class FixedBatches:
         return self.batch_of(file)
 
 
+StrPath = str | os.PathLike[str]
+
+
 class InFlight:
-    """Paths between discovery and a final state, and per-batch counts of them."""
+    """Paths between discovery and a final state, and per-batch counts of them.
+
+    Kept as strings: a rescan checks every file it finds against this set, and hashing a
+    ``str`` is far cheaper than building and hashing a ``Path``.
+    """
 
     def __init__(self) -> None:
-        self._paths: set[Path] = set()
+        self._paths: set[str] = set()
         self._per_batch: Counter[str] = Counter()
 
-    def __contains__(self, path: Path) -> bool:
-        return path in self._paths
+    def __contains__(self, path: StrPath) -> bool:
+        return os.fspath(path) in self._paths
 
-    def claim(self, path: Path) -> bool:
+    def claim(self, path: StrPath) -> bool:
         """True if ``path`` was not on its way yet (and now is)."""
-        if path in self._paths:
+        key = os.fspath(path)
+        if key in self._paths:
             return False
-        self._paths.add(path)
+        self._paths.add(key)
         return True
 
     def assign(self, batch_id: str) -> None:
         self._per_batch[batch_id] += 1
 
-    def release(self, paths: Iterable[Path], batch_id: str | None = None) -> None:
+    def release(self, paths: Iterable[StrPath], batch_id: str | None = None) -> None:
         for path in paths:
-            self._paths.discard(path)
+            self._paths.discard(os.fspath(path))
             if batch_id is not None and self._per_batch[batch_id] > 0:
                 self._per_batch[batch_id] -= 1
 

@@ -52,7 +52,7 @@ async def select_new(
     """
     async with receive, send:
         while batch := await next_batch(receive, SELECT_BATCH):
-            batch = [f for f in batch if f.path not in in_flight]
+            batch = [f for f in batch if f.location not in in_flight]
             if not batch:
                 continue
             tally.found += len(batch)
@@ -60,7 +60,7 @@ async def select_new(
             fresh = await manifest.filter_new(batch, batch_of)
             tally.unchanged += len(batch) - len(fresh)
             for file in fresh:
-                if in_flight.claim(file.path):
+                if in_flight.claim(file.location):
                     await send.send(file)
 
 

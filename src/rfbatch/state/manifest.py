@@ -213,6 +213,11 @@ def _unkey(value: Key) -> str:
     return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
 
+def _file_values(f: FoundFile, now: float, key: Key) -> tuple[Any, ...]:
+    """A ``files`` row's columns root .. path, in the order of the INSERT and UPDATE below."""
+    return (_key(f.root), _key(f.rel), f.size, f.mtime_ns, f.inode, f.kind, now, key)
+
+
 def _path(value: Key | None) -> Path | None:
     return None if value is None else Path(_unkey(value))
 
@@ -444,7 +449,7 @@ class SqliteManifest:
         handled: set[Key] = set()
         with self._tx() as conn:
             for chunk in _chunks(files):
-                keys = [_key(f.path) for f in chunk]
+                keys = [_key(f.location) for f in chunk]
                 marks = _marks(len(keys))
                 sql = (
                     "SELECT path, size, mtime_ns, state, batch_id FROM files"  # noqa: S608
@@ -456,23 +461,23 @@ class SqliteManifest:
                         continue
                     handled.add(key)
                     row = known.get(key)
-                    root, rel = _key(f.root), _key(f.rel)
-                    values = (root, rel, f.size, f.mtime_ns, f.inode, f.kind, now, key)
                     if row is None:
-                        inserts.append(values)
+                        inserts.append(_file_values(f, now, key))
                         out.append(f)
-                    elif (row[0], row[1]) != (f.size, f.mtime_ns) or (
-                        batch_of is not None
-                        and row[2] in DONE_STATES
-                        and row[2] != "skipped"
-                        and row[3] != batch_of(f)
-                    ):
-                        resets.append(values)
-                        out.append(f)
-                    elif row[2] in DONE_STATES or row[2] in IN_FLIGHT_STATES:
                         continue
+                    size, mtime_ns, state, batch_id = row
+                    if (size, mtime_ns) != (f.size, f.mtime_ns) or (
+                        batch_of is not None
+                        and state in DONE_STATES
+                        and state != "skipped"
+                        and batch_id != batch_of(f)
+                    ):
+                        resets.append(_file_values(f, now, key))
+                        out.append(f)
+                    elif state in DONE_STATES or state in IN_FLIGHT_STATES:
+                        continue  # a rescan's common case: nothing to write, nothing built
                     else:
-                        refreshes.append((root, rel, f.inode, f.kind, now, key))
+                        refreshes.append((_key(f.root), _key(f.rel), f.inode, f.kind, now, key))
                         out.append(f)
             conn.executemany(
                 "INSERT INTO files (root, rel, size, mtime_ns, inode, kind, updated_at, path,"
@@ -683,7 +688,7 @@ class SqliteManifest:
                 return row is not None
 
             for chunk in _chunks(files):
-                keys = [_key(f.path) for f in chunk]
+                keys = [_key(f.location) for f in chunk]
                 existing = dict(
                     conn.execute(
                         "SELECT path, member_name FROM members WHERE batch_id = ?"  # noqa: S608

@@ -52,7 +52,7 @@ class FileRow:
         if self.root is None or self.rel is None or self.kind is None:
             raise ValueError(f"{self.path}: row has no scan details to resume from")
         return FoundFile(
-            path=self.path,
+            location=str(self.path),
             root=self.root,
             rel=self.rel,
             size=self.size,
