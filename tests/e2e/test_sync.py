@@ -125,6 +125,14 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     emulator.set_faults(None)
+
+    # Requests the killed run sent are still asleep in the emulator's slow fault; each is counted
+    # as a download when it wakes, so wait until every delayed request has been.
+    def settled() -> bool:
+        counters = emulator.state()["counters"]
+        return bool(counters["downloads"] >= counters["faultsInjected"])
+
+    await wait_for(settled, timeout=60)
     fetched_before = emulator.state()["counters"]["downloads"]
 
     done = await run_cli([*args, "--json"], env)
