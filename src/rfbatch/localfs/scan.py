@@ -120,10 +120,11 @@ class FoundFile:
         A rescan makes a record for every file and most are only checked against the manifest
         (by :attr:`location`): building a ``Path`` for each was an eighth of a no-op rescan.
         """
-        if self._path is None:
-            object.__setattr__(self, "_path", Path(self.location))
-        assert self._path is not None
-        return self._path
+        path = self._path
+        if path is None:
+            path = Path(self.location)
+            object.__setattr__(self, "_path", path)
+        return path
 
 
 @dataclass(frozen=True, slots=True)
