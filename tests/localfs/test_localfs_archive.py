@@ -21,7 +21,8 @@ from rfbatch.localfs.archive import (
     tar_length,
     tarinfo_for,
 )
-from rfbatch.localfs.scan import FoundFile, SourceSpec, examine_path
+from rfbatch.localfs.scan import examine_path
+from rfbatch.media import FoundFile, SourceSpec
 from tests.localfs.support import MakeFile
 
 MTIME = 1_700_000_000

@@ -9,16 +9,8 @@ import anyio
 import pytest
 
 from rfbatch.errors import ConfigError
-from rfbatch.localfs.scan import (
-    FoundFile,
-    ScanStats,
-    Skipped,
-    SourceSpec,
-    compile_glob,
-    examine_path,
-    iter_scan,
-    scan,
-)
+from rfbatch.localfs.scan import ScanStats, compile_glob, examine_path, iter_scan, scan
+from rfbatch.media import FoundFile, Skipped, SourceSpec
 from tests.localfs.support import MakeFile, write_file
 
 

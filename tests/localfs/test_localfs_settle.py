@@ -9,8 +9,9 @@ import anyio
 import pytest
 
 from rfbatch.errors import ConfigError
-from rfbatch.localfs.scan import FoundFile, SourceSpec, examine_path
+from rfbatch.localfs.scan import examine_path
 from rfbatch.localfs.settle import Settler, restat, settle_files
+from rfbatch.media import FoundFile, SourceSpec
 from tests.localfs.support import MakeFile
 
 SETTLE = 5.0

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec
 from rfbatch.localfs.watch import resolve_force_polling, watch
+from rfbatch.media import FoundFile, Skipped, SourceSpec
 from tests.localfs.support import MakeFile, write_file
 
 FAST = {"debounce_ms": 20, "step_ms": 10, "wake_interval": 0.05, "poll_delay_ms": 20}

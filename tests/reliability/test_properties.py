@@ -28,13 +28,14 @@ from rfbatch.errors import ConfigError, DecodeError, UnsafePathError
 from rfbatch.ids import BATCH_ID_RE, job_id_for_batch, validate_batch_id, validate_job_id
 from rfbatch.localfs.archive import TarMember, tarinfo_for
 from rfbatch.localfs.atomic import safe_join
-from rfbatch.localfs.names import member_name
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile
+from rfbatch.member_names import member_name
 from rfbatch.pipeline.batches import batch_id_for
 from rfbatch.pipeline.sync import default_batch_id
 from rfbatch.redact import MASK, redact_text, redact_url
 from rfbatch.state import manifest as manifest_module
-from rfbatch.state.manifest import FileRow, SqliteManifest
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.records import FileRow
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile
 from rfbatch.state.manifest import DB_NAME, SqliteManifest
 
 ROOT = Path("/data/cams")
@@ -20,7 +20,7 @@ KILLED_MIDWAY = textwrap.dedent(
     import os, signal, sqlite3, sys
     from pathlib import Path
     import anyio
-    from rfbatch.localfs.scan import FoundFile
+    from rfbatch.media import FoundFile
     from rfbatch.state.manifest import DB_NAME, SqliteManifest
 
     state = Path(sys.argv[1])
@@ -54,7 +54,7 @@ FLIPPING = textwrap.dedent(
     import sys
     from pathlib import Path
     import anyio
-    from rfbatch.localfs.scan import FoundFile
+    from rfbatch.media import FoundFile
     from rfbatch.state.manifest import SqliteManifest
 
     state = Path(sys.argv[1])

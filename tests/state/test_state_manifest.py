@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rfbatch.errors import ConfigError
-from rfbatch.localfs.scan import FoundFile, Skipped
+from rfbatch.media import FoundFile, Skipped
 from rfbatch.state.manifest import DB_NAME, Manifest, SqliteManifest
 from rfbatch.state.schema import SCHEMA_VERSION
 

@@ -19,8 +19,8 @@ from rfbatch.app import open_services
 from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, run, settings_from
 from rfbatch.cli.sync_cmd import print_result
 from rfbatch.obs.progress import upload_progress
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.sync import sync
-from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload_pass import UploadTarget, source_specs
 from rfbatch.samples import write_images
 

@@ -29,9 +29,9 @@ from rfbatch.cli.upload_cmd import SourcesArg, check_sources, report, summary, v
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.jobs import Wake
 from rfbatch.pipeline.sync import SyncResult, default_batch_id, sync
-from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload_pass import UploadTarget, source_specs, upload_options
 from rfbatch.settings import split_host_port
 from rfbatch.webhooks import WebhookReceiver, serve_webhooks

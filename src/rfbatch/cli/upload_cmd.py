@@ -25,8 +25,8 @@ from rfbatch.cli.common import (
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.dry_run import dry_run
-from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload_pass import (
     PassResult,
     UploadTarget,

@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 
 from rfbatch.errors import FileChangedError, FileUnreadableError
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 RECORDSIZE = tarfile.RECORDSIZE

@@ -36,111 +36,23 @@ import time
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
-from rfbatch.errors import ConfigError
-from rfbatch.localfs.media import (
-    IMAGE_EXTENSIONS,
-    VIDEO_EXTENSIONS,
+from rfbatch.media import (
+    FoundFile,
     MediaKind,
+    Skipped,
+    SkipReason,
+    SourceSpec,
     extension_of,
-    normalize_extensions,
 )
 
-DEFAULT_IGNORE_NAMES: tuple[str, ...] = ("*.part", "*.tmp", "*.partial", ".*", "~*")
 DEFAULT_CHUNK_SIZE = 1000
 
-SkipReason = Literal[
-    "too-large",
-    "unreadable",
-    "unreadable-directory",
-    "symlink-loop",
-    "not-a-regular-file",
-    "symlink-not-followed",
-]
 NOT_FOLLOWED = "a symbolic link; set [scan] follow_symlinks = true to send what it points to"
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """One source folder and the rules for what to take from it.
-
-    ``root`` is made absolute (without resolving symbolic links, so paths stay the ones the user
-    wrote); extension sets are normalised to lower case without dots.
-    """
-
-    root: Path
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    image_extensions: frozenset[str] = IMAGE_EXTENSIONS
-    video_extensions: frozenset[str] = VIDEO_EXTENSIONS
-    ignore_names: tuple[str, ...] = DEFAULT_IGNORE_NAMES
-    min_age_seconds: float = 0
-    max_size: int | None = None
-    follow_symlinks: bool = False
-
-    def __post_init__(self) -> None:
-        if self.min_age_seconds < 0:
-            raise ConfigError(f"min_age_seconds must be >= 0, got {self.min_age_seconds}")
-        if self.max_size is not None and self.max_size < 0:
-            raise ConfigError(f"max_size must be >= 0, got {self.max_size}")
-        # Frozen: normalise through object.__setattr__ so callers may pass lists and relative roots.
-        object.__setattr__(self, "root", Path(os.path.abspath(self.root)))
-        object.__setattr__(self, "include", tuple(self.include))
-        object.__setattr__(self, "exclude", tuple(self.exclude))
-        object.__setattr__(self, "ignore_names", tuple(self.ignore_names))
-        object.__setattr__(self, "image_extensions", normalize_extensions(self.image_extensions))
-        object.__setattr__(self, "video_extensions", normalize_extensions(self.video_extensions))
-
-
-@dataclass(frozen=True, slots=True)
-class FoundFile:
-    """A candidate media file as seen by one ``stat``."""
-
-    location: str
-    """Absolute path (symbolic links not resolved), as the scan found it."""
-    root: Path
-    """The source root it was found under."""
-    rel: str
-    """POSIX path relative to ``root``."""
-    size: int
-    mtime_ns: int
-    inode: int
-    kind: MediaKind
-    _path: Path | None = field(default=None, init=False, repr=False, compare=False)
-
-    @property
-    def path(self) -> Path:
-        """:attr:`location` as a :class:`~pathlib.Path`, built on first use.
-
-        A rescan makes a record for every file and most are only checked against the manifest
-        (by :attr:`location`): building a ``Path`` for each was an eighth of a no-op rescan.
-        """
-        path = self._path
-        if path is None:
-            path = Path(self.location)
-            object.__setattr__(self, "_path", path)
-        return path
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A file or folder that was found but cannot be taken, and why.
-
-    ``size``, ``mtime_ns`` and ``kind`` are filled when known (a file over ``max_size`` has
-    them), so the manifest can remember exactly which version was skipped.
-    """
-
-    path: Path
-    reason: SkipReason
-    detail: str = ""
-    size: int | None = None
-    mtime_ns: int | None = None
-    kind: MediaKind | None = None
 
 
 @dataclass

@@ -26,7 +26,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rfbatch.errors import ConfigError
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile
 
 Clock = Callable[[], float]
 StatResult = tuple[Path, os.stat_result | None]

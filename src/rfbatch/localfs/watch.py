@@ -23,15 +23,8 @@ import anyio
 import anyio.to_thread
 from watchfiles import Change, awatch
 
-from rfbatch.localfs.scan import (
-    DEFAULT_CHUNK_SIZE,
-    FoundFile,
-    ScanStats,
-    Skipped,
-    SourceSpec,
-    examine_path,
-    iter_scan,
-)
+from rfbatch.localfs.scan import DEFAULT_CHUNK_SIZE, ScanStats, examine_path, iter_scan
+from rfbatch.media import FoundFile, Skipped, SourceSpec
 
 Clock = Callable[[], float]
 

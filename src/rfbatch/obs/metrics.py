@@ -1,6 +1,6 @@
 """Prometheus metrics, read at scrape time from the objects that already count things.
 
-Stages keep their own counters (the :class:`~rfbatch.pipeline.tally.Tally`, the client's retry
+Stages keep their own counters (the :class:`~rfbatch.obs.tally.Tally`, the client's retry
 counts, the transfer statistics, stream statistics); this collector turns a snapshot of them into
 metric families when ``/metrics`` is scraped. Nothing on the hot path calls into Prometheus, and
 there is one registry per process object rather than the library's global one.

@@ -20,7 +20,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from rfbatch.pipeline.tally import Tally
+from rfbatch.obs.tally import Tally
 
 
 @asynccontextmanager

@@ -23,9 +23,9 @@ import anyio
 import structlog
 
 from rfbatch.ids import BATCH_ID_MAX
-from rfbatch.localfs.media import MediaKind
-from rfbatch.localfs.scan import FoundFile
-from rfbatch.state.manifest import BatchKind, SqliteManifest
+from rfbatch.media import FoundFile, MediaKind
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.records import BatchKind
 
 log = structlog.get_logger("rfbatch.batches")
 

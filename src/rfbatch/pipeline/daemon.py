@@ -26,14 +26,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 from rfbatch.app import Services
 from rfbatch.errors import FatalApiError
 from rfbatch.localfs.atomic import free_bytes
-from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec
 from rfbatch.localfs.watch import watch
+from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.health import Readiness, health_app, serve_http
 from rfbatch.obs.metrics import Metrics, MetricsSnapshot
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import InFlight, RotatingBatches
 from rfbatch.pipeline.gate import Gate
 from rfbatch.pipeline.lifecycle import Lifecycle
-from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload_pass import (
     release_in_flight,
     resumable,

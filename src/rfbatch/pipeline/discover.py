@@ -13,9 +13,9 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from rfbatch.localfs.scan import FoundFile, Skipped
+from rfbatch.media import FoundFile, Skipped
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, InFlight
-from rfbatch.pipeline.tally import Tally
 from rfbatch.state.manifest import SqliteManifest
 
 log = structlog.get_logger("rfbatch.discover")

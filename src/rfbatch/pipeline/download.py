@@ -37,7 +37,8 @@ from rfbatch.localfs.atomic import (
     free_bytes,
     safe_extract_tar_async,
 )
-from rfbatch.state.manifest import DownloadMark, DownloadRow, SqliteManifest
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.records import DownloadMark, DownloadRow
 from rfbatch.transfer import Transfer
 
 ByteCounter = Callable[[int], None]

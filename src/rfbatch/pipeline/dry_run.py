@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 
 from rfbatch.app import Services
-from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec, scan
+from rfbatch.localfs.scan import scan
+from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.pipeline.discover import SELECT_BATCH, next_batch
 
 

@@ -56,7 +56,7 @@ from rfbatch.pipeline.download import (
     sweep_stale_temps,
 )
 from rfbatch.redact import redact_text
-from rfbatch.state.manifest import DownloadRow
+from rfbatch.state.records import DownloadRow
 
 MULTIPART = "multipart-batch"
 

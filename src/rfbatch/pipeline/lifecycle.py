@@ -23,7 +23,7 @@ from rfbatch.pipeline.batches import InFlight
 from rfbatch.pipeline.confirm import confirm_ingest, expected_count
 from rfbatch.pipeline.export import export_batches
 from rfbatch.pipeline.jobs import follow_job, job_spec_from, start_job
-from rfbatch.state.manifest import BatchRow, BatchState
+from rfbatch.state.records import BatchRow, BatchState
 from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.lifecycle")

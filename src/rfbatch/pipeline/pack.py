@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile
 from rfbatch.pipeline.batches import Assigned
 
 

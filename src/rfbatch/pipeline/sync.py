@@ -19,13 +19,13 @@ import anyio
 
 from rfbatch.app import Services
 from rfbatch.ids import job_id_for_batch
-from rfbatch.localfs.scan import SourceSpec
+from rfbatch.media import SourceSpec
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.confirm import expected_count
 from rfbatch.pipeline.export import ExportResult, export_batches
 from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake, follow_job, job_spec_from, start_job
-from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload_pass import PassResult, UploadTarget, upload_and_confirm
-from rfbatch.state.manifest import BatchKind
+from rfbatch.state.records import BatchKind
 
 
 def default_batch_id(sources: Sequence[Path]) -> str:

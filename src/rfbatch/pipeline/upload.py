@@ -49,10 +49,10 @@ from rfbatch.errors import (
     TransferError,
 )
 from rfbatch.localfs.archive import TarBody, TarMember
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, InFlight
 from rfbatch.pipeline.pack import Shard
-from rfbatch.pipeline.tally import Tally
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import FileBody, Transfer
 from rfbatch.transfer.ratelimit import ByteBudget

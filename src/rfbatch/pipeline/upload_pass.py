@@ -20,16 +20,18 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
-from rfbatch.localfs.scan import FoundFile, Skipped, SourceSpec, scan
+from rfbatch.localfs.scan import scan
 from rfbatch.localfs.settle import Settler, settle_files
+from rfbatch.media import FoundFile, Skipped, SourceSpec
+from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, FixedBatches, InFlight
 from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
 from rfbatch.pipeline.discover import record_skips, route, select_new
 from rfbatch.pipeline.pack import Shard, pack_shards
-from rfbatch.pipeline.tally import Tally
 from rfbatch.pipeline.upload import Uploader, UploadOptions
 from rfbatch.settings import Settings
-from rfbatch.state.manifest import FileRow, SqliteManifest
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.records import FileRow
 
 STREAM_DEPTH = 1024
 MAX_PASSES = 4

@@ -37,8 +37,8 @@ import anyio.to_thread
 
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
-from rfbatch.localfs.names import member_name
-from rfbatch.localfs.scan import FoundFile, Skipped
+from rfbatch.media import FoundFile, Skipped
+from rfbatch.member_names import member_name
 from rfbatch.state.records import (
     BATCH_KINDS,
     BATCH_STATES,
@@ -60,20 +60,7 @@ from rfbatch.state.records import (
 )
 from rfbatch.state.schema import migrate
 
-__all__ = [
-    "BatchKind",
-    "BatchRow",
-    "BatchState",
-    "DownloadMark",
-    "DownloadRow",
-    "DownloadState",
-    "FileRow",
-    "FileState",
-    "Manifest",
-    "ShardRow",
-    "ShardState",
-    "SqliteManifest",
-]
+__all__ = ["Manifest", "SqliteManifest"]
 
 DB_NAME = "manifest.sqlite3"
 LOCK_NAME = "manifest.lock"
@@ -665,7 +652,7 @@ class SqliteManifest:
         """The tar member name of each file in ``batch_id``, assigning new ones as needed.
 
         Stable: a file keeps the name it was given in this batch, across calls and restarts.
-        New names come from :func:`rfbatch.localfs.names.member_name` and are unique within
+        New names come from :func:`rfbatch.member_names.member_name` and are unique within
         the batch. Known files' rows get the name and batch too.
         """
         return await self._run(lambda: self._assign_members(batch_id, files))

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from rfbatch.localfs.media import MediaKind
-from rfbatch.localfs.scan import FoundFile
+from rfbatch.media import FoundFile, MediaKind
 
 FileState = Literal[
     "seen", "settled", "packed", "uploading", "uploaded", "ingested", "skipped", "failed"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rfbatch.localfs.media import (
+from rfbatch.media import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     extension_of,

@@ -6,7 +6,7 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rfbatch.localfs.names import MAX_NAME_BYTES, member_name
+from rfbatch.member_names import MAX_NAME_BYTES, member_name
 
 segment = st.text(min_size=1, max_size=80).filter(lambda s: "/" not in s)
 rels = st.lists(segment, min_size=1, max_size=4).map("/".join)
