@@ -4,8 +4,10 @@ Errors are classified by what the caller should do, not by where they came from:
 
     RfbatchError
     ├── ConfigError                 bad settings or arguments: stop before any work (exit 2)
+    ├── FatalError                  nothing will work until a person acts: stop the run (exit 3);
+    │                               the base of FatalApiError and StorageCertificateError below
     ├── ApiError                    the service answered with an error, or could not be reached
-    │   ├── FatalApiError           retrying will not help; the run stops (exit 3)
+    │   ├── FatalApiError           (also a FatalError) retrying will not help; the run stops
     │   │   ├── UnauthorizedError   401: missing or wrong API key
     │   │   └── ForbiddenError      402/403: plan or permission
     │   ├── NotFoundError           404: unknown batch, job or stage
@@ -15,7 +17,8 @@ Errors are classified by what the caller should do, not by where they came from:
     │   └── TransientError          408, 429, 5xx, connection errors, timeouts: retry
     ├── TransferError               a signed-URL PUT or a download went wrong
     │   ├── SignedUrlRejectedError  403 / expired URL: ask for a fresh URL, then retry
-    │   └── IncompleteBodyError     fewer (or more) bytes than announced: retry
+    │   ├── IncompleteBodyError     fewer (or more) bytes than announced: retry
+    │   └── StorageCertificateError (also a FatalError) storage's TLS certificate is not trusted
     ├── LocalFileError              one local file cannot be sent: skip it, record why, go on
     │   ├── FileTooLargeError
     │   ├── FileUnreadableError
@@ -37,6 +40,13 @@ class ConfigError(RfbatchError):
     """Invalid settings or arguments; raised before any work starts."""
 
 
+class FatalError(RfbatchError):
+    """Retrying will not help and neither will going on with other items: stop the run.
+
+    Catch sites that fail one item and go on with the next let this one through.
+    """
+
+
 class ApiError(RfbatchError):
     """The API answered with an error status, or could not be reached.
 
@@ -55,7 +65,7 @@ class ApiError(RfbatchError):
         return f"{code}{self.message}{where}"
 
 
-class FatalApiError(ApiError):
+class FatalApiError(ApiError, FatalError):
     """Retrying will not help and nothing else will work either: stop the run."""
 
 
@@ -111,6 +121,17 @@ class SignedUrlRejectedError(TransferError):
 
 class IncompleteBodyError(TransferError):
     """The body ended before (or ran past) the announced length."""
+
+
+class StorageCertificateError(TransferError, FatalError):
+    """The storage host's TLS certificate is not trusted: every transfer would fail the same way.
+
+    ``url`` (already redacted) is shown after the message, as in the other transfer errors.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(f"{message} ({url})" if url else message)
 
 
 class LocalFileError(RfbatchError):

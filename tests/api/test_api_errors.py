@@ -12,7 +12,6 @@ import pytest
 from aiohttp import web
 
 from rfbatch.api import RoboflowClient
-from rfbatch.api.http_errors import parse_retry_after
 from rfbatch.api.schemas import ImageJobSpec
 from rfbatch.emulator import Emulator
 from rfbatch.errors import (
@@ -25,6 +24,7 @@ from rfbatch.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+from rfbatch.http.statuses import parse_retry_after
 from tests.api.stub import Handler, StubServer, stub_server
 from tests.api.support import client_config, image_bytes
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from rfbatch.api import RetryEvent, RetryPolicy
-from rfbatch.api.retry import Retrier, Retryable
+from rfbatch.http.retry import Retrier, Retryable
 
 
 class Flaky(Exception):

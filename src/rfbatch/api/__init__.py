@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rfbatch.api.client import RoboflowClient
-from rfbatch.api.config import ClientConfig, RetryPolicy
+from rfbatch.api.config import ClientConfig
 from rfbatch.api.pagination import Page, Paginator
-from rfbatch.api.retry import RetryEvent, RetryHook
+from rfbatch.http.policy import RetryPolicy
+from rfbatch.http.retry import RetryEvent, RetryHook
 
 __all__ = [
     "ClientConfig",

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from types import TracebackType
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
 import aiohttp
@@ -29,16 +30,8 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from rfbatch.api.config import ClientConfig
-from rfbatch.api.http_errors import (
-    chain_is_clean,
-    describe,
-    error_for_status,
-    parse_retry_after,
-    server_message,
-    transport_reason,
-)
+from rfbatch.api.http_errors import error_for_status
 from rfbatch.api.pagination import Page, Paginator
-from rfbatch.api.retry import Retrier, Retryable, RetryHook
 from rfbatch.api.schemas import (
     BatchesPage,
     BatchMetadata,
@@ -72,10 +65,14 @@ from rfbatch.api.schemas import (
     VideoReferencesIngest,
     WorkspaceInfo,
 )
-from rfbatch.errors import ConfigError, DecodeError, FatalApiError, TransientError
+from rfbatch.errors import ConfigError, DecodeError, FatalApiError
+from rfbatch.http.bodies import ERROR_BODY_BYTES, read_capped, read_head
+from rfbatch.http.failures import classify_transient, raise_transport
+from rfbatch.http.retry import Retrier, RetryHook
+from rfbatch.http.session import client_timeout, open_session
+from rfbatch.http.statuses import parse_retry_after, server_message
 from rfbatch.ids import validate_batch_id, validate_job_id
 from rfbatch.redact import redact_url
-from rfbatch.tls import CA_HINT, tls_context
 
 M = TypeVar("M", bound=BaseModel)
 ItemT = TypeVar("ItemT")
@@ -87,35 +84,14 @@ _BATCH_PROCESSING = "batch-processing/v1/external"
 _SEVERITIES = ("info", "warning", "error")
 
 
-_ERROR_BODY_BYTES = 64 * 1024  # an error body is only quoted, and only in part
-_READ_CHUNK = 64 * 1024
+class IngestOptions(TypedDict, total=False):
+    """The keyword options of the two reference-ingest calls."""
 
-
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The (decoded) body, or ``None`` once it runs past ``limit`` bytes.
-
-    Counted on what is read, not on ``Content-Length`` alone: a chunked or compressed body
-    announces nothing true about its size.
-    """
-    if resp.content_length is not None and resp.content_length > limit:
-        return None
-    buf = bytearray()
-    async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-        buf += chunk
-        if len(buf) > limit:
-            return None
-    return bytes(buf)
-
-
-async def _read_head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """At most the first ``limit`` bytes of the body; the rest is left unread."""
-    buf = bytearray()
-    while len(buf) < limit:
-        chunk = await resp.content.read(limit - len(buf))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
+    references_url: str | None  # a JSONL file of references, instead of a list
+    ingest_id: str | None
+    notifications_url: str | None
+    notification_categories: Sequence[NotificationCategory] | None
+    display_name: str | None
 
 
 def _check_page_size(page_size: int | None) -> None:
@@ -142,9 +118,7 @@ class RoboflowClient:
         self.config = config
         self._session = session
         self._owns_session = session is None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout
-        )
+        self._timeout = client_timeout(config.connect_timeout, config.read_timeout)
         self._headers = {"User-Agent": config.user_agent}
         self._slots = anyio.Semaphore(config.max_concurrent_requests)
         self._retrier = Retrier(
@@ -153,6 +127,7 @@ class RoboflowClient:
             hooks=[on_retry] if on_retry else [],
             secrets=[config.api_key],
         )
+        self._classify = partial(classify_transient, policy=config.retry)
         self._workspace: str | None = None
         self._workspace_lock = anyio.Lock()
         self._log: Any = structlog.get_logger("rfbatch.api")
@@ -163,9 +138,12 @@ class RoboflowClient:
 
     async def __aenter__(self) -> RoboflowClient:
         if self._session is None:
-            ssl_arg = await anyio.to_thread.run_sync(tls_context, self.config.ca_bundle)
-            connector = aiohttp.TCPConnector(limit=self.config.max_concurrent_requests, ssl=ssl_arg)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = await open_session(
+                connect_timeout=self.config.connect_timeout,
+                read_timeout=self.config.read_timeout,
+                max_connections=self.config.max_concurrent_requests,
+                ca_bundle=self.config.ca_bundle,
+            )
             self._owns_session = True
         return self
 
@@ -185,7 +163,7 @@ class RoboflowClient:
     # --- observability -----------------------------------------------------------------------
 
     def add_retry_hook(self, hook: RetryHook) -> None:
-        """Call ``hook`` with a :class:`~rfbatch.api.retry.RetryEvent` before each retry."""
+        """Call ``hook`` with a :class:`~rfbatch.http.retry.RetryEvent` before each retry."""
         self._retrier.add_hook(hook)
 
     @property
@@ -199,36 +177,6 @@ class RoboflowClient:
         if self._session is None:
             raise RuntimeError("use RoboflowClient as `async with RoboflowClient(...) as client`")
         return self._session
-
-    def _classify(self, exc: BaseException) -> Retryable | None:
-        if not isinstance(exc, TransientError):
-            return None
-        if exc.status is None:
-            return Retryable(transport_reason(exc))
-        cap = self.config.retry.server_error_attempts if exc.status == 500 else None
-        return Retryable(str(exc.status), retry_after=exc.retry_after, max_attempts=cap)
-
-    def _raise_certificate(
-        self, endpoint: str, url: str, exc: aiohttp.ClientConnectorCertificateError
-    ) -> NoReturn:
-        # Not transient: the same certificate fails the same way on every retry, so the run
-        # stops at once and says how to trust a private CA.
-        key = self.config.api_key
-        reason = describe(exc.certificate_error, key)
-        raise FatalApiError(
-            f"{endpoint}: TLS certificate verification failed for {exc.host}:{exc.port} "
-            f"({reason}); {CA_HINT}",
-            url=url,
-        ) from None
-
-    def _raise_transport(self, endpoint: str, url: str, exc: BaseException) -> NoReturn:
-        key = self.config.api_key
-        kind = transport_reason(exc)
-        err = TransientError(f"{endpoint}: {kind} error ({describe(exc, key)})", url=url)
-        # Chain the cause only when its own text is clean: aiohttp sometimes quotes the URL.
-        if chain_is_clean(exc, key):
-            raise err from exc
-        raise err from None
 
     async def _send(
         self,
@@ -248,9 +196,7 @@ class RoboflowClient:
         shown_url = redact_url(str(URL(url).update_query(query)))
         timeout = self._timeout
         if read_timeout is not None:
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.config.connect_timeout, sock_read=read_timeout
-            )
+            timeout = client_timeout(self.config.connect_timeout, read_timeout)
         # A call without a body sends none at all: no invented Content-Type either.
         skip = () if (json_body is not None or form is not None) else ("Content-Type",)
         limit = self.config.max_response_bytes
@@ -273,13 +219,17 @@ class RoboflowClient:
                         status = resp.status
                         retry_after = resp.headers.get("Retry-After")
                         if 200 <= status < 300:
-                            body_or_none = await _read_capped(resp, limit)
+                            body_or_none = await read_capped(resp, limit)
                         else:
-                            body_or_none = await _read_head(resp, _ERROR_BODY_BYTES)
-                except aiohttp.ClientConnectorCertificateError as exc:
-                    self._raise_certificate(endpoint, shown_url, exc)
+                            body_or_none = await read_head(resp, ERROR_BODY_BYTES)
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    self._raise_transport(endpoint, shown_url, exc)
+                    raise_transport(
+                        endpoint,
+                        shown_url,
+                        exc,
+                        certificate=FatalApiError,
+                        secrets=(self.config.api_key,),
+                    )
             if body_or_none is None:
                 raise DecodeError(
                     f"{endpoint}: response body is larger than {limit} bytes; refusing to read it",
@@ -488,64 +438,51 @@ class RoboflowClient:
         self,
         batch_id: str,
         references: Sequence[ImageReference] | None = None,
-        *,
-        references_url: str | None = None,
-        ingest_id: str | None = None,
-        notifications_url: str | None = None,
-        notification_categories: Sequence[NotificationCategory] | None = None,
-        display_name: str | None = None,
+        **options: Unpack[IngestOptions],
     ) -> IngestResult:
         """Ask the service to fetch images itself, from a list or from a JSONL file's URL."""
-        validate_batch_id(batch_id)
-        if (references is None) == (references_url is None):
-            raise ConfigError("give exactly one of references and references_url")
-        request = ImageReferencesIngest(
-            image_references=list(references) if references is not None else None,
-            image_references_url=references_url,
-            ingest_id=ingest_id,
-            notifications_url=notifications_url,
-            notification_categories=list(notification_categories)
-            if notification_categories
-            else None,
-        )
-        url = await self._staging_url("batches", batch_id, "bulk-upload", "image-references")
-        return await self._ingest("ingest_images", url, request.to_wire(), display_name)
+        return await self._ingest_references("image", batch_id, references, options)
 
     async def ingest_video_references(
         self,
         batch_id: str,
         references: Sequence[VideoReference] | None = None,
-        *,
-        references_url: str | None = None,
-        ingest_id: str | None = None,
-        notifications_url: str | None = None,
-        notification_categories: Sequence[NotificationCategory] | None = None,
-        display_name: str | None = None,
+        **options: Unpack[IngestOptions],
+    ) -> IngestResult:
+        """Ask the service to fetch videos itself, from a list or from a JSONL file's URL."""
+        return await self._ingest_references("video", batch_id, references, options)
+
+    async def _ingest_references(
+        self,
+        kind: Literal["image", "video"],
+        batch_id: str,
+        references: Sequence[ImageReference] | None,
+        options: IngestOptions,
     ) -> IngestResult:
         validate_batch_id(batch_id)
+        references_url = options.get("references_url")
         if (references is None) == (references_url is None):
             raise ConfigError("give exactly one of references and references_url")
-        request = VideoReferencesIngest(
-            video_references=list(references) if references is not None else None,
-            video_references_url=references_url,
-            ingest_id=ingest_id,
-            notifications_url=notifications_url,
-            notification_categories=list(notification_categories)
-            if notification_categories
-            else None,
+        categories = options.get("notification_categories")
+        model = ImageReferencesIngest if kind == "image" else VideoReferencesIngest
+        # The two wire models differ only in the prefix of their two reference fields.
+        request = model(
+            **{
+                f"{kind}_references": list(references) if references is not None else None,
+                f"{kind}_references_url": references_url,
+            },
+            ingest_id=options.get("ingest_id"),
+            notifications_url=options.get("notifications_url"),
+            notification_categories=list(categories) if categories else None,
         )
-        url = await self._staging_url("batches", batch_id, "bulk-upload", "video-references")
-        return await self._ingest("ingest_videos", url, request.to_wire(), display_name)
-
-    async def _ingest(
-        self, endpoint: str, url: str, body: dict[str, Any], display_name: str | None
-    ) -> IngestResult:
+        endpoint = f"ingest_{kind}s"
+        url = await self._staging_url("batches", batch_id, "bulk-upload", f"{kind}-references")
         data = await self._send(
             endpoint,
             "POST",
             url,
-            params={"displayName": display_name},
-            json_body=body,
+            params={"displayName": options.get("display_name")},
+            json_body=request.to_wire(),
             # The service fetches a reference list before it answers: the CLI allows twice as long.
             read_timeout=2 * self.config.read_timeout,
         )

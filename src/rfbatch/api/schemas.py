@@ -31,7 +31,6 @@ def _assume_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
-Severity = Literal["info", "warning", "error"]
 MachineType = Literal["cpu", "gpu"]
 AggregationFormat = Literal["csv", "jsonl"]
 InferenceBackend = Literal["old-inference", "inference-models"]

@@ -38,7 +38,7 @@ from rfbatch.api.schemas import FileMetadata
 from rfbatch.app import Services
 from rfbatch.errors import (
     ConfigError,
-    FatalApiError,
+    FatalError,
     RfbatchError,
     UnsafePathError,
 )
@@ -492,7 +492,7 @@ class _BatchExport:
                 return
             await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
             self._fail(item.part_name, item.file_name, f"local error: {exc}")
-        except (ConfigError, FatalApiError):
+        except (ConfigError, FatalError):
             raise
         except RfbatchError as exc:
             await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")

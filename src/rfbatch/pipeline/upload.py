@@ -43,7 +43,7 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import SignedUrl
 from rfbatch.errors import (
     ApiError,
-    FatalApiError,
+    FatalError,
     FileChangedError,
     LocalFileError,
     TransferError,
@@ -117,7 +117,7 @@ class Uploader:
             except LocalFileError as exc:
                 # Drop the one file at fault and send the rest again.
                 pending = await self._set_aside(batch, pending, exc)
-            except FatalApiError:
+            except FatalError:
                 raise
             except (ApiError, TransferError) as exc:
                 await self._give_up(pending, batch, f"upload failed: {exc}")
@@ -237,7 +237,7 @@ class Uploader:
         except LocalFileError as exc:
             await self._set_aside(batch, [file], exc)
             return
-        except FatalApiError:
+        except FatalError:
             raise
         except (ApiError, TransferError) as exc:
             await self._give_up([file], batch, f"upload failed: {exc}")

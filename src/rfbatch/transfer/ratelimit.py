@@ -61,6 +61,9 @@ class ByteBudget:
             self.in_use += n
 
     async def release(self, n: int) -> None:
-        async with self._changed:
-            self.in_use -= n
-            self._changed.notify_all()
+        # Shielded: a release is usually awaited in a ``finally`` of a worker being cancelled,
+        # where taking the lock would raise at once and the bytes would stay counted forever.
+        with anyio.CancelScope(shield=True):
+            async with self._changed:
+                self.in_use -= n
+                self._changed.notify_all()

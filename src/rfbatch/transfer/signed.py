@@ -1,14 +1,15 @@
 """The data plane: PUT bodies to signed URLs and download files from them.
 
-It has its own aiohttp session because its traffic differs from API calls: long bodies, no
-API key, no cookies, no total timeout (a 4 GiB video takes as long as it takes) but connect and
-read timeouts so that a dead peer is noticed. Signed URLs are used exactly as the service gave
-them (no re-encoding, which would break the signature) and are redacted wherever they are shown.
+It has its own aiohttp session (opened by :mod:`rfbatch.http.session`, like the API's) because
+its traffic differs from API calls: long bodies, no API key, no cookies, bodies kept as stored.
+Signed URLs are used exactly as the service gave them (no re-encoding, which would break the
+signature) and are redacted wherever they are shown.
 
 Failures are sorted the way :mod:`rfbatch.errors` describes: a refused or expired URL is
 :class:`SignedUrlRejectedError` (a PUT asks ``refresh()`` for a new URL and tries again), a short
 body is :class:`IncompleteBodyError`, statuses 408/429/5xx and connection trouble are retried
-with backoff, and a local file that changed is raised at once as a :class:`LocalFileError`.
+with backoff, a local file that changed is raised at once as a :class:`LocalFileError`, and an
+untrusted storage certificate is a :class:`StorageCertificateError`, which stops the run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -25,27 +27,22 @@ import anyio
 import structlog
 from yarl import URL
 
-from rfbatch.api.config import RetryPolicy
-from rfbatch.api.http_errors import (
-    chain_is_clean,
-    describe,
-    is_transient_status,
-    parse_retry_after,
-    server_message,
-    transport_reason,
-)
-from rfbatch.api.retry import Retrier, Retryable, RetryHook
 from rfbatch.api.schemas import SignedUrl
 from rfbatch.errors import (
     ConfigError,
     IncompleteBodyError,
     LocalFileError,
     SignedUrlRejectedError,
+    StorageCertificateError,
     TransferError,
     TransientError,
 )
+from rfbatch.http.failures import classify_transient, describe, raise_transport
+from rfbatch.http.policy import RetryPolicy
+from rfbatch.http.retry import Retrier, Retryable, RetryHook
+from rfbatch.http.session import client_timeout, open_session
+from rfbatch.http.statuses import is_transient_status, parse_retry_after, server_message
 from rfbatch.redact import redact_url
-from rfbatch.tls import CA_HINT, tls_context
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
 from rfbatch.transfer.ratelimit import RateLimiter
 
@@ -110,11 +107,7 @@ class Transfer:
         self.config = config or TransferConfig()
         self._session = session
         self._owns_session = session is None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.config.connect_timeout,
-            sock_read=self.config.read_timeout,
-        )
+        self._timeout = client_timeout(self.config.connect_timeout, self.config.read_timeout)
         self._on_bytes = on_bytes
         up, down = self.config.upload_bytes_per_second, self.config.download_bytes_per_second
         self._up_limit = RateLimiter(up) if up else None
@@ -122,6 +115,7 @@ class Transfer:
         self._retrier = Retrier(
             self.config.retry, log_event="transfer.retry", hooks=[on_retry] if on_retry else []
         )
+        self._classify_transient = partial(classify_transient, policy=self.config.retry)
         self._log: Any = structlog.get_logger("rfbatch.transfer")
         self._sent = 0
         self._received = 0
@@ -133,12 +127,12 @@ class Transfer:
 
     async def __aenter__(self) -> Transfer:
         if self._session is None:
-            ssl_arg = await anyio.to_thread.run_sync(tls_context, self.config.ca_bundle)
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.config.max_connections, ssl=ssl_arg),
-                timeout=self._timeout,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
+            self._session = await open_session(
+                connect_timeout=self.config.connect_timeout,
+                read_timeout=self.config.read_timeout,
+                max_connections=self.config.max_connections,
+                ca_bundle=self.config.ca_bundle,
+                storage=True,
             )
             self._owns_session = True
         return self
@@ -184,30 +178,6 @@ class Transfer:
             self._on_bytes(n)
         if extra is not None:
             extra(n)
-
-    @staticmethod
-    def _raise_transport(what: str, shown: str, exc: BaseException) -> NoReturn:
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            # The same certificate fails the same way on every retry: stop, and say why.
-            raise TransferError(
-                f"{what}: TLS certificate verification failed for storage host {exc.host} "
-                f"({describe(exc.certificate_error)}); {CA_HINT} ({shown})"
-            ) from None
-        err = TransientError(f"{what}: {transport_reason(exc)} error ({describe(exc)})", url=shown)
-        # aiohttp quotes the full URL in some messages; chain the cause only when it is clean.
-        if chain_is_clean(exc):
-            raise err from exc
-        raise err from None
-
-    def _classify_transient(self, exc: BaseException) -> Retryable | None:
-        if isinstance(exc, IncompleteBodyError):
-            return Retryable("truncated")
-        if not isinstance(exc, TransientError):
-            return None
-        if exc.status is None:
-            return Retryable(transport_reason(exc))
-        cap = self.config.retry.server_error_attempts if exc.status == 500 else None
-        return Retryable(str(exc.status), retry_after=exc.retry_after, max_attempts=cap)
 
     # --- PUT ---------------------------------------------------------------------------------
 
@@ -305,7 +275,7 @@ class Transfer:
         except (aiohttp.ClientError, TimeoutError) as exc:
             if local_failure:
                 raise local_failure[0] from None
-            self._raise_transport("PUT", shown, exc)
+            raise_transport("PUT", shown, exc, certificate=StorageCertificateError)
         finally:
             await payload.aclose()
         if local_failure:
@@ -434,7 +404,7 @@ class Transfer:
                 f"{describe(exc)}"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._raise_transport("download", redact_url(url), exc)
+            raise_transport("download", redact_url(url), exc, certificate=StorageCertificateError)
         wanted = expected_length if expected_length is not None else announced
         if wanted is not None and received != wanted:
             raise IncompleteBodyError(

@@ -1,4 +1,4 @@
-"""TLS for both HTTP sessions: verification always on, plus an optional private CA bundle."""
+"""TLS for every HTTP session: verification always on, plus an optional private CA bundle."""
 
 from __future__ import annotations
 
