@@ -28,8 +28,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.streams.text import TextReceiveStream
 
-from rfbatch.api import RetryPolicy, RoboflowClient
-from rfbatch.api import RetryEvent
+from rfbatch.api import RetryEvent, RetryPolicy, RoboflowClient
 from rfbatch.app import Services, client_config, transfer_config
 from rfbatch.emulator import Emulator, EmulatorConfig, FaultProfile, running_emulator
 from rfbatch.ids import job_id_for_batch
