@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -10,6 +10,8 @@ from aiohttp import web
 
 from rfbatch.emulator import Emulator
 from tests.emulator.support import Api, FileServer, Receiver
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 @pytest.fixture
@@ -23,7 +25,10 @@ async def api(emulator: Emulator, http: aiohttp.ClientSession) -> Api:
     return Api(emulator, http)
 
 
-async def _serve(app: web.Application) -> AsyncIterator[str]:
+async def _serve(method: str, path: str, handler: Handler) -> AsyncIterator[str]:
+    """Serve one route on 127.0.0.1 for the duration of the fixture; yields the base URL."""
+    app = web.Application()
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -38,9 +43,7 @@ async def _serve(app: web.Application) -> AsyncIterator[str]:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    async for base in _serve(app):
+    async for base in _serve("POST", "/hook", rec.handle):
         rec.url = f"{base}/hook"
         yield rec
 
@@ -48,8 +51,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 async def file_server() -> AsyncIterator[FileServer]:
     server = FileServer()
-    app = web.Application()
-    app.router.add_get("/files/{name}", server.handle)
-    async for base in _serve(app):
+    async for base in _serve("GET", "/files/{name}", server.handle):
         server.url = f"{base}/files"
         yield server

@@ -22,7 +22,7 @@ from typing import IO, Any
 import anyio
 from aiohttp import web
 
-from rfbatch.emulator.core import CORE_KEY, MAX_UPLOAD_BYTES, EmulatorCore, UploadIntent
+from rfbatch.emulator.core import MAX_UPLOAD_BYTES, EmulatorCore, UploadIntent, core_of
 from rfbatch.emulator.faults import Fault, FaultProfile
 from rfbatch.emulator.ingest import ingest_tar_later, mark_shard_received, unlink_quietly
 from rfbatch.emulator.pipe import CHUNK, PipeAbortedError, PipeReader, coalesced, feed_thread
@@ -30,10 +30,6 @@ from rfbatch.emulator.sinks import Blob, TarResult, TooLargeError, consume_tar, 
 
 FAULT_KEY = web.RequestKey("rfbatch_emulator_fault", Fault)
 _RESET_WITHOUT_LENGTH = 64 * 1024
-
-
-def _core(request: web.Request) -> EmulatorCore:
-    return request.app[CORE_KEY]
 
 
 def hard_reset(request: web.Request) -> None:
@@ -57,7 +53,7 @@ def _gcs_error(status: int, code: str, message: str) -> web.Response:
 
 
 def _check_signature(request: web.Request, method: str) -> web.Response | None:
-    core = _core(request)
+    core = core_of(request)
     fault = request.get(FAULT_KEY)
     if fault is not None and fault.kind == "expire":
         return _gcs_error(403, "ExpiredToken", "The provided token has expired (injected fault).")
@@ -75,7 +71,7 @@ def _check_signature(request: web.Request, method: str) -> web.Response | None:
 
 
 async def put_upload(request: web.Request) -> web.StreamResponse:
-    core = _core(request)
+    core = core_of(request)
     intent = core.uploads.get(request.match_info["token"])
     refusal = _check_signature(request, "PUT")
     if refusal is None and intent is None:
@@ -173,7 +169,7 @@ async def _commit(core: EmulatorCore, intent: UploadIntent, outcome: Blob | TarR
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    core = _core(request)
+    core = core_of(request)
     refusal = _check_signature(request, "GET")
     if refusal is not None:
         return refusal
@@ -252,7 +248,7 @@ def _loopback_only(request: web.Request) -> None:
 
 async def state(request: web.Request) -> web.Response:
     _loopback_only(request)
-    return web.json_response(_core(request).snapshot())
+    return web.json_response(core_of(request).snapshot())
 
 
 async def set_faults(request: web.Request) -> web.Response:
@@ -264,14 +260,14 @@ async def set_faults(request: web.Request) -> web.Response:
         profile = FaultProfile.from_dict(data) if data is not None else None
     except (ValueError, TypeError) as exc:
         return web.json_response({"error": f"bad fault profile: {exc}"}, status=400)
-    _core(request).set_faults(profile)
+    core_of(request).set_faults(profile)
     return web.json_response({"status": "ok"})
 
 
 async def expire_urls(request: web.Request) -> web.Response:
     """``POST /_emulator/expire-urls``: every signed URL issued so far now answers 403."""
     _loopback_only(request)
-    _core(request).signer.expire_all()
+    core_of(request).signer.expire_all()
     return web.json_response({"status": "ok"})
 
 
