@@ -248,13 +248,10 @@ def read_file(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def sweep_orphans(blob_dir: Path, keep: set[Path]) -> int:
-    """Remove blob files no record points to; returns how many went."""
-    removed = 0
+def sweep_orphans(blob_dir: Path, keep: set[Path]) -> None:
+    """Remove blob files no record points to."""
     if not blob_dir.is_dir():
-        return 0
+        return
     for path in blob_dir.iterdir():
         if path.is_file() and path not in keep:
             path.unlink(missing_ok=True)
-            removed += 1
-    return removed
