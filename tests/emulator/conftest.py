@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -10,6 +11,8 @@ from aiohttp import web
 
 from rfbatch.emulator import Emulator
 from tests.emulator.support import Api, FileServer, Receiver
+
+Served = TypeVar("Served", Receiver, FileServer)
 
 
 @pytest.fixture
@@ -23,33 +26,32 @@ async def api(emulator: Emulator, http: aiohttp.ClientSession) -> Api:
     return Api(emulator, http)
 
 
-async def _serve(app: web.Application) -> AsyncIterator[str]:
+async def _serve(server: Served, method: str, route: str, url_path: str) -> AsyncIterator[Served]:
+    """Serve ``server.handle`` at ``route`` on 127.0.0.1 while the fixture lasts.
+
+    ``server.url`` is set to ``url_path`` on the server's address.
+    """
+    app = web.Application()
+    app.router.add_route(method, route, server.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
+    server.url = f"http://{host}:{port}{url_path}"
     try:
-        yield f"http://{host}:{port}"
+        yield server
     finally:
         await runner.cleanup()
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    async for base in _serve(app):
-        rec.url = f"{base}/hook"
+    async for rec in _serve(Receiver(), "POST", "/hook", "/hook"):
         yield rec
 
 
 @pytest.fixture
 async def file_server() -> AsyncIterator[FileServer]:
-    server = FileServer()
-    app = web.Application()
-    app.router.add_get("/files/{name}", server.handle)
-    async for base in _serve(app):
-        server.url = f"{base}/files"
+    async for server in _serve(FileServer(), "GET", "/files/{name}", "/files"):
         yield server

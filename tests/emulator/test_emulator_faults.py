@@ -201,15 +201,3 @@ expire = 0.02
 def test_invalid_profiles_are_refused(data: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"."):
         FaultProfile.from_dict(data)
-
-
-async def test_faults_can_be_set_over_http(api: Api) -> None:
-    url = f"{api.emu.base_url}/_emulator/faults"
-    async with api.session.post(url, json={"routes": {"list_batches": {"status_504": 1.0}}}) as r:
-        assert r.status == 200
-    assert (await api.get(api.ds("/batches"))).status == 504
-    async with api.session.post(url, json=None) as r:
-        assert r.status == 200
-    assert (await api.get(api.ds("/batches"))).status == 200
-    async with api.session.post(url, json={"routes": {"bogus": {}}}) as r:
-        assert r.status == 400

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from rfbatch.emulator import routes_jobs, routes_staging, routes_transfer
 from rfbatch.emulator.config import EmulatorConfig
-from rfbatch.emulator.core import CORE_KEY, EmulatorCore
+from rfbatch.emulator.core import CORE_KEY, EmulatorCore, core_of
 from rfbatch.emulator.faults import ROUTE_NAMES, SIGNED_ROUTES, Fault
 from rfbatch.emulator.pagination import PageError
 from rfbatch.emulator.responses import Problem, fail, ok
@@ -21,7 +21,7 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 async def workspace(request: web.Request) -> web.Response:
-    return ok({"workspace": request.app[CORE_KEY].config.workspace})
+    return ok({"workspace": core_of(request).config.workspace})
 
 
 def _error_key(request: web.Request) -> str:
@@ -30,7 +30,7 @@ def _error_key(request: web.Request) -> str:
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    core = request.app[CORE_KEY]
+    core = core_of(request)
     route = request.match_info.route.name
     key = _error_key(request)
     try:
@@ -70,7 +70,7 @@ def _check_auth(request: web.Request, config: EmulatorConfig) -> web.Response | 
 
 async def _apply_fault(request: web.Request, route: str, fault: Fault) -> web.StreamResponse | None:
     """Answer for the fault, or None to go on (after stashing a mid-body fault for the handler)."""
-    core = request.app[CORE_KEY]
+    core = core_of(request)
     status = fault.status
     if status is not None:
         headers: dict[str, str] = {}
@@ -98,7 +98,7 @@ async def _truncated(request: web.Request, response: web.StreamResponse) -> web.
     body = (
         response.body if isinstance(response.body, bytes) else bytes(response.text or "", "utf-8")
     )
-    core = request.app[CORE_KEY]
+    core = core_of(request)
     fraction = core.injector.profile.cut_fraction if core.injector is not None else 0.5
     out = web.StreamResponse(status=response.status, headers=response.headers)
     out.content_length = len(body)

@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import anyio
@@ -19,14 +19,13 @@ from aiohttp import web
 from rfbatch.emulator import persist
 from rfbatch.emulator.config import EmulatorConfig
 from rfbatch.emulator.faults import FaultInjector, FaultProfile
+from rfbatch.emulator.job_engine import JobEngine
+from rfbatch.emulator.job_model import Job
 from rfbatch.emulator.model import Counters, Store
 from rfbatch.emulator.pagination import PageTokens
 from rfbatch.emulator.signing import UrlSigner
 from rfbatch.emulator.tasks import TaskSet
 from rfbatch.emulator.webhooks import WebhookSender
-
-if TYPE_CHECKING:
-    from rfbatch.emulator.jobs import Job
 
 log = structlog.get_logger("rfbatch.emulator")
 
@@ -49,9 +48,6 @@ class UploadIntent:
 
 class EmulatorCore:
     def __init__(self, config: EmulatorConfig) -> None:
-        # Imported here: jobs needs the core type and the core owns the engine.
-        from rfbatch.emulator.jobs import JobEngine
-
         self.config = config
         self.store = Store()
         self.signer = UrlSigner(config.url_ttl)
@@ -123,7 +119,7 @@ class EmulatorCore:
             )
             self.store = Store()
             self.reference_ingests.clear()
-            self.jobs = type(self.jobs)(self)
+            self.jobs = JobEngine(self)
             return []
         keep = persist.referenced_blobs(self)
         await anyio.to_thread.run_sync(persist.sweep_orphans, self.state_dir / "blobs", keep)
@@ -204,3 +200,8 @@ class EmulatorCore:
 
 
 CORE_KEY = web.AppKey("rfbatch_emulator_core", EmulatorCore)
+
+
+def core_of(request: web.Request) -> EmulatorCore:
+    """The core of the emulator serving ``request``."""
+    return request.app[CORE_KEY]

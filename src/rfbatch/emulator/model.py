@@ -41,6 +41,12 @@ def iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def with_optional(body: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """``body`` plus each of ``optional`` that is set: the contract leaves absent fields out."""
+    body.update((key, value) for key, value in optional.items() if value is not None)
+    return body
+
+
 def content_type_for(name: str) -> str:
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     if name.lower().endswith(".tar.gz"):
@@ -127,9 +133,7 @@ class Shard:
             "eventTimestamp": iso(self.event_timestamp),
             "shardObjectsCount": self.objects,
         }
-        if self.metadata is not None:
-            body["statusMetadata"] = self.metadata
-        return body
+        return with_optional(body, statusMetadata=self.metadata)
 
 
 @dataclass
@@ -146,11 +150,9 @@ class Part:
             "partType": self.part_type,
             "contentType": self.content_type,
         }
-        if self.description is not None:
-            body["partDescription"] = self.description
-        if self.nested_content_type is not None:
-            body["nestedContentType"] = self.nested_content_type
-        return body
+        return with_optional(
+            body, partDescription=self.description, nestedContentType=self.nested_content_type
+        )
 
 
 @dataclass

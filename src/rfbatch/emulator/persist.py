@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rfbatch.emulator.jobs import Job, LogEntry, Stage, Task
+from rfbatch.emulator.job_model import Job, LogEntry, Stage, Task
 from rfbatch.emulator.model import Batch, FailedItem, Item, Part, Shard, iso
 
 if TYPE_CHECKING:
@@ -192,8 +192,7 @@ def load(core: EmulatorCore, data: dict[str, Any]) -> list[Job]:
             LogEntry(_ts(e["ts"]), e["severity"], e["type"], e["payload"], e["stage"], e["task"])
             for e in raw["logs"]
         ]
-        core.jobs.jobs[job.job_id] = job
-        core.jobs.order.append(job)
+        core.jobs.add(job)
         if job.state == "running":
             to_resume.append(job)
     return to_resume
@@ -249,13 +248,10 @@ def read_file(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def sweep_orphans(blob_dir: Path, keep: set[Path]) -> int:
-    """Remove blob files no record points to; returns how many went."""
-    removed = 0
+def sweep_orphans(blob_dir: Path, keep: set[Path]) -> None:
+    """Remove blob files no record points to."""
     if not blob_dir.is_dir():
-        return 0
+        return
     for path in blob_dir.iterdir():
         if path.is_file() and path not in keep:
             path.unlink(missing_ok=True)
-            removed += 1
-    return removed

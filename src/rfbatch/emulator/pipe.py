@@ -2,7 +2,7 @@
 
 Bodies can be gigabytes, so they are never held whole: the loop reads chunks off the socket and
 sends them through a small bounded stream; a worker thread pulls them with a file-like
-:class:`PipeReader` (which ``tarfile`` can read in streaming mode) and hashes or writes them.
+:class:`PipeReader` (which :mod:`tarstream` reads forward-only) and hashes or writes them.
 The bounded stream is the backpressure: a slow disk slows the socket reads, not the loop.
 """
 
@@ -35,7 +35,6 @@ class PipeReader:
         self._pos = 0
         self._eof = False
         self.aborted = False
-        self.bytes_read = 0
 
     def _fill(self) -> bool:
         if self._eof:
@@ -63,11 +62,7 @@ class PipeReader:
                 return b""
         piece = self._chunk[self._pos : self._pos + size]
         self._pos += len(piece)
-        self.bytes_read += len(piece)
         return piece
-
-    def readable(self) -> bool:
-        return True
 
     def drain(self) -> None:
         """Swallow the rest of the body so the producer never blocks on a full stream."""

@@ -9,21 +9,17 @@ from typing import Any
 
 from aiohttp import web
 
-from rfbatch.emulator.core import CORE_KEY, EmulatorCore
-from rfbatch.emulator.jobs import Job, JobRequestError
-from rfbatch.emulator.responses import Problem, ok
+from rfbatch.emulator.core import core_of
+from rfbatch.emulator.job_model import Job, LogEntry, Task
+from rfbatch.emulator.responses import Problem, ok, paged
 
 PREFIX = "/batch-processing/v1/external/{workspace}/jobs"
 JOB = PREFIX + "/{job_id}"
 SEVERITIES = frozenset({"info", "warning", "error"})
 
 
-def _core(request: web.Request) -> EmulatorCore:
-    return request.app[CORE_KEY]
-
-
 def _job(request: web.Request) -> Job:
-    job = _core(request).jobs.get(request.match_info["job_id"])
+    job = core_of(request).jobs.get(request.match_info["job_id"])
     if job is None:
         raise Problem(404, f"job {request.match_info['job_id']!r} not found")
     return job
@@ -42,25 +38,15 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    core = _core(request)
-    page = core.tokens.page(
-        "jobs",
-        core.jobs.order,
-        token=request.query.get("nextPageToken"),
-        page_size=request.query.get("pageSize"),
-        newest_first=True,
-    )
-    return ok({"jobs": [j.wire() for j in page.items], "nextPageToken": page.next_token})
+    core = core_of(request)
+    return paged(request, core.tokens, "jobs", core.jobs.order, "jobs", Job.wire, newest_first=True)
 
 
 async def start_job(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    try:
-        job, created = _core(request).jobs.start(
-            request.match_info["job_id"], body, request.query.get("name")
-        )
-    except JobRequestError as exc:
-        raise Problem(exc.status, str(exc)) from None
+    job, created = core_of(request).jobs.start(
+        request.match_info["job_id"], body, request.query.get("name")
+    )
     return ok({"jobId": job.job_id, "created": created})
 
 
@@ -73,51 +59,44 @@ async def job_stages(request: web.Request) -> web.Response:
 
 
 async def job_tasks(request: web.Request) -> web.Response:
-    core = _core(request)
+    core = core_of(request)
     job = _job(request)
     stage_id = request.match_info["stage_id"]
     stage = job.stage(stage_id)
     if stage is None:
         raise Problem(404, f"stage {stage_id!r} of job {job.job_id!r} not found")
-    page = core.tokens.page(
-        f"tasks:{job.job_id}:{stage_id}:{id(stage)}",
-        stage.tasks,
-        token=request.query.get("nextPageToken"),
-        page_size=request.query.get("pageSize"),
-    )
-    return ok({"tasks": [t.wire() for t in page.items], "nextPageToken": page.next_token})
+    listing = f"tasks:{job.job_id}:{stage_id}:{id(stage)}"
+    return paged(request, core.tokens, listing, stage.tasks, "tasks", Task.wire)
 
 
 async def abort_job(request: web.Request) -> web.Response:
     job = _job(request)
-    _core(request).jobs.abort(job)
+    core_of(request).jobs.abort(job)
     return ok({"jobId": job.job_id, "isTerminal": job.is_terminal})
 
 
 async def restart_job(request: web.Request) -> web.Response:
     job = _job(request)
     body = await _json_body(request, optional=True)
-    try:
-        _core(request).jobs.restart(job, body)
-    except JobRequestError as exc:
-        raise Problem(exc.status, str(exc)) from None
+    core_of(request).jobs.restart(job, body)
     return ok({"jobId": job.job_id})
 
 
 async def job_logs(request: web.Request) -> web.Response:
-    core = _core(request)
+    core = core_of(request)
     job = _job(request)
     severity = request.query.get("severity")
     if severity is not None and severity not in SEVERITIES:
         raise Problem(400, f"severity must be one of {sorted(SEVERITIES)}")
-    page = core.tokens.page(
+    return paged(
+        request,
+        core.tokens,
         f"logs:{job.job_id}:{severity or ''}",
         job.logs,
-        token=request.query.get("nextPageToken"),
-        page_size=request.query.get("pageSize"),
+        "logs",
+        LogEntry.wire,
         keep=(lambda e: e.severity == severity) if severity else None,
     )
-    return ok({"logs": [e.wire() for e in page.items], "nextPageToken": page.next_token})
 
 
 def add_routes(app: web.Application) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from rfbatch.emulator.core import CORE_KEY, EmulatorCore, UploadIntent
+from rfbatch.emulator.core import EmulatorCore, UploadIntent, core_of
 from rfbatch.emulator.ingest import (
     SHARD_QUEUED,
     ReferencesIngest,
@@ -32,9 +32,10 @@ from rfbatch.emulator.model import (
     UploadMode,
     is_image_name,
     utcnow,
+    with_optional,
 )
 from rfbatch.emulator.pipe import CHUNK, PipeReader, feed_thread
-from rfbatch.emulator.responses import Problem, ok
+from rfbatch.emulator.responses import Problem, ok, paged
 from rfbatch.emulator.sinks import Blob, TooLargeError, store_blob
 
 PREFIX = "/data-staging/v1/external/{workspace}"
@@ -43,12 +44,8 @@ CATEGORIES = frozenset({"ingest-status", "files-status"})
 MAX_REFERENCES = {"image": 20_000, "video": 5_000}
 
 
-def _core(request: web.Request) -> EmulatorCore:
-    return request.app[CORE_KEY]
-
-
 def _batch(request: web.Request) -> Batch:
-    batch = _core(request).store.get(request.match_info["batch_id"])
+    batch = core_of(request).store.get(request.match_info["batch_id"])
     if batch is None:
         raise Problem(404, f"batch {request.match_info['batch_id']!r} not found")
     return batch
@@ -72,7 +69,7 @@ def _batch_for_upload(
     create: bool = True,
 ) -> Batch | None:
     """The target batch of an upload, refusing one of another kind; created when ``create``."""
-    core = _core(request)
+    core = core_of(request)
     batch_id = _valid_batch_id(request.match_info["batch_id"])
     batch = core.store.get(batch_id)
     if batch is not None:
@@ -115,17 +112,16 @@ def _item_wire(
         "fileName": item.name,
         "contentType": item.content_type,
     }
-    if item.part_name is not None:
-        body["partName"] = item.part_name
-    if item.shard_id is not None:
-        body["shardId"] = item.shard_id
-    if item.nested_content_type is not None:
-        body["nestedContentType"] = item.nested_content_type
-    return body
+    return with_optional(
+        body,
+        partName=item.part_name,
+        shardId=item.shard_id,
+        nestedContentType=item.nested_content_type,
+    )
 
 
 def _signed_url_details(request: web.Request, intent: UploadIntent) -> dict[str, Any]:
-    core = _core(request)
+    core = core_of(request)
     url = f"{request.url.origin()}{core.signer.sign('PUT', f'/_upload/{intent.token}')}"
     return {
         "signedURLDetails": {
@@ -140,14 +136,8 @@ def _signed_url_details(request: web.Request, intent: UploadIntent) -> dict[str,
 
 
 async def list_batches(request: web.Request) -> web.Response:
-    core = _core(request)
-    page = core.tokens.page(
-        "batches",
-        core.store.batch_list,
-        token=request.query.get("nextPageToken"),
-        page_size=request.query.get("pageSize"),
-    )
-    return ok({"batches": [b.wire() for b in page.items], "nextPageToken": page.next_token})
+    core = core_of(request)
+    return paged(request, core.tokens, "batches", core.store.batch_list, "batches", Batch.wire)
 
 
 async def batch_metadata(request: web.Request) -> web.Response:
@@ -164,36 +154,32 @@ async def parts(request: web.Request) -> web.Response:
 
 
 async def list_files(request: web.Request) -> web.Response:
-    core = _core(request)
+    core = core_of(request)
     batch = _batch(request)
     part = request.query.get("partName")
-    page = core.tokens.page(
+    return paged(
+        request,
+        core.tokens,
         f"list:{batch.batch_id}:{part or ''}",
         batch.listing(part),
-        token=request.query.get("nextPageToken"),
-        page_size=request.query.get("pageSize"),
+        "filesMetadata",
+        lambda item: _item_wire(core, request, batch, item),
     )
-    files = [_item_wire(core, request, batch, item) for item in page.items]
-    return ok({"filesMetadata": files, "nextPageToken": page.next_token})
 
 
 async def shards(request: web.Request) -> web.Response:
-    core = _core(request)
+    core = core_of(request)
     batch = _batch(request)
-    page = core.tokens.page(
-        f"shards:{batch.batch_id}",
-        batch.shards,
-        token=request.query.get("nextPageToken"),
-        page_size=request.query.get("pageSize"),
+    return paged(
+        request, core.tokens, f"shards:{batch.batch_id}", batch.shards, "shards", Shard.wire
     )
-    return ok({"shards": [s.wire() for s in page.items], "nextPageToken": page.next_token})
 
 
 # uploads ------------------------------------------------------------------------------------
 
 
 async def upload_image(request: web.Request) -> web.Response:
-    core = _core(request)
+    core = core_of(request)
     name = _safe_file_name(request.query.get("fileName"))
     if not is_image_name(name):
         raise Problem(400, f"{name!r} is not an image file name")
@@ -249,7 +235,7 @@ async def video_url(request: web.Request) -> web.Response:
         request, batch_type="simple-batch", content_type="videos", mode="single"
     )
     assert batch is not None
-    intent = _core(request).mint_upload(
+    intent = core_of(request).mint_upload(
         kind="video", batch_id=batch.batch_id, file_name=name, shard_id=None
     )
     return ok(_signed_url_details(request, intent))
@@ -260,7 +246,7 @@ async def shard_url(request: web.Request) -> web.Response:
         request, batch_type="sharded-batch", content_type="images", mode="bulk"
     )
     assert batch is not None
-    intent = _core(request).mint_upload(
+    intent = core_of(request).mint_upload(
         kind="shard", batch_id=batch.batch_id, file_name=None, shard_id=uuid.uuid4().hex
     )
     return ok(_signed_url_details(request, intent))
@@ -281,7 +267,7 @@ def _check_url(url: Any, what: str) -> str:
 
 
 async def _references(request: web.Request, kind: str) -> web.Response:
-    core = _core(request)
+    core = core_of(request)
     try:
         body = await request.json()
     except ValueError:

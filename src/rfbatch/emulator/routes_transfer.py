@@ -1,4 +1,4 @@
-"""The storage side: signed-URL PUTs and downloads, plus the emulator's own test routes.
+"""The storage side: signed-URL PUTs and downloads, plus the loopback-only state route.
 
 Signed URLs answer like a bucket does: 403 for a bad signature, a missing or wrong extension
 header, or an expired URL; 400 when the body is over the announced length range; 200 with an
@@ -17,23 +17,20 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import anyio
 from aiohttp import web
 
-from rfbatch.emulator.core import CORE_KEY, MAX_UPLOAD_BYTES, EmulatorCore, UploadIntent
+from rfbatch.emulator.core import MAX_UPLOAD_BYTES, EmulatorCore, UploadIntent, core_of
 from rfbatch.emulator.faults import Fault, FaultProfile
 from rfbatch.emulator.ingest import ingest_tar_later, mark_shard_received, unlink_quietly
 from rfbatch.emulator.pipe import CHUNK, PipeAbortedError, PipeReader, coalesced, feed_thread
+from rfbatch.emulator.signing import Verdict
 from rfbatch.emulator.sinks import Blob, TarResult, TooLargeError, consume_tar, store_blob
 
 FAULT_KEY = web.RequestKey("rfbatch_emulator_fault", Fault)
 _RESET_WITHOUT_LENGTH = 64 * 1024
-
-
-def _core(request: web.Request) -> EmulatorCore:
-    return request.app[CORE_KEY]
 
 
 def hard_reset(request: web.Request) -> None:
@@ -57,14 +54,14 @@ def _gcs_error(status: int, code: str, message: str) -> web.Response:
 
 
 def _check_signature(request: web.Request, method: str) -> web.Response | None:
-    core = _core(request)
+    core = core_of(request)
     fault = request.get(FAULT_KEY)
     if fault is not None and fault.kind == "expire":
         return _gcs_error(403, "ExpiredToken", "The provided token has expired (injected fault).")
     verdict = core.signer.verify(method, request.path, request.query)
-    if verdict.value == "expired":
+    if verdict is Verdict.EXPIRED:
         return _gcs_error(403, "ExpiredToken", "The provided token has expired.")
-    if verdict.value != "ok":
+    if verdict is not Verdict.OK:
         return _gcs_error(
             403, "SignatureDoesNotMatch", "The request signature we calculated does not match."
         )
@@ -75,7 +72,7 @@ def _check_signature(request: web.Request, method: str) -> web.Response | None:
 
 
 async def put_upload(request: web.Request) -> web.StreamResponse:
-    core = _core(request)
+    core = core_of(request)
     intent = core.uploads.get(request.match_info["token"])
     refusal = _check_signature(request, "PUT")
     if refusal is None and intent is None:
@@ -173,7 +170,7 @@ async def _commit(core: EmulatorCore, intent: UploadIntent, outcome: Blob | TarR
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    core = _core(request)
+    core = core_of(request)
     refusal = _check_signature(request, "GET")
     if refusal is not None:
         return refusal
@@ -235,7 +232,7 @@ async def _item_bytes(
         await anyio.to_thread.run_sync(fh.close, limiter=core.io_limiter)
 
 
-# test routes --------------------------------------------------------------------------------
+# state route --------------------------------------------------------------------------------
 
 
 def _loopback_only(request: web.Request) -> None:
@@ -252,27 +249,7 @@ def _loopback_only(request: web.Request) -> None:
 
 async def state(request: web.Request) -> web.Response:
     _loopback_only(request)
-    return web.json_response(_core(request).snapshot())
-
-
-async def set_faults(request: web.Request) -> web.Response:
-    """``POST /_emulator/faults`` with a profile as JSON (the TOML keys); ``null`` or no body
-    clears it."""
-    _loopback_only(request)
-    try:
-        data: Any = await request.json() if (await request.read()).strip() else None
-        profile = FaultProfile.from_dict(data) if data is not None else None
-    except (ValueError, TypeError) as exc:
-        return web.json_response({"error": f"bad fault profile: {exc}"}, status=400)
-    _core(request).set_faults(profile)
-    return web.json_response({"status": "ok"})
-
-
-async def expire_urls(request: web.Request) -> web.Response:
-    """``POST /_emulator/expire-urls``: every signed URL issued so far now answers 403."""
-    _loopback_only(request)
-    _core(request).signer.expire_all()
-    return web.json_response({"status": "ok"})
+    return web.json_response(core_of(request).snapshot())
 
 
 def add_routes(app: web.Application) -> None:
@@ -280,5 +257,3 @@ def add_routes(app: web.Application) -> None:
     r.add_put("/_upload/{token}", put_upload, name="put")
     r.add_get("/_download/{batch_id}/{item_id}", download, name="download")
     r.add_get("/_emulator/state", state, name="emulator_state")
-    r.add_post("/_emulator/faults", set_faults, name="emulator_faults")
-    r.add_post("/_emulator/expire-urls", expire_urls, name="emulator_expire_urls")

@@ -33,7 +33,6 @@ class Emulator:
 
     * :meth:`expire_urls`: every signed URL issued so far answers 403 as expired.
     * :meth:`fail_job`: end a running job now as failed (like a ``fail*`` workflow id does).
-    * :meth:`wait_idle`: wait until background ingests and job runners have finished.
     """
 
     def __init__(self, base_url: str, config: EmulatorConfig, core: EmulatorCore) -> None:
@@ -78,11 +77,6 @@ class Emulator:
             self._core.jobs.fail_now(job, message)
 
         self._call(fail)
-
-    async def wait_idle(self) -> None:
-        """Wait until no ingest, job or webhook is in flight; await it on the emulator's loop
-        (wrap it in a timeout: a job keeps running until it ends)."""
-        await self._core.tasks.idle()
 
 
 @asynccontextmanager

@@ -15,18 +15,14 @@ import tarfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from rfbatch.emulator.model import IMAGE_HEAD_BYTES, is_image_name, looks_like_image
-from rfbatch.emulator.tarstream import MemberReader, TarStreamError, iter_members
+from rfbatch.emulator.pipe import CHUNK
+from rfbatch.emulator.tarstream import MemberReader, Readable, TarStreamError, iter_members
 
-CHUNK = 1024 * 1024
 NOTIFICATION_CONFIG = "notification_config.json"
 _MAX_CONFIG_BYTES = 64 * 1024
-
-
-class Readable(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass

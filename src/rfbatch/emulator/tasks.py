@@ -21,8 +21,6 @@ class TaskSet:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         if self._closed:
@@ -30,14 +28,11 @@ class TaskSet:
             raise RuntimeError("the emulator is shutting down")
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        self._idle.clear()
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not self._tasks:
-            self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("emulator.background_task_failed", exc_info=task.exception())
 
@@ -49,11 +44,3 @@ class TaskSet:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-    async def idle(self) -> None:
-        """Return once no background task is running (new ones may start right after)."""
-        while self._tasks:
-            await self._idle.wait()
-
-    def __len__(self) -> int:
-        return len(self._tasks)

@@ -63,7 +63,7 @@ class WebhookSender:
         self._session = session
         self.deliveries: list[Delivery] = []
 
-    def send(self, url: str, payload: dict[str, Any]) -> Delivery:
+    def send(self, url: str, payload: dict[str, Any]) -> None:
         """Queue ``payload`` (without ``event_id``/``delivery_attempt``) for ``url``."""
         delivery = Delivery(
             event_id=str(uuid.uuid4()),
@@ -73,7 +73,6 @@ class WebhookSender:
         )
         self.deliveries.append(delivery)
         self._tasks.spawn(self._deliver(delivery, payload))
-        return delivery
 
     async def _deliver(self, delivery: Delivery, payload: dict[str, Any]) -> None:
         headers = {"Authorization": f"Bearer {self._bearer}"}
