@@ -271,8 +271,8 @@ class FileStore(Database):
                 after = _key(page[-1].path)
 
     def _files_page(self, state: str, batch_id: str | None, after: Key) -> list[FileRow]:
-        # Same shape either way, so each query walks one index: (batch_id, state, path) or
-        # (state, path).
+        # With or without a batch, one index serves the whole query: files_by_batch
+        # (batch_id, state, path) or files_by_state (state, path).
         scope, args = ("batch_id = ? AND ", [batch_id]) if batch_id is not None else ("", [])
         cursor = self._conn.execute(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE {scope}state = ? AND path > ?"  # noqa: S608
@@ -283,7 +283,6 @@ class FileStore(Database):
 
     async def counts(self, batch_id: str | None = None) -> dict[FileState, int]:
         """Files per state (every state present, zeros included), overall or for one batch."""
-
         where, args = _where(batch_id=batch_id)
         sql = f"SELECT state, count(*) FROM files{where} GROUP BY state"  # noqa: S608
 
