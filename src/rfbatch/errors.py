@@ -23,7 +23,13 @@ Errors are classified by what the caller should do, not by where they came from:
     │   ├── FileTooLargeError
     │   ├── FileUnreadableError
     │   └── FileChangedError        size/mtime moved while it was read: re-queue, never send half
-    └── UnsafePathError             a name from the server would land outside the output folder
+    ├── UnsafePathError             a name from the server would land outside the output folder
+    └── StateError                  the manifest (the ledger) cannot do what it was asked
+        ├── ManifestClosedError     used after close(): the caller's shutdown order is wrong
+        ├── UnknownBatchError       no batch with that id was ever recorded
+        ├── UnknownShardError       no shard with that id was ever recorded
+        ├── InvalidStateError       a state or kind outside its allowed values: a caller's bug
+        └── UnresumableRowError     a file row lacks the scan details to rebuild its FoundFile
 
 Messages never hold the API key or a signed URL's query string: every URL that reaches an
 exception goes through :func:`rfbatch.redact.redact_url` first.
@@ -157,3 +163,28 @@ class FileChangedError(LocalFileError):
 
 class UnsafePathError(RfbatchError):
     """A file name from the server, or a tar member, would escape the output folder."""
+
+
+class StateError(RfbatchError):
+    """The manifest cannot do what it was asked; nothing was written by the failing call."""
+
+
+class ManifestClosedError(StateError):
+    """The manifest was used after :meth:`close`."""
+
+
+class UnknownBatchError(StateError):
+    """An update named a batch id the manifest has no row for."""
+
+
+class UnknownShardError(StateError):
+    """An update named a shard id the manifest has no row for."""
+
+
+class InvalidStateError(StateError):
+    """A state or kind outside the values its table allows; checked before any write."""
+
+
+class UnresumableRowError(StateError):
+    """A file row without the root, relative name and kind needed to resume it (a skipped
+    file's row, recorded before it was ever scanned as sendable)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from rfbatch.errors import UnresumableRowError
 from rfbatch.media import FoundFile, MediaKind
 
 FileState = Literal[
@@ -47,9 +48,12 @@ class FileRow:
     updated_at: float
 
     def to_found(self) -> FoundFile:
-        """The :class:`FoundFile` this row records (for resuming); needs root, rel and kind."""
+        """The :class:`FoundFile` this row records (for resuming); needs root, rel and kind.
+
+        Raises :class:`~rfbatch.errors.UnresumableRowError` for a row without them.
+        """
         if self.root is None or self.rel is None or self.kind is None:
-            raise ValueError(f"{self.path}: row has no scan details to resume from")
+            raise UnresumableRowError(f"{self.path}: row has no scan details to resume from")
         return FoundFile(
             location=str(self.path),
             root=self.root,
@@ -89,7 +93,7 @@ class BatchRow:
 
 @dataclass(frozen=True, slots=True)
 class DownloadMark:
-    """One download to record (:meth:`SqliteManifest.mark_downloads`); ``None`` keeps a value."""
+    """One download to record (``Ledger.mark_downloads``); ``None`` keeps the stored value."""
 
     part_name: str | None
     file_name: str

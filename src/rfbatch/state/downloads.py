@@ -1,0 +1,103 @@
+"""The files of a batch's results: which were fetched, where they were written, which failed.
+
+A row is keyed by batch, part (``""`` when the batch is not split into parts) and file name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rfbatch.state.database import Database, _check, _key, _opt_key, _path, _unkey, _where
+from rfbatch.state.records import DOWNLOAD_STATES, DownloadMark, DownloadRow, DownloadState
+
+_DOWNLOAD_COLUMNS = "batch_id, part_name, file_name, size, state, path, updated_at"
+
+
+def _download_row(r: Sequence[Any]) -> DownloadRow:
+    return DownloadRow(
+        batch_id=r[0],
+        part_name=_unkey(r[1]),
+        file_name=_unkey(r[2]),
+        size=r[3],
+        state=r[4],
+        path=_path(r[5]),
+        updated_at=r[6],
+    )
+
+
+class DownloadStore(Database):
+    """The ``downloads`` table."""
+
+    async def add_downloads(
+        self, batch_id: str, items: Sequence[tuple[str | None, str, int | None]]
+    ) -> int:
+        """Record ``(part_name, file_name, size)`` entries as ``pending``; known ones are kept.
+
+        Returns how many were new. ``part_name`` ``None`` means the batch has no parts.
+        """
+        now = self._clock()
+        rows = [(batch_id, _key(part or ""), _key(name), size, now) for part, name, size in items]
+
+        def write() -> int:
+            with self._tx() as conn:
+                return conn.executemany(
+                    "INSERT INTO downloads (batch_id, part_name, file_name, size, updated_at,"
+                    " state) VALUES (?, ?, ?, ?, ?, 'pending') ON CONFLICT DO NOTHING",
+                    rows,
+                ).rowcount
+
+        return await self._run(write)
+
+    async def mark_download(
+        self,
+        batch_id: str,
+        part_name: str | None,
+        file_name: str,
+        state: DownloadState,
+        *,
+        path: Path | None = None,
+        size: int | None = None,
+    ) -> None:
+        """Set one download's state (and where it was written); the row is created if needed."""
+        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
+
+    async def mark_downloads(
+        self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
+    ) -> None:
+        """Set the state of many downloads in one transaction (rows are created if needed)."""
+        _check(state, DOWNLOAD_STATES, "download state")
+        now = self._clock()
+        rows = [
+            (
+                batch_id,
+                _key(m.part_name or ""),
+                _key(m.file_name),
+                m.size,
+                state,
+                _opt_key(m.path),
+                now,
+            )
+            for m in marks
+        ]
+
+        def write() -> None:
+            with self._tx() as conn:
+                conn.executemany(
+                    f"INSERT INTO downloads ({_DOWNLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                    " ON CONFLICT DO UPDATE SET size = COALESCE(excluded.size, size),"
+                    " state = excluded.state, path = COALESCE(excluded.path, path),"
+                    " updated_at = excluded.updated_at",
+                    rows,
+                )
+
+        if rows:
+            await self._run(write)
+
+    async def list_downloads(
+        self, batch_id: str, *, states: Iterable[DownloadState] | None = None
+    ) -> list[DownloadRow]:
+        where, args = _where(batch_id=batch_id, states=states, allowed=DOWNLOAD_STATES)
+        sql = f"SELECT {_DOWNLOAD_COLUMNS} FROM downloads{where} ORDER BY part_name, file_name"  # noqa: S608
+        return await self._run(lambda: [_download_row(r) for r in self._conn.execute(sql, args)])

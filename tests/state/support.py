@@ -1,0 +1,44 @@
+"""The ledger implementations the contract suite runs against, and small builders of records.
+
+A PostgreSQL ledger joins the suite by adding its backend to ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rfbatch.media import FoundFile
+from rfbatch.state.ledger import Ledger
+from rfbatch.state.manifest import SqliteManifest
+
+ROOT = Path("/data/cams")
+
+Clock = Callable[[], float]
+
+
+def ff(rel: str, size: int = 10, mtime_ns: int = 1_000, kind: str = "image") -> FoundFile:
+    return FoundFile(str(ROOT / rel), ROOT, rel, size, mtime_ns, 42, kind)  # type: ignore[arg-type]
+
+
+class LedgerBackend(Protocol):
+    """Opens ledgers over one store: each :meth:`open` sees what earlier ones committed."""
+
+    async def open(self, *, clock: Clock = time.time) -> Ledger: ...
+
+
+@dataclass(frozen=True)
+class SqliteBackend:
+    state_dir: Path
+
+    async def open(self, *, clock: Clock = time.time) -> Ledger:
+        return await SqliteManifest.open(self.state_dir, clock=clock)
+
+
+# Name -> a backend over a fresh, empty store in the test's temporary folder.
+BACKENDS: dict[str, Callable[[Path], LedgerBackend]] = {
+    "sqlite": lambda tmp_path: SqliteBackend(tmp_path / "state"),
+}
