@@ -33,7 +33,7 @@ from rfbatch.member_names import member_name
 from rfbatch.pipeline.batches import batch_id_for
 from rfbatch.pipeline.sync import default_batch_id
 from rfbatch.redact import MASK, redact_text, redact_url
-from rfbatch.state import manifest as manifest_module
+from rfbatch.state import files as manifest_files
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.state.records import FileRow
 
@@ -221,7 +221,7 @@ def test_the_manifest_keeps_every_path_however_it_is_spelled(
     names: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Tiny pages, so the walk crosses page boundaries between text and blob keys.
-    monkeypatch.setattr(manifest_module, "_PAGE", 3)
+    monkeypatch.setattr(manifest_files, "_PAGE", 3)
     root = Path("/src")
     found = [
         FoundFile(str(root / n), root, n, size=i + 1, mtime_ns=i, inode=i + 10, kind="image")
