@@ -20,7 +20,6 @@ Errors are classified by what the caller should do, not by where they came from:
     │   ├── IncompleteBodyError     fewer (or more) bytes than announced: retry
     │   └── StorageCertificateError (also a FatalError) storage's TLS certificate is not trusted
     ├── LocalFileError              one local file cannot be sent: skip it, record why, go on
-    │   ├── FileTooLargeError
     │   ├── FileUnreadableError
     │   └── FileChangedError        size/mtime moved while it was read: re-queue, never send half
     ├── UnsafePathError             a name from the server would land outside the output folder
@@ -147,10 +146,6 @@ class LocalFileError(RfbatchError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
-
-
-class FileTooLargeError(LocalFileError):
-    """The file is over the service's per-item limit."""
 
 
 class FileUnreadableError(LocalFileError):

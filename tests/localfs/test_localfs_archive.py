@@ -18,7 +18,6 @@ from rfbatch.localfs.archive import (
     TarBody,
     TarMember,
     header_bytes,
-    tar_length,
     tarinfo_for,
 )
 from rfbatch.localfs.scan import examine_path
@@ -84,6 +83,8 @@ def test_stream_equals_tarfile_byte_for_byte(
                 path.write_bytes(data)
                 members.append(TarMember(name, path, None, size, mtime))
         body = TarBody(members, chunk_size=chunk_size)
+        # Known before a byte is read: it is the request's Content-Length.
+        announced = body.length
 
         async def twice() -> tuple[bytes, bytes]:
             # Re-iterable: a retried upload gets the same bytes again.
@@ -91,7 +92,7 @@ def test_stream_equals_tarfile_byte_for_byte(
 
         streamed, again = run(twice)
         assert streamed == expected_tar(members)
-        assert len(streamed) == body.length == tar_length(members)
+        assert len(streamed) == announced
         assert again == streamed
         with tarfile.open(fileobj=io.BytesIO(streamed), mode="r:") as tar:
             back = tar.getmembers()
@@ -144,9 +145,10 @@ async def test_long_and_unicode_names_get_pax_headers(make_file: MakeFile) -> No
         ),
     ]
     body = TarBody(members)
+    announced = body.length
     data = await stream(body)
     assert data == expected_tar(members)
-    assert len(data) == tar_length(members) == body.length
+    assert len(data) == announced
     assert len(data) % tarfile.RECORDSIZE == 0
     assert b"path=" in data  # the PAX records are there
 
@@ -212,6 +214,34 @@ async def test_file_truncated_while_read_raises(make_file: MakeFile) -> None:
 
     with pytest.raises(FileChangedError, match="shrank"):
         await consume()
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+async def test_file_replaced_or_removed_while_read_raises(
+    make_file: MakeFile, tmp_path: Path, how: str
+) -> None:
+    path = make_file("r.jpg", b"r" * 4096)
+    body = TarBody([TarMember.from_found("r.jpg", found(path))], chunk_size=1024)
+    other = tmp_path / "other.jpg"
+
+    async def consume() -> None:
+        meddled = False
+        async for _chunk in body.chunks():
+            if meddled:
+                continue
+            meddled = True  # the file is being read: its first bytes are in this chunk
+            if how == "removed":
+                path.unlink()
+                continue
+            # Same size and mtime under the same name: only the inode tells.
+            other.write_bytes(b"o" * 4096)
+            st = path.stat()
+            os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+            other.replace(path)
+
+    with pytest.raises(FileChangedError, match=how) as info:
+        await consume()
+    assert info.value.path == str(path)
 
 
 async def test_vanished_or_unreadable_file_raises(make_file: MakeFile, tmp_path: Path) -> None:

@@ -2,21 +2,20 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rfbatch.errors import IncompleteBodyError, UnsafePathError
 from rfbatch.localfs.atomic import (
+    Move,
     atomic_target,
-    commit_atomic,
-    free_bytes,
+    commit_many_sync,
     safe_extract_tar,
     safe_extract_tar_async,
     safe_join,
+    sweep_stale_temps,
 )
 
 
@@ -70,40 +69,62 @@ def test_atomic_target_is_hidden_unique_and_beside(tmp_path: Path) -> None:
     assert len(a.name.encode()) <= 255
 
 
-async def test_commit_atomic_puts_the_file_in_place(tmp_path: Path) -> None:
+def test_commit_puts_the_file_in_place(tmp_path: Path) -> None:
     dest = tmp_path / "result.json"
     dest.write_bytes(b"old")
     tmp = atomic_target(dest)
     tmp.write_bytes(b"new content")
-    await commit_atomic(tmp, dest, expected_size=11)
+    assert commit_many_sync([Move(tmp, dest, expected_size=11)]) == [None]
     assert dest.read_bytes() == b"new content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
 
 
-async def test_commit_atomic_refuses_a_short_file_and_cleans_up(tmp_path: Path) -> None:
+def test_commit_refuses_a_short_file_and_cleans_up(tmp_path: Path) -> None:
     dest = tmp_path / "result.json"
     dest.write_bytes(b"old")
     tmp = atomic_target(dest)
     tmp.write_bytes(b"short")
-    with pytest.raises(IncompleteBodyError, match="expected 100"):
-        await commit_atomic(tmp, dest, expected_size=100)
+    [error] = commit_many_sync([Move(tmp, dest, expected_size=100)])
+    assert isinstance(error, IncompleteBodyError)
+    assert "expected 100" in str(error)
     assert dest.read_bytes() == b"old"
     assert not tmp.exists()
 
 
-def test_free_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert free_bytes(tmp_path) > 0
-    # A folder not created yet is measured on the nearest one that exists.
-    asked: list[Path] = []
-    real = shutil.disk_usage
+def test_commit_of_many_files_places_each_one_alone(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    dests = [tmp_path / "a.json", tmp_path / "sub" / "b.json", tmp_path / "c.json"]
+    temps = [atomic_target(d) for d in dests]
+    for tmp, data in zip(temps, [b"aa", b"bbb", b"c"], strict=True):
+        tmp.write_bytes(data)
+    results = commit_many_sync(
+        [Move(temps[0], dests[0], 2), Move(temps[1], dests[1], 3), Move(temps[2], dests[2], 5)]
+    )
+    assert results[:2] == [None, None]
+    assert isinstance(results[2], IncompleteBodyError)
+    assert [d.read_bytes() for d in dests[:2]] == [b"aa", b"bbb"]
+    assert not dests[2].exists()
+    assert not any(t.exists() for t in temps)
 
-    def disk_usage(path: Path) -> Any:
-        asked.append(Path(path))
-        return real(path)
 
-    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
-    assert free_bytes(tmp_path / "not" / "yet" / "there") > 0
-    assert asked == [tmp_path]
+def test_sweep_removes_only_what_a_killed_run_left(tmp_path: Path) -> None:
+    left = atomic_target(tmp_path / "result.json")
+    left.write_bytes(b"half")
+    archive = make_tar(tmp_path / "p.tar", [(reg("a.json"), b"x")])
+    # A run killed mid-unpack leaves its staging folder, named as safe_extract_tar names it.
+    safe_extract_tar(archive, tmp_path / "out")
+    staging = tmp_path / "out" / f".rfbatch-extract-{'0' * 12}.rfbatch.tmp"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "sub" / "a.json").write_bytes(b"x")
+    kept = [".hidden.json", "result.rfbatch.tmp", ".x.rfbatch.tmp", ".a.0123456789ab.tmp"]
+    for name in kept:
+        (tmp_path / name).write_bytes(b"mine")
+    assert sweep_stale_temps(tmp_path) == 1
+    assert sweep_stale_temps(tmp_path / "out") == 1
+    assert not left.exists()
+    assert listing(tmp_path / "out") == ["a.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*kept, "out", "p.tar"])
+    assert sweep_stale_temps(tmp_path / "missing") == 0
 
 
 def make_tar(

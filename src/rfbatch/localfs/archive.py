@@ -3,8 +3,8 @@
 A POSIX tar is a sequence of 512-byte blocks: per member a header (plus a PAX extended header
 when the name is long or not ASCII), the data padded to a block, then two zero blocks and
 padding to the record size. Every part's size is known from the names and file sizes alone, so
-:func:`tar_length` gives the ``Content-Length`` before a byte is read, and :class:`TarBody`
-streams the shard from disk in ~1 MiB chunks: no temporary file, no whole shard in memory.
+:class:`TarBody` knows its ``Content-Length`` before a byte is read, and streams the shard from
+disk in ~1 MiB chunks: no temporary file, no whole shard in memory.
 
 Headers have fixed metadata (mode 0644, owner 0:0, no user or group names, the file's mtime),
 so the output is deterministic and equal byte for byte to what ``tarfile`` writes for the same
@@ -12,31 +12,27 @@ members. The common case (an ASCII name of at most 100 bytes, numbers that fit t
 fields) is packed here directly, ~5x faster than :meth:`tarfile.TarInfo.tobuf`, which builds
 every other header (PAX for long or non-ASCII names); a test holds the two equal.
 
-Each file is checked against its expected size (and mtime, when known) when it is opened, and
-again after its last byte is read: a file that moved raises
-:class:`~rfbatch.errors.FileChangedError` before the body is complete, so a half-written file is
-never sent as if whole.
+Each file is read through :class:`~rfbatch.localfs.reading.CheckedFile`: checked against its
+expected size (and mtime and inode, when known) when it is opened, and again before its last
+byte is read, so a file that moved raises :class:`~rfbatch.errors.FileChangedError` before the
+body is complete, and a half-written file is never sent as if whole.
 """
 
 from __future__ import annotations
 
-import os
-import stat
 import tarfile
 from collections.abc import AsyncGenerator, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio
 import anyio.to_thread
 
-from rfbatch.errors import FileChangedError, FileUnreadableError
+from rfbatch.localfs.reading import READ_CHUNK_SIZE, CheckedFile
 from rfbatch.media import FoundFile
 
 BLOCKSIZE = tarfile.BLOCKSIZE
 RECORDSIZE = tarfile.RECORDSIZE
-DEFAULT_CHUNK_SIZE = 1 << 20
 TAR_ENCODING = "utf-8"
 FILE_MODE = 0o644
 
@@ -46,9 +42,8 @@ class TarMember:
     """One tar member: backed by a file (``path``) or held in memory (``data``), not both.
 
     ``mtime`` (seconds) goes into the header. ``mtime_ns`` and ``inode``, when set, are the
-    exact mtime and inode the file must still have when it is read; :meth:`from_found` fills
-    them from the scan. The inode catches a file swapped (for a copy, or for a link to some
-    other file) that kept the size and mtime the scan saw.
+    exact mtime and inode the file must still have when it is read (see
+    :class:`~rfbatch.localfs.reading.CheckedFile`); :meth:`from_found` fills them from the scan.
     """
 
     name: str
@@ -82,8 +77,7 @@ class TarMember:
             # A tar header cannot hold a time before 1970; the exact check uses mtime_ns anyway.
             mtime=max(0, found.mtime_ns // 1_000_000_000),
             mtime_ns=found.mtime_ns,
-            # 0 is what file systems without stable inodes report: nothing to compare then.
-            inode=found.inode or None,
+            inode=found.inode,
         )
 
     @classmethod
@@ -147,12 +141,6 @@ def _trailer_length(body_length: int) -> int:
     return 2 * BLOCKSIZE + (-end % RECORDSIZE)
 
 
-def tar_length(members: Sequence[TarMember]) -> int:
-    """The exact size in bytes of the tar :class:`TarBody` streams for ``members``."""
-    body = sum(len(header_bytes(m)) + m.size + _padding(m.size) for m in members)
-    return body + _trailer_length(body)
-
-
 class TarBody:
     """A tar of ``members`` streamed in chunks, with its exact :attr:`length`.
 
@@ -165,7 +153,7 @@ class TarBody:
         self,
         members: Sequence[TarMember],
         *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int = READ_CHUNK_SIZE,
         limiter: anyio.CapacityLimiter | None = None,
     ) -> None:
         if chunk_size < 1:
@@ -208,7 +196,6 @@ class _TarReader:
         self._headers = headers
         self._trailer = trailer
         self._chunk_size = chunk_size
-        self._file: BinaryIO | None = None
         self._carry = b""
         # Bytes still free in the chunk being filled: file reads take no more than this, so
         # file data is never split (and copied) across chunks; only small headers and padding are.
@@ -236,10 +223,8 @@ class _TarReader:
         return b"".join(pieces)
 
     def close(self) -> None:
+        # Closing the generator closes the file it is reading (its ``with`` block exits).
         self._pieces.close()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def _generate(self) -> Generator[bytes, None, None]:
         for member, header in zip(self._members, self._headers, strict=True):
@@ -254,67 +239,7 @@ class _TarReader:
 
     def _file_data(self, member: TarMember) -> Generator[bytes, None, None]:
         assert member.path is not None
-        path = str(member.path)
-        f = self._file = open_regular(member.path)
-        try:
-            before = _fstat(f, path)
-            if before.st_size != member.size:
-                raise FileChangedError(path, f"size is {before.st_size}, expected {member.size}")
-            if member.mtime_ns is not None and before.st_mtime_ns != member.mtime_ns:
-                raise FileChangedError(path, "modified since it was scanned")
-            if member.inode is not None and before.st_ino != member.inode:
-                raise FileChangedError(
-                    path,
-                    f"replaced since it was scanned (inode {before.st_ino}, not {member.inode})",
-                )
-            remaining = member.size
-            while remaining:
-                try:
-                    data = f.read(min(remaining, self._room))
-                except OSError as exc:
-                    raise FileUnreadableError(path, _reason(exc)) from exc
-                if not data:
-                    raise FileChangedError(path, "file shrank while it was read")
-                remaining -= len(data)
-                yield data
-            after = _fstat(f, path)
-            if after.st_size != before.st_size or after.st_mtime_ns != before.st_mtime_ns:
-                raise FileChangedError(path, "modified while it was read")
-        finally:
-            self._file = None
-            f.close()
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """Open ``path`` for reading, unbuffered, refusing anything but a regular file.
-
-    Opened non-blocking: a plain ``open`` of a FIFO waits for a writer forever, and a file
-    swapped for one after the scan would hang its worker thread beyond any cancellation.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise FileUnreadableError(str(path), _reason(exc)) from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise FileUnreadableError(str(path), "not a regular file")
-        os.set_blocking(fd, True)
-    except OSError as exc:
-        os.close(fd)
-        raise FileUnreadableError(str(path), _reason(exc)) from exc
-    except BaseException:
-        os.close(fd)
-        raise
-    return open(fd, "rb", buffering=0)
-
-
-def _fstat(f: BinaryIO, path: str) -> os.stat_result:
-    try:
-        return os.fstat(f.fileno())
-    except OSError as exc:
-        raise FileUnreadableError(path, _reason(exc)) from exc
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or type(exc).__name__
+        with CheckedFile(member.path, member.size, member.mtime_ns, member.inode) as file:
+            while file.remaining:
+                # No more than the room left in the chunk being filled (see __init__).
+                yield file.read(self._room)

@@ -3,9 +3,10 @@
 Names in a download listing and members of a result archive come from the server, so each is
 checked by :func:`safe_join` before anything is created. Every file is written under a hidden
 temporary name in its final folder (:func:`atomic_target`), fsynced, and renamed into place
-(:func:`commit_atomic`): a crash leaves either the old file or the new one, never half of one.
+(:func:`commit_many_sync`): a crash leaves either the old file or the new one, never half of one.
 Archives are unpacked into a temporary folder first and only then moved into place
-(:func:`safe_extract_tar`).
+(:func:`safe_extract_tar`). What a killed run left under those temporary names is removed by
+:func:`sweep_stale_temps`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ import anyio.to_thread
 from rfbatch.errors import IncompleteBodyError, UnsafePathError
 
 TEMP_SUFFIX = ".rfbatch.tmp"
+_EXTRACT_PREFIX = ".rfbatch-extract-"
+# The names atomic_target and safe_extract_tar make (a 12-hex-digit tag, then TEMP_SUFFIX), and
+# only those: a sweep must never take a file that is not rfbatch's own leftover.
+_TAG = r"[0-9a-f]{12}" + re.escape(TEMP_SUFFIX)
+_STALE_TEMP_RE = re.compile(rf"^\..+\.{_TAG}$|^{re.escape(_EXTRACT_PREFIX)}{_TAG}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _COPY_BUFFER = 1 << 20
 _MAX_NAME_BYTES = 255
@@ -82,7 +88,7 @@ def safe_join(root: Path, name: str) -> Path:
 
 
 def atomic_target(dest: Path) -> Path:
-    """A unique hidden temporary path beside ``dest``, for writing before :func:`commit_atomic`.
+    """A unique hidden temporary path beside ``dest``, for writing before :func:`commit_many_sync`.
 
     Hidden and ending in ``.tmp``, so no scanner (rfbatch's included) mistakes it for a result.
     """
@@ -100,14 +106,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True, slots=True)
 class Move:
     """A finished temporary file and where it goes; ``expected_size`` is checked first."""
@@ -117,11 +115,14 @@ class Move:
     expected_size: int | None = None
 
 
-def commit_many_sync(moves: Sequence[Move], *, synced: bool = False) -> list[Exception | None]:
-    """Blocking :func:`commit_atomic` for many files: one result per move (``None``: in place).
+def commit_many_sync(moves: Sequence[Move]) -> list[Exception | None]:
+    """Rename finished temporary files into place; one result per move (``None``: in place).
 
-    ``synced`` says the writer already fsynced every ``tmp``. Each folder is flushed once, after
-    all of its renames: a rename is durable only then, and one flush serves them all.
+    Every ``tmp`` must already be fsynced by its writer. A file of other than its
+    ``expected_size`` is refused with :class:`~rfbatch.errors.IncompleteBodyError`; a refused or
+    failed move removes its ``tmp``, so no partial file is left behind. Each folder is flushed
+    once, after all of its renames: a rename is durable only then, and one flush serves them
+    all. Blocking: run it in a worker thread.
     """
     results: list[Exception | None] = []
     folders: dict[Path, list[int]] = {}
@@ -133,8 +134,6 @@ def commit_many_sync(moves: Sequence[Move], *, synced: bool = False) -> list[Exc
                     raise IncompleteBodyError(
                         f"{move.dest.name}: wrote {size} bytes, expected {move.expected_size}"
                     )
-            if not synced:
-                _fsync_file(move.tmp)
             os.replace(move.tmp, move.dest)
         except (OSError, IncompleteBodyError) as exc:
             with contextlib.suppress(OSError):
@@ -152,30 +151,26 @@ def commit_many_sync(moves: Sequence[Move], *, synced: bool = False) -> list[Exc
     return results
 
 
-async def commit_atomic(
-    tmp: Path, dest: Path, *, expected_size: int | None = None, synced: bool = False
-) -> None:
-    """Flush ``tmp`` to disk (unless ``synced``), rename it to ``dest``, flush the folder.
-
-    With ``expected_size`` a file of another length raises
-    :class:`~rfbatch.errors.IncompleteBodyError`. On any failure ``tmp`` is removed, so no
-    partial file is left behind.
-    """
-    move = Move(tmp, dest, expected_size)
-    [error] = await anyio.to_thread.run_sync(lambda: commit_many_sync([move], synced=synced))
-    if error is not None:
-        raise error
-
-
-def free_bytes(path: Path) -> int:
-    """Bytes available to this user on the file system holding ``path`` (or its nearest parent)."""
-    probe = Path(os.path.abspath(path))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
+def sweep_stale_temps(folder: Path) -> int:
+    """Remove temporary files a killed run left in ``folder`` (blocking); return how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if not _STALE_TEMP_RE.match(entry.name):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+    return removed
 
 
-def safe_extract_tar(archive: Path, dest_dir: Path, *, fsync: bool = True) -> list[Path]:
+def safe_extract_tar(archive: Path, dest_dir: Path) -> list[Path]:
     """Unpack a ``.tar`` or ``.tar.gz`` into ``dest_dir``; return the files placed, in order.
 
     Only regular files and folders are accepted, with names checked like :func:`safe_join`:
@@ -186,11 +181,11 @@ def safe_extract_tar(archive: Path, dest_dir: Path, *, fsync: bool = True) -> li
     behind. Blocking: see :func:`safe_extract_tar_async`.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
-    staging = dest_dir / f".rfbatch-extract-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    staging = dest_dir / f"{_EXTRACT_PREFIX}{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
     staging.mkdir()
     try:
         try:
-            names = _unpack(archive, staging, fsync=fsync)
+            names = _unpack(archive, staging)
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
             # A cut-short download looks like this; fetching it again is the cure.
             raise IncompleteBodyError(
@@ -200,19 +195,16 @@ def safe_extract_tar(archive: Path, dest_dir: Path, *, fsync: bool = True) -> li
         for parts, target in zip(names, targets, strict=True):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging.joinpath(*parts), target)
-        if fsync:
-            for folder in {t.parent for t in targets}:
-                _fsync_dir(folder)
+        for folder in {t.parent for t in targets}:
+            _fsync_dir(folder)
         return targets
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-async def safe_extract_tar_async(
-    archive: Path, dest_dir: Path, *, fsync: bool = True
-) -> list[Path]:
+async def safe_extract_tar_async(archive: Path, dest_dir: Path) -> list[Path]:
     """:func:`safe_extract_tar` in a worker thread."""
-    return await anyio.to_thread.run_sync(lambda: safe_extract_tar(archive, dest_dir, fsync=fsync))
+    return await anyio.to_thread.run_sync(safe_extract_tar, archive, dest_dir)
 
 
 def _describe(member: tarfile.TarInfo) -> str:
@@ -227,7 +219,7 @@ def _describe(member: tarfile.TarInfo) -> str:
     return f"unsupported member type {member.type!r}"
 
 
-def _unpack(archive: Path, staging: Path, *, fsync: bool) -> list[list[str]]:
+def _unpack(archive: Path, staging: Path) -> list[list[str]]:
     """Write the archive's files under ``staging``; return each file's name components."""
     files: dict[tuple[str, ...], None] = {}
     # "r|*" reads the archive as a stream: one pass, compressed or not, no seeking.
@@ -252,9 +244,8 @@ def _unpack(archive: Path, staging: Path, *, fsync: bool) -> list[list[str]]:
             assert source is not None  # a regular member always has a data stream
             with source, open(target, "wb") as out:
                 shutil.copyfileobj(source, out, _COPY_BUFFER)
-                if fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
+                out.flush()
+                os.fsync(out.fileno())
             files[tuple(parts)] = None
     return [list(parts) for parts in files]
 

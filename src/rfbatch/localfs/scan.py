@@ -25,6 +25,7 @@ Nothing here writes to a source folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import functools
@@ -395,8 +396,21 @@ def examine_path(
         yield item
 
 
-def _take(walker: Iterator[FoundFile | Skipped], n: int) -> list[FoundFile | Skipped]:
-    return list(itertools.islice(walker, n))
+def _take(items: Iterator[FoundFile | Skipped], n: int) -> list[FoundFile | Skipped]:
+    return list(itertools.islice(items, n))
+
+
+async def drain_in_thread(
+    items: Generator[FoundFile | Skipped, None, None], chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> AsyncGenerator[FoundFile | Skipped, None]:
+    """Yield what the blocking generator ``items`` produces, ``chunk_size`` at a time from a
+    worker thread (one thread hand-off per chunk, not per file); close it at the end."""
+    try:
+        while chunk := await anyio.to_thread.run_sync(_take, items, chunk_size):
+            for item in chunk:
+                yield item
+    finally:
+        items.close()
 
 
 async def iter_scan(
@@ -412,16 +426,10 @@ async def iter_scan(
     """
     stats = stats if stats is not None else ScanStats()
     for spec in specs:
-        walker = _walk(_rules_for(spec), stats)
-        try:
-            while True:
-                chunk = await anyio.to_thread.run_sync(_take, walker, chunk_size)
-                if not chunk:
-                    break
-                for item in chunk:
-                    yield item
-        finally:
-            walker.close()
+        walk = drain_in_thread(_walk(_rules_for(spec), stats), chunk_size)
+        async with contextlib.aclosing(walk) as items:
+            async for item in items:
+                yield item
 
 
 async def scan(

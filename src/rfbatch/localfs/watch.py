@@ -14,16 +14,15 @@ environment, or when ``watchfiles`` detects a platform that needs it (WSL).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 
 import anyio
 import anyio.to_thread
 from watchfiles import Change, awatch
 
-from rfbatch.localfs.scan import DEFAULT_CHUNK_SIZE, ScanStats, examine_path, iter_scan
+from rfbatch.localfs.scan import drain_in_thread, examine_path, iter_scan
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 
 Clock = Callable[[], float]
@@ -57,10 +56,6 @@ def _examine_changes(
             yield from examine_path(spec, path)
 
 
-def _take(items: Iterator[FoundFile | Skipped], n: int) -> list[FoundFile | Skipped]:
-    return list(itertools.islice(items, n))
-
-
 async def watch(
     specs: Sequence[SourceSpec],
     *,
@@ -73,7 +68,6 @@ async def watch(
     step_ms: int = 50,
     wake_interval: float = 1.0,
     clock: Clock = time.monotonic,
-    stats: ScanStats | None = None,
 ) -> AsyncGenerator[FoundFile | Skipped, None]:
     """Yield candidate files under ``specs`` until ``stop_event`` is set or the task is cancelled.
 
@@ -84,7 +78,6 @@ async def watch(
     does not exist when the watch starts (an unmounted share) is covered by the rescans only.
     """
     stop = stop_event if stop_event is not None else anyio.Event()
-    stats = stats if stats is not None else ScanStats()
     roots = await anyio.to_thread.run_sync(_existing_dirs, specs)
     scan_due = initial_scan
     next_rescan = clock() + rescan_interval
@@ -92,7 +85,7 @@ async def watch(
     async def rescan() -> AsyncGenerator[FoundFile | Skipped, None]:
         nonlocal next_rescan, scan_due
         scan_due = False
-        async with contextlib.aclosing(iter_scan(specs, stats=stats)) as items:
+        async with contextlib.aclosing(iter_scan(specs)) as items:
             async for item in items:
                 yield item
                 if stop.is_set():
@@ -133,9 +126,10 @@ async def watch(
                         yield item
             paths = sorted({path for change, path in changes if change != Change.deleted})
             if paths:
-                found = _examine_changes(specs, paths)
-                while chunk := await anyio.to_thread.run_sync(_take, found, DEFAULT_CHUNK_SIZE):
-                    for item in chunk:
+                async with contextlib.aclosing(
+                    drain_in_thread(_examine_changes(specs, paths))
+                ) as items:
+                    async for item in items:
                         yield item
             if stop.is_set():
                 return

@@ -1,4 +1,4 @@
-"""Fetch one listed file safely, and the helpers the export pool shares between its fetchers.
+"""Fetch one listed file safely, and what the export pool's fetchers share: re-listing, placing.
 
 A file is streamed to a hidden temporary name beside its destination, its length is checked
 against what the server announced, it is fsynced and only then renamed into place; an archive
@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
-import re
-import shutil
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +26,7 @@ import anyio.to_thread
 from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import FileMetadata
 from rfbatch.errors import IncompleteBodyError, SignedUrlRejectedError, TransferError
-from rfbatch.localfs.atomic import (
-    Move,
-    atomic_target,
-    commit_many_sync,
-    free_bytes,
-    safe_extract_tar_async,
-)
+from rfbatch.localfs.atomic import Move, atomic_target, commit_many_sync, safe_extract_tar_async
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.state.records import DownloadMark, DownloadRow
 from rfbatch.transfer import Transfer
@@ -46,10 +36,6 @@ ByteCounter = Callable[[int], None]
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz")
 # Errors that mean "the disk is full", not "this one file is bad".
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-# What atomic_target and safe_extract_tar leave behind when a run is killed.
-_STALE_TEMP_RE = re.compile(
-    r"^\..+\.[0-9a-f]{12}\.rfbatch\.tmp$|^\.rfbatch-extract-[0-9a-f]{12}\.rfbatch\.tmp$"
-)
 # One more fetch of an archive that downloaded whole but would not unpack.
 _CORRUPT_ARCHIVE_REFETCHES = 1
 
@@ -106,54 +92,6 @@ def is_present(item: Planned, row: DownloadRow | None) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == row.size
 
 
-def sweep_stale_temps(folder: Path) -> int:
-    """Remove temporary files a killed run left in ``folder`` (blocking); return how many."""
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return 0
-    for entry in entries:
-        if not _STALE_TEMP_RE.match(entry.name):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                os.unlink(entry.path)
-            removed += 1
-    return removed
-
-
-class DiskGuard:
-    """Refuses to start a file when the output's file system is below the free-space floor."""
-
-    # A reading is reused this long: thousands of small files a second need not each ask the
-    # file system (a write that still runs out of space fails with ENOSPC and is reported).
-    REUSE_SECONDS = 0.5
-
-    def __init__(self, root: Path, floor: int) -> None:
-        self.root = root
-        self.floor = floor
-        self._reading: tuple[float, int] | None = None
-
-    async def shortfall(self, need: int = 0) -> str | None:
-        """``None`` when there is room for ``need`` more bytes above the floor, else why not."""
-        now = time.monotonic()
-        if self._reading is not None and now - self._reading[0] < self.REUSE_SECONDS:
-            free = self._reading[1]
-        else:
-            free = await anyio.to_thread.run_sync(free_bytes, self.root)
-            self._reading = (now, free)
-        if free - need >= self.floor:
-            return None
-        wanted = f"{need} bytes plus " if need else ""
-        return (
-            f"not enough free disk space under {self.root}: {free} bytes free, "
-            f"{wanted}the floor of {self.floor} bytes (export.min_free_bytes) needed"
-        )
-
-
 class Relister:
     """Fresh listing entries for the files of one part whose download URL was refused.
 
@@ -178,7 +116,6 @@ class Relister:
         self._lock = anyio.Lock()
         self._outstanding: dict[str, int] = {}
         self._fresh: dict[str, FileMetadata] = {}
-        self.relistings = 0
 
     def track(self, name: str) -> None:
         self._outstanding[name] = self._outstanding.get(name, 0) + 1
@@ -206,7 +143,6 @@ class Relister:
             return self._fresh.get(name)
 
     async def _relist(self, name: str) -> None:
-        self.relistings += 1
         wanted = set(self._outstanding) | {name}
         found: set[str] = set()
         pages = self._client.list_files(self._batch_id, self._part_name, self._page_size).pages()
@@ -265,10 +201,9 @@ class Placer:
         try:
             await self._mark(group, "pending")
             results = await anyio.to_thread.run_sync(
-                # Transfer.download fsyncs before it returns: no second flush here.
-                lambda: commit_many_sync(
-                    [Move(e.tmp, e.item.dest, e.size) for e in group], synced=True
-                )
+                # Transfer.download fsynced each tmp before it returned, as this requires.
+                commit_many_sync,
+                [Move(e.tmp, e.item.dest, e.size) for e in group],
             )
             for entry, error in zip(group, results, strict=True):
                 entry.error = error

@@ -1,0 +1,51 @@
+"""Free space on the disk that results are written to, and the floor that keeps it from filling.
+
+A full disk fails every write after it, and the rest of the machine with it, so an export stops
+starting files once the output's file system is down to a configured floor of free bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import anyio.to_thread
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes available to this user on the file system holding ``path`` (or its nearest parent)."""
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+class DiskGuard:
+    """Refuses to start a file when the output's file system is below the free-space floor."""
+
+    # A reading is reused this long: thousands of small files a second need not each ask the
+    # file system (a write that still runs out of space fails with ENOSPC and is reported).
+    REUSE_SECONDS = 0.5
+
+    def __init__(self, root: Path, floor: int) -> None:
+        self.root = root
+        self.floor = floor
+        self._reading: tuple[float, int] | None = None
+
+    async def shortfall(self, need: int = 0) -> str | None:
+        """``None`` when there is room for ``need`` more bytes above the floor, else why not."""
+        now = time.monotonic()
+        if self._reading is not None and now - self._reading[0] < self.REUSE_SECONDS:
+            free = self._reading[1]
+        else:
+            free = await anyio.to_thread.run_sync(free_bytes, self.root)
+            self._reading = (now, free)
+        if free - need >= self.floor:
+            return None
+        wanted = f"{need} bytes plus " if need else ""
+        return (
+            f"not enough free disk space under {self.root}: {free} bytes free, "
+            f"{wanted}the floor of {self.floor} bytes (export.min_free_bytes) needed"
+        )
