@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from rfbatch.localfs.atomic import free_bytes
-from rfbatch.pipeline import download
+from rfbatch.localfs import diskspace
+from rfbatch.localfs.diskspace import DiskGuard, free_bytes
 from rfbatch.pipeline.export import export_batch
 from rfbatch.transfer import signed
 from tests.export.support import (
@@ -63,8 +63,8 @@ async def test_floor_reached_midway_stops_cleanly_and_a_rerun_finishes(
         emulator.set_faults(
             FaultProfile(routes={"download": FaultRates(slow=1.0)}, slow_seconds=0.05)
         )
-        monkeypatch.setattr(download, "free_bytes", filling_disk)
-        monkeypatch.setattr(download.DiskGuard, "REUSE_SECONDS", 0.0)  # ask before every file
+        monkeypatch.setattr(diskspace, "free_bytes", filling_disk)
+        monkeypatch.setattr(DiskGuard, "REUSE_SECONDS", 0.0)  # ask before every file
         stopped = await export_batch(services, "fill", out)
         monkeypatch.undo()
         emulator.set_faults(None)

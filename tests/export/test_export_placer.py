@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from rfbatch.api.schemas import FileMetadata
-from rfbatch.errors import IncompleteBodyError
+from rfbatch.errors import IncompleteBodyError, ManifestClosedError
 from rfbatch.localfs.atomic import atomic_target
 from rfbatch.pipeline.download import Placer, Planned, is_present
 from rfbatch.state.manifest import SqliteManifest
@@ -98,7 +98,7 @@ async def test_a_manifest_that_cannot_record_fails_every_file_and_moves_none(
     item = planned(out, "a.json")
     tmp = written(item, b"{}")
 
-    with pytest.raises(RuntimeError, match="the manifest is closed"):
+    with pytest.raises(ManifestClosedError, match="the manifest is closed"):
         await placer.place(item, tmp, 2)
 
     # Never renamed unrecorded: the temporary file is still there for the caller to remove.

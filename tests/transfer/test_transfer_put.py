@@ -14,7 +14,8 @@ from rfbatch.api import RetryEvent, RoboflowClient
 from rfbatch.api.schemas import SignedUrl
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from rfbatch.errors import ConfigError, FileChangedError, SignedUrlRejectedError, TransferError
-from rfbatch.transfer import BytesBody, FileBody, Transfer, TransferConfig
+from rfbatch.localfs.file_body import FileBody
+from rfbatch.transfer import BytesBody, Transfer, TransferConfig
 from tests.api.stub import stub_server
 from tests.api.support import FAST_RETRY, image_bytes, tar_of, wait_for
 
@@ -62,7 +63,7 @@ async def test_video_file_put_to_the_emulator_arrives_intact(
     path.write_bytes(data)
     counted: list[int] = []
     signed = await client.video_upload_url("put-v", "clip.mp4")
-    body = await FileBody.open(path, chunk_size=256 * 1024)
+    body = FileBody(path, 256 * 1024, size=len(data), mtime_ns=path.stat().st_mtime_ns)
     assert await transfer.put(signed, body, on_bytes=counted.append) == len(data)
     assert sum(counted) == len(data)
     stored = item(emulator, "put-v", "clip.mp4")
@@ -202,7 +203,7 @@ async def test_a_file_changed_during_the_put_is_not_retried(tmp_path: Path) -> N
 
     path = tmp_path / "moving.mp4"
     path.write_bytes(b"a" * 4096)
-    body = await FileBody.open(path, chunk_size=1024)
+    body = FileBody(path, 1024, size=4096, mtime_ns=path.stat().st_mtime_ns)
     path.write_bytes(b"b" * 5000)  # the file moved on before the PUT began
     async with stub_server(ok) as stub, Transfer(TransferConfig(retry=FAST_RETRY)) as transfer:
         with pytest.raises(FileChangedError):

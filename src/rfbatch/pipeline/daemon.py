@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
 from rfbatch.errors import FatalApiError
-from rfbatch.localfs.atomic import free_bytes
+from rfbatch.localfs.diskspace import free_bytes
 from rfbatch.localfs.watch import watch
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.health import Readiness, health_app, serve_http

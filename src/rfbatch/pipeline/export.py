@@ -43,17 +43,16 @@ from rfbatch.errors import (
     UnsafePathError,
 )
 from rfbatch.ids import validate_batch_id
-from rfbatch.localfs.atomic import safe_join
+from rfbatch.localfs.atomic import safe_join, sweep_stale_temps
+from rfbatch.localfs.diskspace import DiskGuard
 from rfbatch.pipeline.download import (
     DISK_FULL_ERRNOS,
-    DiskGuard,
     Fetched,
     Fetcher,
     Planned,
     Relister,
     is_archive,
     is_present,
-    sweep_stale_temps,
 )
 from rfbatch.redact import redact_text
 from rfbatch.state.records import DownloadRow

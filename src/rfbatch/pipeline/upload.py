@@ -49,12 +49,13 @@ from rfbatch.errors import (
     TransferError,
 )
 from rfbatch.localfs.archive import TarBody, TarMember
+from rfbatch.localfs.file_body import FileBody
 from rfbatch.media import FoundFile
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, InFlight
 from rfbatch.pipeline.pack import Shard
 from rfbatch.state.manifest import SqliteManifest
-from rfbatch.transfer import FileBody, Transfer
+from rfbatch.transfer import Transfer
 from rfbatch.transfer.ratelimit import ByteBudget
 
 log = structlog.get_logger("rfbatch.upload")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from rfbatch.transfer.body import CHUNK_SIZE, BodySource, BytesBody, FileBody
+from rfbatch.transfer.body import CHUNK_SIZE, BodySource, BytesBody
 from rfbatch.transfer.signed import Transfer, TransferConfig, TransferStatistics
 
 __all__ = [
     "CHUNK_SIZE",
     "BodySource",
     "BytesBody",
-    "FileBody",
     "Transfer",
     "TransferConfig",
     "TransferStatistics",
