@@ -9,6 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from rfbatch.cli.main import COMMANDS, load_command
 from rfbatch.emulator import Emulator
 from tests.e2e.support import RFBATCH, cli_env, make_tree, run_cli
 
@@ -22,18 +23,38 @@ async def test_help_lists_the_commands() -> None:
         assert command in out
 
 
+def loaded_after(args: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has imported after running ``rfbatch ARGS``."""
+    probe = (
+        "import contextlib, io, json, sys\n"
+        "from rfbatch.cli import build_app\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    build_app()({args!r})\n"
+        f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True)
+    return list(json.loads(done.stdout.decode().splitlines()[-1]))
+
+
+def test_help_and_version_load_no_command() -> None:
+    heavy = ("rfbatch.api.client", "rfbatch.api.schemas", "rfbatch.pipeline.daemon", "aiohttp")
+    assert loaded_after(["--help"], heavy) == []
+    assert loaded_after(["--version"], heavy) == []
+
+
 async def test_a_command_loads_only_its_own_stack_and_a_typo_is_named() -> None:
     # `upload` must not pay at start-up for the emulator, the daemon or the job tables.
-    probe = (
-        "import sys; from rfbatch.cli import build_app; build_app(['upload']);"
-        "print(sorted(m for m in ('rfbatch.emulator', 'aiohttp.web', 'rfbatch.pipeline.daemon',"
-        " 'rfbatch.cli.job_cmd', 'rfbatch.pipeline.export') if m in sys.modules))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True)
-    assert loaded.stdout.decode().strip() == "[]"
+    others = ("rfbatch.emulator", "aiohttp.web", "rfbatch.pipeline.daemon", "rfbatch.cli.job_cmd")
+    assert loaded_after(["upload", "--help"], (*others, "rfbatch.pipeline.export")) == []
     typo = await run_cli(["uplod"], {"PATH": "/usr/bin:/bin", "COLUMNS": "120"})
     assert typo.returncode == 2
     assert "No such command 'uplod'" in typo.stderr.decode()
+
+
+def test_the_root_help_summaries_are_the_commands_own() -> None:
+    for name in COMMANDS:
+        help_text = load_command(name).help or ""
+        assert help_text.split("\n\n")[0] == COMMANDS[name].summary, name
 
 
 def test_emulator_command_serves_the_contract_and_stops_on_sigterm(tmp_path: Path) -> None:

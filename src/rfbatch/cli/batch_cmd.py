@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
 
 from rfbatch.api import RoboflowClient
-from rfbatch.cli.common import (
-    EXIT_OK,
-    ConfigOpt,
-    JsonOpt,
-    print_json,
-    table,
-    with_client,
-)
+from rfbatch.cli.common import collect, reply
+from rfbatch.cli.options import ConfigOpt, JsonOpt
+from rfbatch.cli.render import table, wire_without_nulls
 
 app = typer.Typer(help="Inspect staging batches.", no_args_is_help=True)
 
@@ -25,35 +21,17 @@ PartOpt = Annotated[str | None, typer.Option("--part", help="Part of a multipart
 LimitOpt = Annotated[int | None, typer.Option(help="Stop after this many rows.")]
 
 
-def _wire(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-async def _collect(items: AsyncIterable[BaseModel], limit: int | None) -> list[dict[str, Any]]:
-    rows = []
-    async for item in items:
-        rows.append(_wire(item))
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
-
-
 def _listing(
-    config: Any,
+    config: Path | None,
     json_out: bool,
     columns: Sequence[str],
     source: Callable[[RoboflowClient], AsyncIterable[BaseModel]],
     limit: int | None,
 ) -> None:
-    async def body(client: RoboflowClient) -> int:
-        rows = await _collect(source(client), limit)
-        if json_out:
-            print_json(rows)
-        else:
-            table(rows, columns)
-        return EXIT_OK
+    async def fetch(client: RoboflowClient) -> list[dict[str, Any]]:
+        return await collect(source(client), limit, wire_without_nulls)
 
-    with_client(config, body)
+    reply(config, fetch, lambda rows: table(rows, columns), json_out=json_out)
 
 
 @app.command("list")
@@ -76,16 +54,14 @@ def list_batches(
 def show(batch: BatchArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Show a batch's metadata."""
 
-    async def body(client: RoboflowClient) -> int:
-        data = _wire(await client.get_batch(batch))
-        if json_out:
-            print_json(data)
-        else:
-            for key, value in data.items():
-                print(f"{key}: {value}")
-        return EXIT_OK
+    async def fetch(client: RoboflowClient) -> dict[str, Any]:
+        return wire_without_nulls(await client.get_batch(batch))
 
-    with_client(config, body)
+    def show_fields(data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            print(f"{key}: {value}")
+
+    reply(config, fetch, show_fields, json_out=json_out)
 
 
 @app.command()
@@ -94,30 +70,27 @@ def count(
 ) -> None:
     """Print how many items the batch (or one part of it) holds."""
 
-    async def body(client: RoboflowClient) -> int:
-        n = await client.count(batch, part_name=part)
-        if json_out:
-            print_json({"batchId": batch, "partName": part, "count": n})
-        else:
-            print(n)
-        return EXIT_OK
+    async def fetch(client: RoboflowClient) -> int:
+        return await client.count(batch, part_name=part)
 
-    with_client(config, body)
+    reply(
+        config,
+        fetch,
+        print,
+        json_out=json_out,
+        as_json=lambda n: {"batchId": batch, "partName": part, "count": n},
+    )
 
 
 @app.command()
 def parts(batch: BatchArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """List the parts of a multipart (job output) batch."""
 
-    async def body(client: RoboflowClient) -> int:
-        rows = [_wire(p) for p in await client.list_parts(batch)]
-        if json_out:
-            print_json(rows)
-        else:
-            table(rows, ["partName", "partType", "contentType", "nestedContentType"])
-        return EXIT_OK
+    async def fetch(client: RoboflowClient) -> list[dict[str, Any]]:
+        return [wire_without_nulls(p) for p in await client.list_parts(batch)]
 
-    with_client(config, body)
+    columns = ["partName", "partType", "contentType", "nestedContentType"]
+    reply(config, fetch, lambda rows: table(rows, columns), json_out=json_out)
 
 
 @app.command()

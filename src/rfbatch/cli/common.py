@@ -1,24 +1,23 @@
-"""What every command shares: option types, the async runner, exit codes, output helpers."""
+"""Running a command: settings, the async runner, exit codes and the errors that map to them."""
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import anyio
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from rfbatch.api import RoboflowClient
-from rfbatch.app import open_client
+from rfbatch.cli.render import print_json
 from rfbatch.errors import ApiError, ConfigError, RfbatchError
 from rfbatch.obs.logging import configure_logging
 from rfbatch.redact import redact_text
 from rfbatch.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rfbatch.api import RoboflowClient
 
 # Exit codes, the same for every command.
 EXIT_OK = 0
@@ -27,17 +26,7 @@ EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
 EXIT_API = 3  # fatal API error (bad key, no permission, service refusing)
 EXIT_INTERRUPTED = 130
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="TOML config file.", exists=False, dir_okay=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-LogLevelOpt = Annotated[
-    str | None, typer.Option("--log-level", help="debug, info, warning or error.")
-]
-LogFormatOpt = Annotated[
-    str | None, typer.Option("--log-format", help="auto, json or console (logs go to stderr).")
-]
+T = TypeVar("T")
 
 
 def settings_from(
@@ -112,27 +101,6 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-    sys.stdout.flush()
-
-
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Rows as a rich table on stdout; nested values shown as compact JSON."""
-    out = Table(*columns)
-    for row in rows:
-        out.add_row(*(cell(row.get(c)) for c in columns))
-    Console().print(out)
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
 def settings_and_key(
     config: Path | None, log_level: str | None = None, log_format: str | None = None
 ) -> tuple[Settings, str]:
@@ -145,13 +113,22 @@ def settings_and_key(
     return settings, key
 
 
-def with_client(
+def reply(
     config: Path | None,
-    body: Callable[[RoboflowClient], Awaitable[int]],
+    fetch: Callable[[RoboflowClient], Awaitable[T]],
+    show: Callable[[T], None],
     *,
+    json_out: bool,
+    as_json: Callable[[T], Any] | None = None,
     check: Callable[[], None] | None = None,
 ) -> None:
-    """Run an API-shaped command: ``check`` (usage, exit 2) first, then ``body`` with a client."""
+    """Run an API-shaped command that reads once and answers: ``check`` the arguments (usage,
+    exit 2), ``fetch`` with a client, then print what came back as one JSON document
+    (``as_json`` of it, or as it is) or ``show`` it."""
+    # Imported here, not at the top: the commands that never talk to the API (emulator, config)
+    # use this module too, and the client stack is most of a start-up.
+    from rfbatch.app import open_client
+
     settings, key = settings_and_key(config)
     if check is not None:
         try:
@@ -161,6 +138,23 @@ def with_client(
 
     async def main() -> int:
         async with open_client(settings) as client:
-            return await body(client)
+            data = await fetch(client)
+        if json_out:
+            print_json(as_json(data) if as_json is not None else data)
+        else:
+            show(data)
+        return EXIT_OK
 
     run(main, key)
+
+
+async def collect(
+    items: AsyncIterable[T], limit: int | None, row: Callable[[T], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The first ``limit`` items of a paged listing (all without one), each made a ``row``."""
+    rows: list[dict[str, Any]] = []
+    async for item in items:
+        rows.append(row(item))
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows

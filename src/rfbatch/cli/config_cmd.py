@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from rfbatch.cli.common import EXIT_USAGE, ConfigOpt, fail, print_json
+from rfbatch.cli.common import EXIT_USAGE, fail
+from rfbatch.cli.options import ConfigOpt
+from rfbatch.cli.render import print_json
 from rfbatch.errors import ConfigError
 from rfbatch.settings import load_settings
 

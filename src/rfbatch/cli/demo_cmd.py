@@ -8,7 +8,6 @@ export of the job results, and prints where they landed.
 from __future__ import annotations
 
 import random
-import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +16,7 @@ import typer
 
 from rfbatch.app import open_services
 from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, run, settings_from
-from rfbatch.cli.sync_cmd import print_result
+from rfbatch.cli.render import sync_report
 from rfbatch.obs.progress import upload_progress
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.sync import sync
@@ -73,9 +72,9 @@ def _demo(root: Path, images: int, *, keep: bool) -> None:
             tally = Tally()
             async with open_services(settings, source_roots=[source]) as services:
                 specs = source_specs(services, [str(source)])
-                async with upload_progress(tally, enabled=sys.stderr.isatty()):
+                async with upload_progress(tally, enabled=True):
                     result = await sync(services, specs, target, output_dir=output, tally=tally)
-        print_result(result, json_out=False)
+        sync_report(result, json_out=False)
         files = sum(1 for p in output.rglob("*") if p.is_file())
         kept = "" if keep else " (a temporary folder, removed now: pass --workdir DIR to keep it)"
         print(f"{files} result files in {output}{kept}")

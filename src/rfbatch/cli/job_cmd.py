@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from pydantic import ValidationError
 
 from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import JobMetadata, RestartOverrides
@@ -24,77 +21,50 @@ from rfbatch.cli.common import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    collect,
+    fail,
+    reply,
+    run,
+    settings_and_key,
+)
+from rfbatch.cli.options import (
+    AggregationOpt,
     ConfigOpt,
+    FailureRateOpt,
     JsonOpt,
     LogFormatOpt,
     LogLevelOpt,
-    cell,
-    fail,
-    print_json,
-    run,
-    settings_and_key,
-    table,
-    with_client,
+    MachineOpt,
+    ParallelOpt,
+    RuntimeOpt,
+    VideoFpsOpt,
+    WorkersOpt,
 )
+from rfbatch.cli.render import (
+    cell,
+    job_progress,
+    job_state,
+    job_wire,
+    outcome_wire,
+    print_json,
+    table,
+    wire,
+)
+from rfbatch.cli.webhook import webhook_receiver
 from rfbatch.errors import ConfigError
 from rfbatch.ids import job_id_for_batch, validate_batch_id, validate_job_id
-from rfbatch.pipeline.jobs import (
-    JobOutcome,
-    JobView,
-    Wake,
-    follow_job,
-    job_spec_from,
-    start_job,
-)
+from rfbatch.pipeline.jobs import JobOutcome, Wake, follow_job, job_spec_from, start_job
 from rfbatch.settings import Settings, split_host_port
 from rfbatch.state.manifest import SqliteManifest
-from rfbatch.webhooks import WebhookReceiver, serve_webhooks
+from rfbatch.webhooks import serve_webhooks
 
 app = typer.Typer(help="Start, follow and manage batch-processing jobs.", no_args_is_help=True)
 
 JobArg = Annotated[str, typer.Argument(help="Job id.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Stop after this many rows.", min=1)]
-MachineOpt = Annotated[str | None, typer.Option("--machine-type", help="cpu or gpu.")]
-WorkersOpt = Annotated[
-    int | None, typer.Option("--workers-per-machine", help="Workers per machine (1-64).")
-]
-RuntimeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--max-runtime-seconds",
-        help="Cumulative machine seconds (sent as processingTimeoutSeconds).",
-    ),
-]
-ParallelOpt = Annotated[int | None, typer.Option("--max-parallel-tasks", help="Task cap.")]
-FailureRateOpt = Annotated[
-    float | None,
-    typer.Option("--max-image-failure-rate", help="0.0-1.0; image jobs only."),
-]
 
 
 # --- plumbing --------------------------------------------------------------------------------
-
-
-def _wire(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True)
-
-
-def _job_wire(job: JobMetadata) -> dict[str, Any]:
-    data = _wire(job)
-    # The GB-DOC status/progress pair is optional and usually absent: show it only when sent.
-    for key in ("status", "progress"):
-        if data.get(key) is None:
-            data.pop(key, None)
-    return data
-
-
-async def _collect(items: AsyncIterable[BaseModel], limit: int | None) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    async for item in items:
-        rows.append(_job_wire(item) if isinstance(item, JobMetadata) else _wire(item))
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -116,12 +86,6 @@ def _valid_job(job_id: str) -> Callable[[], None]:
         validate_job_id(job_id)
 
     return check
-
-
-def _job_state(job: JobMetadata) -> str:
-    if job.is_running:
-        return "running"
-    return "succeeded" if job.succeeded else "failed"
 
 
 # --- start -----------------------------------------------------------------------------------
@@ -149,9 +113,7 @@ def start(
     max_runtime_seconds: RuntimeOpt = None,
     max_parallel_tasks: ParallelOpt = None,
     max_image_failure_rate: FailureRateOpt = None,
-    aggregation_format: Annotated[
-        str | None, typer.Option("--aggregation-format", help="csv or jsonl.")
-    ] = None,
+    aggregation_format: AggregationOpt = None,
     persist_images_outputs: Annotated[
         bool | None,
         typer.Option(
@@ -163,9 +125,7 @@ def start(
         list[str] | None,
         typer.Option("--persist-output", help="An image output to persist; repeat."),
     ] = None,
-    max_video_fps: Annotated[
-        float | None, typer.Option("--max-video-fps", help="Frame rate cap; video jobs only.")
-    ] = None,
+    max_video_fps: VideoFpsOpt = None,
     notifications_url: Annotated[
         str | None, typer.Option("--notifications-url", help="Job webhook URL.")
     ] = None,
@@ -211,9 +171,9 @@ def start(
             await start_job(client, the_job, spec, name=name)
             job = await client.get_job(the_job)
         if json_out:
-            print_json(_job_wire(job))
+            print_json(job_wire(job))
         else:
-            print(f"job {job.job_id} ({job.name}) started on batch {batch}: {_job_state(job)}")
+            print(f"job {job.job_id} ({job.name}) started on batch {batch}: {job_state(job)}")
         return EXIT_OK
 
     run(main, key)
@@ -226,37 +186,38 @@ def start(
 def status(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Show a job's status."""
 
-    async def body(client: RoboflowClient) -> int:
-        meta = await client.get_job(job)
-        if json_out:
-            print_json(_job_wire(meta))
-        else:
-            print(f"job: {meta.job_id} ({meta.name})")
-            print(f"state: {_job_state(meta)}")
-            print(f"stage: {meta.current_stage or '-'} of {', '.join(meta.planned_stages or [])}")
-            print(f"last notification: {cell(meta.last_notification)}")
-            print(
-                f"created: {meta.created_at.isoformat()}  updated: {meta.last_update.isoformat()}"
-            )
-        return EXIT_OK
+    def show(meta: JobMetadata) -> None:
+        print(f"job: {meta.job_id} ({meta.name})")
+        print(f"state: {job_state(meta)}")
+        print(f"stage: {meta.current_stage or '-'} of {', '.join(meta.planned_stages or [])}")
+        print(f"last notification: {cell(meta.last_notification)}")
+        print(f"created: {meta.created_at.isoformat()}  updated: {meta.last_update.isoformat()}")
 
-    with_client(config, body, check=_valid_job(job))
+    reply(
+        config,
+        lambda c: c.get_job(job),
+        show,
+        json_out=json_out,
+        as_json=job_wire,
+        check=_valid_job(job),
+    )
 
 
 @app.command()
 def stages(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """List a job's stages."""
 
-    async def body(client: RoboflowClient) -> int:
-        rows = [_wire(s) for s in await client.list_stages(job)]
-        if json_out:
-            print_json(rows)
-        else:
-            columns = ["processingStageId", "statusType", "tasksNumber", "outputBatches"]
-            table(rows, [*columns, "lastEventTimestamp"])
-        return EXIT_OK
+    async def fetch(client: RoboflowClient) -> list[dict[str, Any]]:
+        return [wire(s) for s in await client.list_stages(job)]
 
-    with_client(config, body, check=_valid_job(job))
+    columns = ["processingStageId", "statusType", "tasksNumber", "outputBatches"]
+    reply(
+        config,
+        fetch,
+        lambda rows: table(rows, [*columns, "lastEventTimestamp"]),
+        json_out=json_out,
+        check=_valid_job(job),
+    )
 
 
 @app.command()
@@ -268,16 +229,14 @@ def tasks(
     limit: LimitOpt = None,
 ) -> None:
     """List the tasks of one stage of a job."""
-
-    async def body(client: RoboflowClient) -> int:
-        rows = await _collect(client.list_tasks(job, stage), limit)
-        if json_out:
-            print_json(rows)
-        else:
-            table(rows, ["taskId", "statusType", "progress", "eventTimestamp", "notification"])
-        return EXIT_OK
-
-    with_client(config, body, check=_valid_job(job))
+    columns = ["taskId", "statusType", "progress", "eventTimestamp", "notification"]
+    reply(
+        config,
+        lambda c: collect(c.list_tasks(job, stage), limit, wire),
+        lambda rows: table(rows, columns),
+        json_out=json_out,
+        check=_valid_job(job),
+    )
 
 
 @app.command()
@@ -297,36 +256,31 @@ def logs(
         if severity is not None and severity not in ("info", "warning", "error"):
             raise ConfigError(f"--severity must be info, warning or error, got {severity!r}")
 
-    async def body(client: RoboflowClient) -> int:
-        rows = await _collect(client.job_logs(job, severity=severity), limit)
-        if json_out:
-            print_json(rows)
-        else:
-            for row in rows:
-                where = "/".join(p for p in (row.get("processingStageId"), row.get("taskId")) if p)
-                payload = json.dumps(row.get("payload", {}), separators=(",", ":"))
-                print(f"{row['createdAt']} {row['severity']:<7} {row['logType']} {where} {payload}")
-        return EXIT_OK
+    def show(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            where = "/".join(p for p in (row.get("processingStageId"), row.get("taskId")) if p)
+            payload = json.dumps(row.get("payload", {}), separators=(",", ":"))
+            print(f"{row['createdAt']} {row['severity']:<7} {row['logType']} {where} {payload}")
 
-    with_client(config, body, check=check)
+    reply(
+        config,
+        lambda c: collect(c.job_logs(job, severity=severity), limit, wire),
+        show,
+        json_out=json_out,
+        check=check,
+    )
 
 
 @app.command("list")
 def list_jobs(json_out: JsonOpt = False, config: ConfigOpt = None, limit: LimitOpt = None) -> None:
     """List the workspace's jobs, newest first."""
 
-    async def body(client: RoboflowClient) -> int:
-        rows = await _collect(client.list_jobs(), limit)
-        if json_out:
-            print_json(rows)
-        else:
-            for row in rows:
-                meta = JobMetadata.model_validate(row)
-                row["state"] = _job_state(meta)
-            table(rows, ["jobId", "name", "state", "currentStage", "createdAt", "lastUpdate"])
-        return EXIT_OK
+    def show(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            row["state"] = job_state(JobMetadata.model_validate(row))
+        table(rows, ["jobId", "name", "state", "currentStage", "createdAt", "lastUpdate"])
 
-    with_client(config, body)
+    reply(config, lambda c: collect(c.list_jobs(), limit, job_wire), show, json_out=json_out)
 
 
 # --- abort / restart -------------------------------------------------------------------------
@@ -335,16 +289,13 @@ def list_jobs(json_out: JsonOpt = False, config: ConfigOpt = None, limit: LimitO
 @app.command()
 def abort(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Abort a running job (aborting an ended job changes nothing)."""
-
-    async def body(client: RoboflowClient) -> int:
-        reply = await client.abort_job(job)
-        if json_out:
-            print_json(reply)
-        else:
-            print(f"job {job} aborted")
-        return EXIT_OK
-
-    with_client(config, body, check=_valid_job(job))
+    reply(
+        config,
+        lambda c: c.abort_job(job),
+        lambda _: print(f"job {job} aborted"),
+        json_out=json_out,
+        check=_valid_job(job),
+    )
 
 
 @app.command()
@@ -377,82 +328,16 @@ def restart(
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"invalid restart option {where}: {first['msg']}") from None
 
-    async def body(client: RoboflowClient) -> int:
-        reply = await client.restart_job(job, overrides)
-        if json_out:
-            print_json(reply)
-        else:
-            print(f"job {job} restarted")
-        return EXIT_OK
-
-    with_client(config, body, check=check)
+    reply(
+        config,
+        lambda c: c.restart_job(job, overrides),
+        lambda _: print(f"job {job} restarted"),
+        json_out=json_out,
+        check=check,
+    )
 
 
 # --- wait ------------------------------------------------------------------------------------
-
-
-class _LiveView:
-    """One progress row per stage on stderr: stage, state, tasks done of total, progress."""
-
-    def __init__(self, progress: Progress, job_id: str) -> None:
-        self._progress = progress
-        self._job_id = job_id
-        self._rows: dict[str, TaskID] = {}
-
-    def __call__(self, view: JobView) -> None:
-        if not view.stages:
-            row = self._rows.get("")
-            if row is None:
-                row = self._progress.add_task(f"{self._job_id} waiting", total=None, tasks="")
-                self._rows[""] = row
-            return
-        if "" in self._rows:
-            self._progress.remove_task(self._rows.pop(""))
-        for stage in view.stages:
-            row = self._rows.get(stage.stage_id)
-            if row is None:
-                row = self._progress.add_task("", total=1.0, tasks="")
-                self._rows[stage.stage_id] = row
-            state = "running" if stage.running else stage.stage.status_type
-            self._progress.update(
-                row,
-                description=f"{self._job_id} {stage.stage_id} [{state}]",
-                completed=stage.progress,
-                total=1.0,
-                tasks=f"{stage.tasks_done}/{stage.tasks_total} tasks",
-            )
-
-
-@contextmanager
-def live_view(job_id: str, enabled: bool) -> Iterator[Callable[[JobView], None] | None]:
-    if not enabled:
-        yield None
-        return
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[tasks]}"),
-        TextColumn("{task.percentage:>5.1f}%"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-    with progress:
-        yield _LiveView(progress, job_id)
-
-
-def outcome_wire(outcome: JobOutcome) -> dict[str, Any]:
-    return {
-        "jobId": outcome.job_id,
-        "state": outcome.state,
-        "succeeded": outcome.succeeded,
-        "timedOut": outcome.timed_out,
-        "message": outcome.message,
-        "outputBatches": list(outcome.output_batches),
-        "seconds": outcome.seconds,
-        "polls": outcome.polls,
-        "webhookWakeups": outcome.wakeups,
-        "job": _job_wire(outcome.job) if outcome.job is not None else None,
-    }
 
 
 @app.command()
@@ -491,10 +376,9 @@ def wait(
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     deadline = timeout if timeout is not None else settings.job.wait_timeout_seconds
-    show_live = sys.stderr.isatty() and not json_out
 
     async def follow(client: RoboflowClient, wake: Wake | None, interval: float) -> JobOutcome:
-        with live_view(job, show_live) as on_update:
+        async with job_progress(job, enabled=not json_out) as on_update:
             return await follow_job(
                 client,
                 job,
@@ -527,18 +411,10 @@ async def _follow_with_webhook(
     follow: Callable[[RoboflowClient, Wake | None, float], Awaitable[JobOutcome]],
 ) -> JobOutcome:
     """Follow the job with a webhook receiver listening on ``listen`` for its notification."""
-    expected = settings.webhook.authorization
-    authorization = (
-        expected.get_secret_value()
-        if expected is not None
-        else f"Bearer rf_{await client.workspace()}"
-    )
     # Not exclusive: a daemon may hold the state directory; event ids then dedup across both.
     manifest = await SqliteManifest.open(settings.state.dir, exclusive=False)
     try:
-        receiver = WebhookReceiver(
-            authorization, settings.webhook.max_body_bytes, manifest.record_event
-        )
+        receiver = await webhook_receiver(settings.webhook, client, manifest.record_event)
         async with serve_webhooks(receiver, *listen):
             interval = poll_seconds or settings.job.poll_seconds_with_webhook
             return await follow(client, receiver.job_waker(job_id), interval)

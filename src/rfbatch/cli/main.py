@@ -1,8 +1,9 @@
-"""The root command and its groups.
+"""The root command and the registry of its commands.
 
-Only the command being run is imported: each pulls in its own stack (the emulator and the
-daemon bring aiohttp's server, the job commands their tables), and a one-shot ``upload`` should
-not pay for the others at every start. ``rfbatch --help`` (or no command) registers them all.
+A command's module is imported only when that command runs: each pulls in its own stack (the
+emulator and the daemon bring aiohttp's server, the job commands their schemas), and neither a
+one-shot ``upload`` nor ``rfbatch --help`` or ``--version`` should pay for the others. The root
+help lists the commands from the one-line summaries kept here.
 """
 
 from __future__ import annotations
@@ -10,24 +11,88 @@ from __future__ import annotations
 import importlib
 import io
 import sys
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import typer
+from typer import _click  # typer ships its own click: these are the types its groups speak
+from typer.core import TyperCommand, TyperGroup
 
 from rfbatch import __version__
 
-# name -> (module, attribute, is a group of subcommands); in the order --help lists them.
-_COMMANDS: dict[str, tuple[str, str, bool]] = {
-    "sync": ("rfbatch.cli.sync_cmd", "sync_command", False),
-    "upload": ("rfbatch.cli.upload_cmd", "upload", False),
-    "export": ("rfbatch.cli.export_cmd", "export", False),
-    "run": ("rfbatch.cli.run_cmd", "run_daemon", False),
-    "batch": ("rfbatch.cli.batch_cmd", "app", True),
-    "job": ("rfbatch.cli.job_cmd", "app", True),
-    "config": ("rfbatch.cli.config_cmd", "app", True),
-    "emulator": ("rfbatch.cli.emulator_cmd", "emulator", False),
-    "demo": ("rfbatch.cli.demo_cmd", "demo", False),
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    module: str
+    attribute: str  # a Typer app (a group of subcommands) or a command function
+    summary: str  # what the root help shows; the first paragraph of the command's own help
+
+
+# In the order the root help lists them.
+COMMANDS: dict[str, _Command] = {
+    "sync": _Command(
+        "rfbatch.cli.sync_cmd",
+        "sync_command",
+        "Upload, wait for ingest, run the workflow, wait for the job and download its results.",
+    ),
+    "upload": _Command(
+        "rfbatch.cli.upload_cmd",
+        "upload",
+        "Upload images (as streamed tar shards) and videos from folders, then confirm their "
+        "ingest.",
+    ),
+    "export": _Command(
+        "rfbatch.cli.export_cmd",
+        "export",
+        "Download every file of a batch, resuming where an earlier run stopped.",
+    ),
+    "run": _Command(
+        "rfbatch.cli.run_cmd",
+        "run_daemon",
+        "Watch folders and run upload, ingest, job and export continuously until SIGTERM.",
+    ),
+    "emulator": _Command(
+        "rfbatch.cli.emulator_cmd", "emulator", "Serve the Roboflow Batch Processing API offline."
+    ),
+    "demo": _Command(
+        "rfbatch.cli.demo_cmd",
+        "demo",
+        "Run the whole loop (upload, ingest, job, export) against an in-process emulator.",
+    ),
+    "batch": _Command("rfbatch.cli.batch_cmd", "app", "Inspect staging batches."),
+    "job": _Command(
+        "rfbatch.cli.job_cmd", "app", "Start, follow and manage batch-processing jobs."
+    ),
+    "config": _Command("rfbatch.cli.config_cmd", "app", "Check configuration."),
 }
+
+
+def load_command(name: str) -> _click.Command:
+    """Import command ``name``'s module and build its click command (a group for a Typer app)."""
+    entry = COMMANDS[name]
+    target = getattr(importlib.import_module(entry.module), entry.attribute)
+    if isinstance(target, typer.Typer):
+        return typer.main.get_group(target)
+    # A lone command in an app of its own is built as that very command, not a group.
+    single = typer.Typer(add_completion=False)
+    single.command(name)(target)
+    return typer.main.get_command(single)
+
+
+class _LazyGroup(TyperGroup):
+    """Lists every command by its summary; builds the real one only when it is invoked."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, entry in COMMANDS.items():
+            self.add_command(TyperCommand(name, help=entry.summary))
+
+    def resolve_command(
+        self, ctx: _click.Context, args: list[str]
+    ) -> tuple[str | None, _click.Command | None, list[str]]:
+        # The listed entry answers for the name (and for a typo, with its suggestions).
+        name, listed, rest = super().resolve_command(ctx, args)
+        return name, load_command(name) if name is not None else listed, rest
 
 
 def _version(value: bool) -> None:
@@ -36,10 +101,10 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-def build_app(args: Sequence[str] | None = None) -> typer.Typer:
-    """The root app, with only the command named first in ``args`` when it names one."""
+def build_app() -> typer.Typer:
     app = typer.Typer(
         name="rfbatch",
+        cls=_LazyGroup,
         help="Move media in and out of Roboflow Batch Processing, fast and without losing a file.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
@@ -54,15 +119,6 @@ def build_app(args: Sequence[str] | None = None) -> typer.Typer:
     ) -> None:
         """Move media in and out of Roboflow Batch Processing."""
 
-    first = next((a for a in args or () if not a.startswith("-")), None)
-    names = [first] if first in _COMMANDS else list(_COMMANDS)
-    for name in names:
-        module, attribute, group = _COMMANDS[name]
-        target = getattr(importlib.import_module(module), attribute)
-        if group:
-            app.add_typer(target, name=name)
-        else:
-            app.command(name)(target)
     return app
 
 
@@ -72,4 +128,4 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    build_app(sys.argv[1:])()
+    build_app()()

@@ -10,20 +10,12 @@ import anyio
 import typer
 
 from rfbatch.app import open_services
-from rfbatch.cli.common import (
-    EXIT_OK,
-    EXIT_USAGE,
-    ConfigOpt,
-    LogFormatOpt,
-    LogLevelOpt,
-    fail,
-    run,
-    settings_from,
-)
+from rfbatch.cli.common import EXIT_OK, EXIT_USAGE, fail, run, settings_from
+from rfbatch.cli.options import ConfigOpt, LogFormatOpt, LogLevelOpt, check_sources
+from rfbatch.cli.webhook import webhook_receiver
 from rfbatch.errors import ConfigError
 from rfbatch.pipeline.daemon import Daemon
 from rfbatch.pipeline.upload_pass import source_specs
-from rfbatch.webhooks import WebhookReceiver
 
 
 def run_daemon(
@@ -56,9 +48,7 @@ def run_daemon(
         sources = list(settings.daemon.sources)
         if not sources:
             raise ConfigError("no sources: set [daemon] sources or pass --source")
-        for src in sources:
-            if not src.is_dir():
-                raise ConfigError(f"source {src} is not a folder")
+        check_sources(sources)
         if settings.daemon.output_dir is not None:
             settings.daemon.output_dir.mkdir(parents=True, exist_ok=True)
     except (ConfigError, OSError) as exc:
@@ -69,13 +59,8 @@ def run_daemon(
             receiver = None
             hook = settings.webhook
             if hook.public_url and settings.daemon.http_listen:
-                expected = (
-                    hook.authorization.get_secret_value()
-                    if hook.authorization
-                    else f"Bearer rf_{await services.client.workspace()}"
-                )
-                receiver = WebhookReceiver(
-                    expected, hook.max_body_bytes, services.manifest.record_event
+                receiver = await webhook_receiver(
+                    hook, services.client, services.manifest.record_event
                 )
             daemon = Daemon(
                 services,

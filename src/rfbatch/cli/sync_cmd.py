@@ -6,26 +6,32 @@ import json
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from rfbatch.app import open_services
-from rfbatch.cli.common import (
-    EXIT_ITEMS_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
+from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, fail, run, settings_from
+from rfbatch.cli.options import (
+    AggregationOpt,
     ConfigOpt,
+    FailureRateOpt,
     JsonOpt,
     LogFormatOpt,
     LogLevelOpt,
-    fail,
-    print_json,
-    run,
-    settings_from,
+    MachineOpt,
+    ParallelOpt,
+    RuntimeOpt,
+    SourcesArg,
+    StateDirOpt,
+    VideoFpsOpt,
+    VideosBatchOpt,
+    WorkersOpt,
+    check_sources,
+    videos_batch_for,
 )
-from rfbatch.cli.job_cmd import live_view, outcome_wire
-from rfbatch.cli.upload_cmd import SourcesArg, check_sources, report, summary, videos_batch_for
+from rfbatch.cli.render import job_progress, sync_report
+from rfbatch.cli.webhook import webhook_receiver
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
@@ -42,9 +48,7 @@ def sync_command(
     batch: Annotated[
         str | None, typer.Option(help="Images batch id (default: derived from the folders).")
     ] = None,
-    videos_batch: Annotated[
-        str | None, typer.Option(help="Videos batch id (default: <batch>-videos).")
-    ] = None,
+    videos_batch: VideosBatchOpt = None,
     workflow: Annotated[
         str | None, typer.Option(help="Workflow id; without it, sync uploads and confirms only.")
     ] = None,
@@ -57,15 +61,13 @@ def sync_command(
     image_input_name: Annotated[
         str | None, typer.Option(help="The workflow's image input.")
     ] = None,
-    machine_type: Annotated[str | None, typer.Option(help="cpu or gpu.")] = None,
-    workers_per_machine: Annotated[int | None, typer.Option(help="Workers per machine.")] = None,
-    max_runtime_seconds: Annotated[
-        int | None, typer.Option(help="Cumulative machine seconds (processingTimeoutSeconds).")
-    ] = None,
-    max_parallel_tasks: Annotated[int | None, typer.Option(help="Task cap.")] = None,
-    max_image_failure_rate: Annotated[float | None, typer.Option(help="0.0-1.0.")] = None,
-    aggregation_format: Annotated[str | None, typer.Option(help="csv or jsonl.")] = None,
-    max_video_fps: Annotated[float | None, typer.Option(help="Video jobs: frames/s.")] = None,
+    machine_type: MachineOpt = None,
+    workers_per_machine: WorkersOpt = None,
+    max_runtime_seconds: RuntimeOpt = None,
+    max_parallel_tasks: ParallelOpt = None,
+    max_image_failure_rate: FailureRateOpt = None,
+    aggregation_format: AggregationOpt = None,
+    max_video_fps: VideoFpsOpt = None,
     webhook_listen: Annotated[
         str | None, typer.Option(help="HOST:PORT to receive job notifications on.")
     ] = None,
@@ -74,7 +76,7 @@ def sync_command(
     ] = None,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
-    state_dir: Annotated[Path | None, typer.Option(help="Where the manifest lives.")] = None,
+    state_dir: StateDirOpt = None,
     settle_seconds: Annotated[float | None, typer.Option(help="Quiet time before upload.")] = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
@@ -120,7 +122,6 @@ def sync_command(
     except (ConfigError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     target = UploadTarget(images, videos, upload_options(settings))
-    show = sys.stderr.isatty() and not json_out
 
     async def main() -> int:
         async with (
@@ -129,13 +130,8 @@ def sync_command(
         ):
             receiver: WebhookReceiver | None = None
             if listen is not None:
-                auth = settings.webhook.authorization
-                receiver = WebhookReceiver(
-                    auth.get_secret_value()
-                    if auth
-                    else f"Bearer rf_{await services.client.workspace()}",
-                    settings.webhook.max_body_bytes,
-                    services.manifest.record_event,
+                receiver = await webhook_receiver(
+                    settings.webhook, services.client, services.manifest.record_event
                 )
                 await stack.enter_async_context(serve_webhooks(receiver, *listen))
 
@@ -144,8 +140,10 @@ def sync_command(
 
             tally = Tally()
             specs = source_specs(services, [str(s) for s in sources])
-            async with upload_progress(tally, enabled=show):
-                live = stack.enter_context(live_view(images, show))
+            async with (
+                upload_progress(tally, enabled=not json_out),
+                job_progress(images, enabled=not json_out) as live,
+            ):
                 result = await sync(
                     services,
                     specs,
@@ -155,32 +153,11 @@ def sync_command(
                     wake_for=wake_for,
                     on_job_update=live,
                 )
-        print_result(result, json_out)
+        sync_report(result, json_out)
         print_stopped(result)
         return EXIT_OK if result.complete else EXIT_ITEMS_FAILED
 
     run(main, key)
-
-
-def print_result(result: SyncResult, json_out: bool) -> None:
-    data: dict[str, Any] = {
-        "upload": summary(result.upload),
-        "jobs": {b: outcome_wire(o) for b, o in result.jobs.items()},
-        "exports": [e.summary() for e in result.exports],
-        "complete": result.complete,
-    }
-    if json_out:
-        print_json(data)
-        return
-    report(result.upload, json_out=False)
-    for batch_id, outcome in result.jobs.items():
-        line = f"job {outcome.job_id} (batch {batch_id}): {outcome.state}"
-        print(line + (f": {outcome.message}" if outcome.message and not outcome.succeeded else ""))
-    for export in result.exports:
-        print(
-            f"results {export.batch_id}: {export.downloaded} downloaded, {export.skipped} already "
-            f"there, {len(export.failed)} failed -> {export.output_dir}"
-        )
 
 
 def print_stopped(result: SyncResult) -> None:

@@ -1,13 +1,16 @@
-"""A rich progress bar for one-shot commands on a terminal, fed from a :class:`Tally`.
+"""Rich progress displays for one-shot commands on a terminal, refreshed from a snapshot.
 
-The bar polls the tally a few times a second instead of being called from every stage, so the
-stages stay free of display code and a non-TTY run pays nothing.
+A display polls a snapshot callable a few times a second instead of being called from every
+stage or byte callback, so the work stays free of display code, never waits on the terminal,
+and a run whose stderr is not a terminal pays nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 from rich.console import Console
@@ -15,6 +18,8 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -22,13 +27,94 @@ from rich.progress import (
 
 from rfbatch.obs.tally import Tally
 
+REFRESH_SECONDS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One row of a display; rows are matched across refreshes by ``key``.
+
+    ``total=None`` leaves the total as it was (unknown until a row first sets one), and
+    ``detail`` is what a column reading ``{task.fields[detail]}`` shows.
+    """
+
+    key: str
+    description: str
+    completed: float = 0.0
+    total: float | None = None
+    detail: str = ""
+
+
+@asynccontextmanager
+async def live_rows(
+    snapshot: Callable[[], Sequence[Row]],
+    columns: Sequence[ProgressColumn],
+    *,
+    enabled: bool,
+) -> AsyncIterator[bool]:
+    """Show ``snapshot()`` on stderr while the block runs, and once more as it ends.
+
+    Nothing is shown unless ``enabled`` and stderr is a terminal; the block is told which (so a
+    caller can skip feeding a snapshot nobody reads). Rows the snapshot no longer returns are
+    removed.
+    """
+    if not (enabled and sys.stderr.isatty()):
+        yield False
+        return
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        shown: dict[str, TaskID] = {}
+
+        def refresh() -> None:
+            rows = snapshot()
+            keys = {row.key for row in rows}
+            for gone in [key for key in shown if key not in keys]:
+                bar.remove_task(shown.pop(gone))
+            for row in rows:
+                task = shown.get(row.key)
+                if task is None:
+                    # Every field a column reads is set from the start: the display redraws
+                    # from its own thread and may do so before the update below.
+                    task = shown[row.key] = bar.add_task(
+                        row.description, total=row.total, detail=row.detail
+                    )
+                bar.update(
+                    task,
+                    description=row.description,
+                    completed=row.completed,
+                    total=row.total,
+                    detail=row.detail,
+                )
+
+        async with anyio.create_task_group() as tg:
+
+            async def poll() -> None:
+                while True:
+                    refresh()
+                    await anyio.sleep(REFRESH_SECONDS)
+
+            tg.start_soon(poll)
+            try:
+                yield True
+            finally:
+                tg.cancel_scope.cancel()
+        refresh()
+
 
 @asynccontextmanager
 async def upload_progress(tally: Tally, *, enabled: bool) -> AsyncIterator[None]:
-    if not enabled:
-        yield
-        return
-    console = Console(stderr=True)
+    """One bar of files and bytes sent, fed from ``tally``."""
+
+    def snapshot() -> list[Row]:
+        # Totals grow while the scan runs; the ETA is honest once the scan is done.
+        return [
+            Row(
+                "upload",
+                f"{tally.sent}/{max(tally.queued, tally.sent)} files",
+                completed=tally.sent_bytes,
+                total=max(tally.queued_bytes, tally.sent_bytes) or None,
+            )
+        ]
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -36,28 +122,5 @@ async def upload_progress(tally: Tally, *, enabled: bool) -> AsyncIterator[None]
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("scanning", total=None)
-
-        def refresh() -> None:
-            # Totals grow while the scan runs; the ETA is honest once the scan is done.
-            bar.update(
-                task,
-                description=f"{tally.sent}/{max(tally.queued, tally.sent)} files",
-                completed=tally.sent_bytes,
-                total=max(tally.queued_bytes, tally.sent_bytes) or None,
-            )
-
-        async with anyio.create_task_group() as tg:
-
-            async def poll() -> None:
-                while True:
-                    refresh()
-                    await anyio.sleep(0.25)
-
-            tg.start_soon(poll)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
-        refresh()
+    async with live_rows(snapshot, columns, enabled=enabled):
+        yield

@@ -1,0 +1,282 @@
+"""How the CLI shows things: JSON documents, tables, wire views, run reports, live progress.
+
+Every command imports this module, so the result types it renders are imported for type checking
+only: a command loads the pipeline it runs, never the ones it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    FileSizeColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from rfbatch.obs.progress import Row, live_rows
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from rfbatch.api.schemas import JobMetadata
+    from rfbatch.pipeline.export import ExportProgress, ExportResult, ProgressHook
+    from rfbatch.pipeline.jobs import JobOutcome, JobView
+    from rfbatch.pipeline.sync import SyncResult
+    from rfbatch.pipeline.upload_pass import PassResult
+
+# --- documents and tables --------------------------------------------------------------------
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """Rows as a rich table on stdout; nested values shown as compact JSON."""
+    out = Table(*columns)
+    for row in rows:
+        out.add_row(*(cell(row.get(c)) for c in columns))
+    Console().print(out)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+# --- API objects as the wire names them ------------------------------------------------------
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def wire_without_nulls(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def job_wire(job: JobMetadata) -> dict[str, Any]:
+    data = wire(job)
+    # The GB-DOC status/progress pair is optional and usually absent: show it only when sent.
+    for key in ("status", "progress"):
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
+def job_state(job: JobMetadata) -> str:
+    if job.is_running:
+        return "running"
+    return "succeeded" if job.succeeded else "failed"
+
+
+def outcome_wire(outcome: JobOutcome) -> dict[str, Any]:
+    return {
+        "jobId": outcome.job_id,
+        "state": outcome.state,
+        "succeeded": outcome.succeeded,
+        "timedOut": outcome.timed_out,
+        "message": outcome.message,
+        "outputBatches": list(outcome.output_batches),
+        "seconds": outcome.seconds,
+        "polls": outcome.polls,
+        "webhookWakeups": outcome.wakeups,
+        "job": job_wire(outcome.job) if outcome.job is not None else None,
+    }
+
+
+# --- run reports -----------------------------------------------------------------------------
+
+
+def upload_summary(result: PassResult) -> dict[str, object]:
+    t = result.tally
+    return {
+        "files_found": t.found,
+        "files_unchanged": t.unchanged,
+        "files_sent": t.sent,
+        "files_skipped": t.skipped_count,
+        "files_failed": t.failed_count,
+        "bytes_sent": t.sent_bytes,
+        "shards": t.shards,
+        "videos": t.videos,
+        "seconds": round(t.seconds, 3),
+        "confirmed": all(c.confirmed for c in result.confirmations),
+        "batches": [
+            {
+                "batch_id": c.batch_id,
+                "expected": c.expected,
+                "count": c.count,
+                "failed_by_service": c.failed_by_service,
+                "confirmed": c.confirmed,
+            }
+            for c in result.confirmations
+        ],
+        "skipped": [{"path": f.path, "reason": f.reason} for f in t.skipped],
+        "failed": [{"path": f.path, "reason": f.reason} for f in t.failed],
+    }
+
+
+def upload_report(result: PassResult, json_out: bool) -> None:
+    if json_out:
+        print_json(upload_summary(result))
+        return
+    t = result.tally
+    mb = t.sent_bytes / 1e6
+    secs = t.seconds
+    rate = mb / secs if secs > 0 else 0.0
+    print(
+        f"sent {t.sent} files ({mb:.1f} MB, {rate:.1f} MB/s) in {secs:.1f} s; "
+        f"{t.unchanged} unchanged, {t.skipped_count} skipped, {t.failed_count} failed"
+    )
+    for c in result.confirmations:
+        state = "confirmed" if c.confirmed else "NOT confirmed"
+        print(f"batch {c.batch_id}: {c.count} items ({c.expected} expected) {state}")
+    for f in result.tally.skipped:
+        print(f"skipped {f.path}: {f.reason}")
+    for f in result.tally.failed:
+        print(f"failed {f.path}: {f.reason}")
+
+
+def export_summary(results: list[ExportResult]) -> dict[str, Any]:
+    return {
+        "files_downloaded": sum(r.downloaded for r in results),
+        "files_skipped": sum(r.skipped for r in results),
+        "files_failed": sum(len(r.failed) for r in results),
+        "files_unpacked": sum(r.unpacked for r in results),
+        "bytes": sum(r.bytes for r in results),
+        "seconds": round(sum(r.seconds for r in results), 3),
+        "complete": all(r.complete for r in results),
+        "stopped": next((r.stopped for r in results if r.stopped), None),
+        "batches": [r.summary() for r in results],
+    }
+
+
+def export_report(results: list[ExportResult], json_out: bool) -> None:
+    if json_out:
+        print_json(export_summary(results))
+        return
+    for r in results:
+        mb = r.bytes / 1e6
+        rate = mb / r.seconds if r.seconds > 0 else 0.0
+        unpacked = f", {r.unpacked} unpacked from archives" if r.unpacked else ""
+        print(
+            f"batch {r.batch_id} -> {r.output_dir}: downloaded {r.downloaded} files "
+            f"({mb:.1f} MB, {rate:.1f} MB/s) in {r.seconds:.1f} s; "
+            f"{r.skipped} already present, {len(r.failed)} failed{unpacked}"
+        )
+        for f in r.failed:
+            where = "/".join(x for x in (f.part_name, f.file_name) if x) or "?"
+            print(f"failed {where!r}: {f.reason}")
+
+
+def sync_report(result: SyncResult, json_out: bool) -> None:
+    data: dict[str, Any] = {
+        "upload": upload_summary(result.upload),
+        "jobs": {b: outcome_wire(o) for b, o in result.jobs.items()},
+        "exports": [e.summary() for e in result.exports],
+        "complete": result.complete,
+    }
+    if json_out:
+        print_json(data)
+        return
+    upload_report(result.upload, json_out=False)
+    for batch_id, outcome in result.jobs.items():
+        line = f"job {outcome.job_id} (batch {batch_id}): {outcome.state}"
+        print(line + (f": {outcome.message}" if outcome.message and not outcome.succeeded else ""))
+    for export in result.exports:
+        print(
+            f"results {export.batch_id}: {export.downloaded} downloaded, {export.skipped} already "
+            f"there, {len(export.failed)} failed -> {export.output_dir}"
+        )
+
+
+# --- live progress on a terminal -------------------------------------------------------------
+
+
+@asynccontextmanager
+async def job_progress(
+    job_id: str, *, enabled: bool
+) -> AsyncIterator[Callable[[JobView], None] | None]:
+    """One row per stage of the job: stage, state, tasks done of total, progress.
+
+    Yields the ``on_update`` callback to follow the job with (``None`` when nothing is shown).
+    """
+    latest: list[JobView] = []
+
+    def on_update(view: JobView) -> None:
+        latest[:] = [view]
+
+    def snapshot() -> list[Row]:
+        if not latest:
+            return []
+        if not latest[0].stages:
+            return [Row("", f"{job_id} waiting")]
+        return [
+            Row(
+                stage.stage_id,
+                f"{job_id} {stage.stage_id} "
+                f"[{'running' if stage.running else stage.stage.status_type}]",
+                completed=stage.progress,
+                total=1.0,
+                detail=f"{stage.tasks_done}/{stage.tasks_total} tasks",
+            )
+            for stage in latest[0].stages
+        ]
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+    )
+    async with live_rows(snapshot, columns, enabled=enabled) as shown:
+        yield on_update if shown else None
+
+
+@asynccontextmanager
+async def export_progress(*, enabled: bool) -> AsyncIterator[ProgressHook | None]:
+    """A bar of files and bytes (and the rate), fed through the export's progress hook.
+
+    Yields the hook (``None`` when nothing is shown). The hook only keeps the batch whose
+    counters moved last; the display reads them a few times a second.
+    """
+    latest: list[ExportProgress] = []
+
+    def hook(progress: ExportProgress) -> None:
+        if not latest or latest[0] is not progress:
+            latest[:] = [progress]
+
+    def snapshot() -> list[Row]:
+        if not latest:
+            return [Row("export", "listing")]
+        p = latest[0]
+        listed = f"{p.files_listed}" if p.listing_done else f"{p.files_listed}+"
+        failed = f", {p.files_failed} failed" if p.files_failed else ""
+        description = f"{p.batch_id}: {p.files_finished}/{listed} files{failed}"
+        return [Row("export", description, completed=p.bytes_received)]
+
+    # The listing announces no sizes, so bytes are shown as done so far, not as a fraction.
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        FileSizeColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    )
+    async with live_rows(snapshot, columns, enabled=enabled) as shown:
+        yield hook if shown else None
