@@ -136,7 +136,7 @@ async def test_upload_stops_with_one_line_instead_of_failing_each_shard(
         env.update(API_BASE_URL=front, RFBATCH_UPLOAD__SHARD_MAX_FILES="3")
         done = await run_cli(["upload", str(src), "--batch", "tls-up", "--json"], env)
 
-    assert done.returncode != 0
+    assert done.returncode == 3
     lines = error_lines(done)
     assert len(lines) == 1, done.stderr.decode()[-3000:]
     assert lines[0].startswith("rfbatch: error: PUT: ")
@@ -160,7 +160,7 @@ async def test_export_stops_with_one_line_instead_of_failing_each_file(
         env = export_env(front, tmp_path / "state")
         done = await run_cli(["export", "tls-down", "--output", str(out), "--json"], env)
 
-    assert done.returncode != 0
+    assert done.returncode == 3
     lines = error_lines(done)
     assert len(lines) == 1, done.stderr.decode()[-3000:]
     assert lines[0].startswith("rfbatch: error: download: ")

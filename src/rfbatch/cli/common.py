@@ -11,7 +11,7 @@ import anyio
 import typer
 
 from rfbatch.cli.render import print_json
-from rfbatch.errors import ApiError, ConfigError, RfbatchError
+from rfbatch.errors import ApiError, ConfigError, FatalError, RfbatchError
 from rfbatch.obs.logging import configure_logging
 from rfbatch.redact import redact_text
 from rfbatch.settings import Settings, load_settings
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1  # the run finished but some items failed or were skipped (or the job failed)
 EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
-EXIT_API = 3  # fatal API error (bad key, no permission, service refusing)
+EXIT_API = 3  # a fault no file gets past: bad key, no permission, untrusted TLS certificate
 EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
@@ -62,7 +62,7 @@ def run(main: Callable[[], Awaitable[int]], *secrets: str | None) -> NoReturn:
             raise
         if isinstance(error, ConfigError):
             code = EXIT_USAGE
-        elif isinstance(error, ApiError):
+        elif isinstance(error, ApiError | FatalError):
             code = EXIT_API
         else:
             code = EXIT_ITEMS_FAILED
@@ -73,7 +73,7 @@ def run(main: Callable[[], Awaitable[int]], *secrets: str | None) -> NoReturn:
 def _most_severe(exc: BaseException) -> RfbatchError | None:
     """The error that decides the exit code, looking inside task-group exception groups.
 
-    A configuration error outranks an API error, which outranks any other rfbatch error; a
+    A configuration error outranks a fatal error, which outranks an API error, then any other; a
     foreign exception anywhere in the group means a bug, and is re-raised with its traceback.
     """
     leaves: list[BaseException] = []
@@ -89,7 +89,7 @@ def _most_severe(exc: BaseException) -> RfbatchError | None:
     ours = [e for e in leaves if isinstance(e, RfbatchError)]
     if len(ours) != len(leaves):
         return None
-    for kind in (ConfigError, ApiError, RfbatchError):
+    for kind in (ConfigError, FatalError, ApiError, RfbatchError):
         for e in ours:
             if isinstance(e, kind):
                 return e
