@@ -220,10 +220,10 @@ def _failed_files(raw: Any) -> list[FailedFile]:
     return out
 
 
-class _Forgotten:
-    """The ids most recently forgotten, at most ``capacity`` of them."""
+class _RecentIds:
+    """The ids most recently added, at most ``capacity`` of them (the oldest go first)."""
 
-    def __init__(self, capacity: int = _FORGOTTEN_KEPT) -> None:
+    def __init__(self, capacity: int) -> None:
         self._ids: OrderedDict[str, None] = OrderedDict()
         self._capacity = capacity
 
@@ -245,17 +245,12 @@ class InMemoryEvents:
     ``capacity`` event ids."""
 
     def __init__(self, capacity: int = 100_000) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._capacity = capacity
+        self._seen = _RecentIds(capacity)
 
     async def __call__(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            self._seen.move_to_end(event_id)
-            return False
-        self._seen[event_id] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
+        new = event_id not in self._seen
+        self._seen.add(event_id)
+        return new
 
 
 # --- the receiver ----------------------------------------------------------------------------
@@ -294,8 +289,8 @@ class WebhookReceiver:
         self._ingest_signals: dict[str, _Signal] = {}
         self._jobs: dict[str, JobNotice] = {}
         self._ingests: dict[str, _Ingest] = {}
-        self._forgotten_jobs = _Forgotten()
-        self._forgotten_batches = _Forgotten()
+        self._forgotten_jobs = _RecentIds(_FORGOTTEN_KEPT)
+        self._forgotten_batches = _RecentIds(_FORGOTTEN_KEPT)
         self._received = self._accepted = self._duplicates = self._ignored = 0
         self._rejected: dict[str, int] = {}
 

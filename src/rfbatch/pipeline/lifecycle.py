@@ -25,13 +25,16 @@ from rfbatch.localfs.after_ingest import Ingested, SourceCleanup
 from rfbatch.pipeline.batches import InFlight
 from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
 from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake, follow_job, job_spec_from, start_job
-from rfbatch.state.records import BATCH_STATES, BatchRow, BatchState
+from rfbatch.state.records import BatchRow, BatchState
 
 if TYPE_CHECKING:  # a one-shot upload only confirms: it should not load the server or export
     from rfbatch.pipeline.export import ExportResult
     from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.lifecycle")
+
+# The steps of a batch, in order (any of them may end in ``failed`` instead).
+STEPS: tuple[BatchState, ...] = ("sealed", "confirmed", "job_started", "job_done", "exported")
 
 
 @dataclass
@@ -73,8 +76,7 @@ class Lifecycle:
         once it has reached ``stop_at`` (or was already past it)."""
         states = self.active_states()
         if stop_at is not None:
-            before = BATCH_STATES[: BATCH_STATES.index(stop_at)]
-            states = [s for s in states if s in before]
+            states = [s for s in states if s in STEPS[: STEPS.index(stop_at)]]
         manifest = self.services.manifest
         steps: dict[BatchState, Callable[[BatchRow], Awaitable[bool]]] = {
             "sealed": self._from_sealed,
