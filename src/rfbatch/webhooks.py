@@ -47,6 +47,8 @@ RecordEvent = Callable[[str], Awaitable[bool]]
 
 _CHUNK = 64 * 1024
 _MAX_EVENT_ID = 200  # ids are UUIDs; anything far longer is not the service's
+# Forgotten jobs and batches remembered, so that notices trailing the end are not kept again.
+_FORGOTTEN_KEPT = 10_000
 
 
 # --- waking ----------------------------------------------------------------------------------
@@ -218,22 +220,37 @@ def _failed_files(raw: Any) -> list[FailedFile]:
     return out
 
 
+class _RecentIds:
+    """The ids most recently added, at most ``capacity`` of them (the oldest go first)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._ids
+
+    def add(self, key: str) -> None:
+        self._ids[key] = None
+        self._ids.move_to_end(key)
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def discard(self, key: str) -> None:
+        self._ids.pop(key, None)
+
+
 class InMemoryEvents:
     """A ``record_event`` for short-lived receivers without a manifest: remembers the last
     ``capacity`` event ids."""
 
     def __init__(self, capacity: int = 100_000) -> None:
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._capacity = capacity
+        self._seen = _RecentIds(capacity)
 
     async def __call__(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            self._seen.move_to_end(event_id)
-            return False
-        self._seen[event_id] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-        return True
+        new = event_id not in self._seen
+        self._seen.add(event_id)
+        return new
 
 
 # --- the receiver ----------------------------------------------------------------------------
@@ -272,6 +289,8 @@ class WebhookReceiver:
         self._ingest_signals: dict[str, _Signal] = {}
         self._jobs: dict[str, JobNotice] = {}
         self._ingests: dict[str, _Ingest] = {}
+        self._forgotten_jobs = _RecentIds(_FORGOTTEN_KEPT)
+        self._forgotten_batches = _RecentIds(_FORGOTTEN_KEPT)
         self._received = self._accepted = self._duplicates = self._ignored = 0
         self._rejected: dict[str, int] = {}
 
@@ -299,9 +318,11 @@ class WebhookReceiver:
         )
 
     def job_waker(self, job_id: str) -> Waker:
+        self._forgotten_jobs.discard(job_id)  # waited on again: its notices count again
         return Waker(self._job_signals.setdefault(job_id, _Signal()))
 
     def ingest_waker(self, batch_id: str) -> Waker:
+        self._forgotten_batches.discard(batch_id)
         return Waker(self._ingest_signals.setdefault(batch_id, _Signal()))
 
     async def wait_job(self, job_id: str, seconds: float) -> JobNotice | None:
@@ -311,12 +332,6 @@ class WebhookReceiver:
             return self._jobs.get(job_id)
         return None
 
-    async def wait_ingest(self, batch_id: str, seconds: float) -> IngestReport | None:
-        """The batch's ingest report once a notice has arrived, or ``None`` after ``seconds``."""
-        if await self.ingest_waker(batch_id).wait_for(seconds):
-            return self.ingest_report(batch_id)
-        return None
-
     def job_notice(self, job_id: str) -> JobNotice | None:
         return self._jobs.get(job_id)
 
@@ -324,13 +339,25 @@ class WebhookReceiver:
         return self._ingests.get(batch_id, _Ingest()).report(batch_id)
 
     def forget_job(self, job_id: str) -> None:
-        """Drop what is kept for a job nobody will wait on again (a daemon runs for months)."""
+        """Drop what is kept for a job nobody will wait on again (a daemon runs for months).
+
+        Notices for it that arrive later (the end may be seen by a poll before its notice
+        comes) are taken and ignored, so nothing is kept for it again.
+        """
         self._jobs.pop(job_id, None)
         self._job_signals.pop(job_id, None)
+        self._forgotten_jobs.add(job_id)
 
     def forget_batch(self, batch_id: str) -> None:
+        """Drop what is kept for a batch whose ingest is confirmed; as :meth:`forget_job`,
+        later notices for it (each shard sends two) are ignored."""
         self._ingests.pop(batch_id, None)
         self._ingest_signals.pop(batch_id, None)
+        self._forgotten_batches.add(batch_id)
+
+    def holds_batch(self, batch_id: str) -> bool:
+        """Whether anything is kept for ``batch_id`` (what :meth:`forget_batch` drops)."""
+        return batch_id in self._ingests or batch_id in self._ingest_signals
 
     # -- the handler -------------------------------------------------------------------------
 
@@ -421,6 +448,9 @@ class WebhookReceiver:
         return None
 
     def _on_job(self, notice: JobNotice) -> None:
+        if notice.job_id in self._forgotten_jobs:
+            log.info("webhook.late", event_id=notice.event_id, job=notice.job_id)
+            return
         self._jobs[notice.job_id] = notice
         log.info(
             "webhook.job",
@@ -434,6 +464,9 @@ class WebhookReceiver:
     def _on_ingest(
         self, event_id: str, batch_id: str, ingest_id: str | None, notification: dict[str, Any]
     ) -> None:
+        if batch_id in self._forgotten_batches:
+            log.info("webhook.late", event_id=event_id, batch=batch_id)
+            return
         state = self._ingests.setdefault(batch_id, _Ingest())
         if ingest_id:
             state.ingest_ids.setdefault(ingest_id, None)
@@ -492,4 +525,6 @@ async def serve_webhooks(
         log.info("webhook.listening", url=url)
         yield url
     finally:
-        await runner.cleanup()
+        # Shielded: a cancelled caller must still close the listening socket and connections.
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()

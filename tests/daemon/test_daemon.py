@@ -172,3 +172,27 @@ async def test_invalid_config_stops_the_start_with_one_clear_line(
     assert len(err.splitlines()) == 1
     checked = await run_cli(["config", "check", "-c", str(config)], {"PATH": "/usr/bin"})
     assert checked.returncode == 2
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+async def test_sources_are_moved_once_their_ingest_is_confirmed(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    done = tmp_path / "done"
+    config = write_config(
+        tmp_path / "c.toml",
+        emulator,
+        tmp_path,
+        daemon={"after_ingest": "move", "move_to": str(done), "batch_window_seconds": 1.0},
+    )
+    async with daemon(config, emulator, tmp_path / "state") as d:
+        files = make_tree(tmp_path / "src", 12)
+        await wait_for(lambda: d.saw("source.cleanup") and not files_under(tmp_path / "src"))
+        assert await d.terminate() == 0
+    # Moved only after the service held every file, each to its place under the source.
+    assert set(all_digests(emulator)) == {sha(v) for v in files.values()}
+    assert files_under(done) == files
+    assert sum(e["files"] for e in d.saw("source.cleanup")) == 12

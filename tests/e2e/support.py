@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,16 @@ def make_tree(root: Path, count: int, *, seed: int = 0, size: int = 3000) -> dic
         path.write_bytes(data)
         files[rel] = data
     return files
+
+
+def result_records(output: Path) -> dict[str, dict[str, object]]:
+    """Every JSONL record under ``output``, by the input file name it describes."""
+    out = {}
+    for path in output.rglob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            out[str(record["file_name"])] = record
+    return out
 
 
 def sha(data: bytes) -> str:

@@ -10,17 +10,7 @@ from pathlib import Path
 import anyio
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from tests.e2e.support import RFBATCH, cli_env, make_tree, run_cli, wait_for
-
-
-def result_records(output: Path) -> dict[str, dict[str, object]]:
-    """Every JSONL record under ``output``, by the input file name it describes."""
-    out = {}
-    for path in output.rglob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            out[str(record["file_name"])] = record
-    return out
+from tests.e2e.support import RFBATCH, cli_env, make_tree, result_records, run_cli, wait_for
 
 
 async def test_sync_of_images_ends_with_every_result_on_disk(

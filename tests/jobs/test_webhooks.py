@@ -248,8 +248,8 @@ async def test_ingest_status_failure_is_reported(hook: Hook) -> None:
     for notification in (ok, bad):
         body = {**base, "event_id": new_event_id(), "ingest_id": "i", "notification": notification}
         assert (await hook.post(body))[0] == 200
-    report = await hook.receiver.wait_ingest("refs", 30)
-    assert report is not None
+    assert await hook.receiver.ingest_waker("refs").wait_for(30)
+    report = hook.receiver.ingest_report("refs")
     assert (report.success, report.status_notices) == (False, 2)
     assert report.errors == ("unsafe-url-detected: untrusted host",)
 
@@ -296,3 +296,30 @@ async def test_an_address_in_use_is_a_config_error() -> None:
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
             async with serve_webhooks(receiver, "127.0.0.1", port):
                 pass
+
+
+async def test_notices_after_forgetting_are_taken_but_not_kept(hook: Hook) -> None:
+    receiver = hook.receiver
+    ingest = {
+        "type": "roboflow-data-staging-notification-v1",
+        "batch_id": "done-batch",
+        "ingest_id": "i",
+        "shard_id": None,
+        "notification": {"type": "ingest-status-notification-v1", "success": True},
+    }
+    assert (await hook.post({**ingest, "event_id": new_event_id()}))[0] == 200
+    assert receiver.holds_batch("done-batch")
+    receiver.forget_batch("done-batch")
+    receiver.forget_job("done-job")
+
+    late = [{**ingest, "event_id": new_event_id()}, job_payload("done-job")]
+    assert [(await hook.post(body))[0] for body in late] == [200, 200]
+
+    assert not receiver.holds_batch("done-batch")
+    assert receiver.job_notice("done-job") is None
+    assert receiver.statistics().accepted == 3
+    # Waited on again, a batch's notices count again.
+    waker = receiver.ingest_waker("done-batch")
+    assert (await hook.post({**ingest, "event_id": new_event_id()}))[0] == 200
+    assert await waker.wait_for(30)
+    assert receiver.ingest_report("done-batch").status_notices == 1

@@ -163,24 +163,16 @@ class RotatingBatches:
                 return current.batch_id
             if current is not None:
                 await self._seal(kind, current)
-            opened = await self._open_new(kind, previous=current)
+            opened = await self._open_new(kind)
             opened.items = 1
             return opened.batch_id
 
-    async def seal_expired(self) -> list[str]:
+    async def seal_expired(self) -> None:
         """Seal open batches whose window has passed; called periodically by the daemon."""
-        sealed = []
         async with self._lock:
             for kind, current in list(self._open.items()):
                 if self._expired(current):
                     await self._seal(kind, current)
-                    sealed.append(current.batch_id)
-        return sealed
-
-    async def seal_all(self) -> None:
-        async with self._lock:
-            for kind, current in list(self._open.items()):
-                await self._seal(kind, current)
 
     def _expired(self, batch: _OpenBatch) -> bool:
         return self.clock() >= batch.window_start + self.window_seconds
@@ -192,7 +184,7 @@ class RotatingBatches:
         self._open.pop(kind, None)
         log.info("batch.sealed", batch=batch.batch_id, items=batch.items)
 
-    async def _open_new(self, kind: BatchKind, previous: _OpenBatch | None) -> _OpenBatch:
+    async def _open_new(self, kind: BatchKind) -> _OpenBatch:
         now = self.clock()
         window_start = now - (now % self.window_seconds)
         seq = 0

@@ -24,7 +24,8 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
-from rfbatch.errors import FatalApiError
+from rfbatch.errors import FatalError
+from rfbatch.localfs.after_ingest import SourceCleanup
 from rfbatch.localfs.diskspace import free_bytes
 from rfbatch.localfs.watch import watch
 from rfbatch.media import FoundFile, Skipped, SourceSpec
@@ -40,13 +41,21 @@ from rfbatch.pipeline.upload_pass import (
     run_intake,
     upload_options,
 )
-from rfbatch.settings import split_host_port
+from rfbatch.settings import Settings, split_host_port
 from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.daemon")
 
 MAX_BATCHES_IN_PROGRESS = 4
 DISK_CHECK_SECONDS = 5.0
+
+
+def source_cleanup(settings: Settings) -> SourceCleanup | None:
+    """What ``[daemon] after_ingest`` says to do with source files once ingest is confirmed."""
+    cfg = settings.daemon
+    if cfg.after_ingest == "keep":
+        return None
+    return SourceCleanup(cfg.move_to if cfg.after_ingest == "move" else None)
 
 
 class Daemon:
@@ -72,16 +81,26 @@ class Daemon:
             max_items=cfg.batch_max_items,
             in_flight=self.in_flight,
         )
-        self.lifecycle = Lifecycle(services, self.in_flight, receiver, job_notifications_url)
+        self.lifecycle = Lifecycle(
+            services,
+            self.in_flight,
+            output_dir=cfg.output_dir,
+            source_cleanup=source_cleanup(self.settings),
+            receiver=receiver,
+            wake_for=receiver.job_waker if receiver is not None else None,
+            job_notifications_url=job_notifications_url,
+        )
+        # The receiver takes ingest notifications at the same URL as job notifications.
+        self.upload_options = upload_options(
+            self.settings, ingest_webhook_url=job_notifications_url if receiver else None
+        )
         self.intake_gate = Gate()
-        self.url: str | None = None
         self._stop_watching = anyio.Event()
         self._draining = False
         self._cancel = anyio.CancelScope()
         self._lifecycle_scope = anyio.CancelScope()
         self._batch_states: dict[str, int] = {}
         self._active: set[str] = set()
-        self.ready = anyio.Event()
 
     # --- control ----------------------------------------------------------------------------
 
@@ -132,7 +151,7 @@ class Daemon:
                     self.services,
                     self._watch_source,
                     batches=self.batches,
-                    options=upload_options(self.settings),
+                    options=self.upload_options,
                     tally=self.tally,
                     in_flight=self.in_flight,
                     linger=self.settings.daemon.shard_linger_seconds,
@@ -180,7 +199,7 @@ class Daemon:
         try:
             async with limiter:
                 await self.lifecycle.advance(batch_id)
-        except FatalApiError:
+        except FatalError:
             raise  # a bad key or a refused workspace stops the daemon (exit 3)
         except Exception as exc:  # one batch's trouble must not stop the others
             log.error("batch.step_failed", batch=batch_id, error=str(exc))
@@ -223,7 +242,6 @@ class Daemon:
     async def _serve_http(self) -> None:
         listen = self.settings.daemon.http_listen
         if not listen:
-            self.ready.set()
             await anyio.sleep_forever()
         host, port = split_host_port(listen)
         readiness = Readiness(
@@ -234,9 +252,7 @@ class Daemon:
         mounts = [lambda app: receiver.add_to(app)] if receiver is not None else []
         app = health_app(readiness, metrics, before_metrics=self._refresh_states, mounts=mounts)
         async with serve_http(app, host, port) as url:
-            self.url = url
             log.info("http.listening", url=url)
-            self.ready.set()
             await anyio.sleep_forever()
 
     async def _check_api(self) -> None:

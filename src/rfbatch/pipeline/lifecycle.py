@@ -4,60 +4,90 @@ Each step is recorded in the manifest's batch row before the next begins (``seal
 confirmed → job_started → job_done → exported``, or ``failed``), so a restart resumes at the
 step it was on: a started job is followed again, not started twice (and a start is idempotent on
 the service anyway, its id derived from the batch id).
+
+Both the daemon and ``rfbatch sync`` drive batches through this one machine; what differs between
+them is given as parameters (where results go, what happens to source files, webhooks) and
+hooks that hear what each step ended with.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anyio
-import anyio.to_thread
 import structlog
 
 from rfbatch.app import Services
 from rfbatch.ids import job_id_for_batch
+from rfbatch.localfs.after_ingest import Ingested, SourceCleanup
 from rfbatch.pipeline.batches import InFlight
-from rfbatch.pipeline.confirm import confirm_ingest, expected_count
-from rfbatch.pipeline.export import export_batches
-from rfbatch.pipeline.jobs import follow_job, job_spec_from, start_job
+from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
+from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake, follow_job, job_spec_from, start_job
 from rfbatch.state.records import BatchRow, BatchState
-from rfbatch.webhooks import WebhookReceiver
+
+if TYPE_CHECKING:  # a one-shot upload only confirms: it should not load the server or export
+    from rfbatch.pipeline.export import ExportResult
+    from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.lifecycle")
+
+# The steps of a batch, in order (any of them may end in ``failed`` instead).
+STEPS: tuple[BatchState, ...] = ("sealed", "confirmed", "job_started", "job_done", "exported")
 
 
 @dataclass
 class Lifecycle:
+    """Takes batches through their steps.
+
+    ``output_dir``: export results under ``<output_dir>/<batch>``; ``None`` stops at ``job_done``.
+    ``source_cleanup``: what happens to source files once their ingest is confirmed.
+    ``receiver``: wakes confirmation on the batch's ingest notifications; what it keeps for a
+    batch or job is dropped once that step is done. ``wake_for``: a waker per job (its webhook).
+    ``job_notifications_url``: where the service sends job notifications (else the settings').
+    The ``on_*`` hooks hear each step's outcome: ``on_job_update`` every poll of a job (its
+    stages are only listed when it is set), the others once per step taken.
+    """
+
     services: Services
     in_flight: InFlight
+    output_dir: Path | None = None
+    source_cleanup: SourceCleanup | None = None
     receiver: WebhookReceiver | None = None
+    wake_for: Callable[[str], Wake | None] | None = None
     job_notifications_url: str | None = None
+    on_confirmation: Callable[[Confirmation], None] | None = None
+    on_job_update: Callable[[JobView], None] | None = None
+    on_job_end: Callable[[str, JobOutcome], None] | None = None
+    on_export: Callable[[str, list[ExportResult]], None] | None = None
 
     def active_states(self) -> list[BatchState]:
         """Batch states that still have a step to take under the current settings."""
         states: list[BatchState] = ["sealed"]
         if self.services.settings.job.workflow_id:
             states += ["confirmed", "job_started"]
-            if self.services.settings.daemon.output_dir is not None:
+            if self.output_dir is not None:
                 states.append("job_done")
         return states
 
-    async def advance(self, batch_id: str) -> None:
-        """Take every step the batch is ready for; return when it is done or must wait."""
+    async def advance(self, batch_id: str, *, stop_at: BatchState | None = None) -> None:
+        """Take every step the batch is ready for; return when it is done or must wait, or
+        once it has reached ``stop_at`` (or was already past it)."""
+        states = self.active_states()
+        if stop_at is not None:
+            states = [s for s in states if s in STEPS[: STEPS.index(stop_at)]]
         manifest = self.services.manifest
+        steps: dict[BatchState, Callable[[BatchRow], Awaitable[bool]]] = {
+            "sealed": self._from_sealed,
+            "confirmed": self._from_confirmed,
+            "job_started": self._from_job_started,
+            "job_done": self._from_job_done,
+        }
         while True:
             row = await manifest.get_batch(batch_id)
-            if row is None or row.state not in self.active_states():
+            if row is None or row.state not in states:
                 return
-            steps: dict[str, Callable[[BatchRow], Awaitable[bool]]] = {
-                "sealed": self._from_sealed,
-                "confirmed": self._from_confirmed,
-                "job_started": self._from_job_started,
-                "job_done": self._from_job_done,
-            }
             if not await steps[row.state](row):
                 return
 
@@ -81,40 +111,54 @@ class Lifecycle:
             row.batch_id,
             deadline_seconds=cfg.ingest_timeout_seconds,
             poll_interval=cfg.ingest_poll_seconds,
+            receiver=self.receiver,
         )
+        if self.on_confirmation is not None:
+            self.on_confirmation(result)
         if not result.confirmed:
             return False  # tried again on the next round
         await manifest.update_batch(row.batch_id, state="confirmed", expected_count=expected)
+        if self.receiver is not None:
+            self.receiver.forget_batch(row.batch_id)  # a daemon runs for months: drop what is done
         await self._after_ingest(row.batch_id)
         return True
 
     async def _from_confirmed(self, row: BatchRow) -> bool:
-        settings = self.services.settings
-        job_id = row.job_id or job_id_for_batch(row.batch_id)
-        spec = job_spec_from(
-            settings.job,
-            batch_id=row.batch_id,
-            kind=row.kind,
-            notifications_url=self.job_notifications_url or settings.job.notifications_url,
-        )
-        await start_job(self.services.client, job_id, spec)
-        await self.services.manifest.update_batch(row.batch_id, state="job_started", job_id=job_id)
-        log.info("job.started", batch=row.batch_id, job=job_id)
+        # A batch confirmed again after more files came (``sync`` on a grown folder) may have
+        # a job already: it is followed, never started twice.
+        if row.job_id is None:
+            settings = self.services.settings
+            job_id = job_id_for_batch(row.batch_id)
+            spec = job_spec_from(
+                settings.job,
+                batch_id=row.batch_id,
+                kind=row.kind,
+                notifications_url=self.job_notifications_url or settings.job.notifications_url,
+            )
+            await start_job(self.services.client, job_id, spec)  # logs job.started
+            await self.services.manifest.update_batch(
+                row.batch_id, state="job_started", job_id=job_id
+            )
+        else:
+            await self.services.manifest.update_batch(row.batch_id, state="job_started")
         return True
 
     async def _from_job_started(self, row: BatchRow) -> bool:
         settings = self.services.settings
         assert row.job_id is not None
-        waker = self.receiver.job_waker(row.job_id) if self.receiver else None
-        outcome = await follow_job(
+        waker = self.wake_for(row.job_id) if self.wake_for is not None else None
+        outcome = await follow_job(  # logs job.done
             self.services.client,
             row.job_id,
             poll_seconds=(
                 settings.job.poll_seconds_with_webhook if waker else settings.job.poll_seconds
             ),
             wake=waker,
+            on_update=self.on_job_update,
             deadline_seconds=settings.job.wait_timeout_seconds,
         )
+        if self.on_job_end is not None:
+            self.on_job_end(row.batch_id, outcome)
         if outcome.timed_out:
             return False
         if self.receiver is not None:
@@ -129,14 +173,18 @@ class Lifecycle:
         await manifest.update_batch(
             row.batch_id, state="job_done", info={"outputs": list(outcome.output_batches)}
         )
-        log.info("job.done", batch=row.batch_id, job=row.job_id, seconds=outcome.seconds)
         return True
 
     async def _from_job_done(self, row: BatchRow) -> bool:
-        output_dir = self.services.settings.daemon.output_dir
-        assert output_dir is not None
+        # Imported on first use, for the reason given at the top of the imports.
+        from rfbatch.pipeline.export import export_batches
+
+        assert self.output_dir is not None
+        output = self.output_dir / row.batch_id
         outputs = [str(b) for b in row.info.get("outputs", [])]
-        results = await export_batches(self.services, outputs, output_dir / row.batch_id)
+        results = await export_batches(self.services, outputs, output)
+        if self.on_export is not None:
+            self.on_export(row.batch_id, results)
         if not all(r.complete for r in results):
             log.warning("export.incomplete", batch=row.batch_id)
             return False
@@ -145,34 +193,17 @@ class Lifecycle:
             "batch.exported",
             batch=row.batch_id,
             files=sum(r.downloaded + r.skipped for r in results),
-            output=str(output_dir / row.batch_id),
+            output=str(output),
         )
         return True
 
     async def _after_ingest(self, batch_id: str) -> None:
         """Move or delete source files whose ingest is confirmed (never before)."""
-        cfg = self.services.settings.daemon
-        if cfg.after_ingest == "keep":
+        if self.source_cleanup is None:
             return
-        rows = [r async for r in self.services.manifest.files_in_state(["ingested"], batch_id)]
-        target = cfg.move_to
-
-        def act() -> int:
-            done = 0
-            for r in rows:
-                try:
-                    if target is None:
-                        os.unlink(r.path)
-                    else:
-                        dest = target / (r.rel or r.path.name)
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.move(r.path, dest)
-                    done += 1
-                except FileNotFoundError:
-                    continue  # already gone: nothing to do
-                except OSError as exc:
-                    log.warning("source.cleanup_failed", path=str(r.path), error=str(exc))
-            return done
-
-        done = await anyio.to_thread.run_sync(act)
-        log.info("source.cleanup", batch=batch_id, action=cfg.after_ingest, files=done)
+        files = [
+            Ingested(r.path, r.rel)
+            async for r in self.services.manifest.files_in_state(["ingested"], batch_id)
+        ]
+        done = await self.source_cleanup.apply(files)
+        log.info("source.cleanup", batch=batch_id, action=self.source_cleanup.action, files=done)

@@ -1,9 +1,9 @@
 """``rfbatch sync``: one pass of the whole loop — upload, confirm, run the job, wait, export.
 
-The daemon with a finite source: the same upload pass, then the same job and export steps, each
-idempotent, so a rerun after a crash (or after success) only does what is missing: nothing is
-uploaded twice, the job start is a no-op for an identical definition, and the export fetches
-only the files not already on disk.
+The daemon with a finite source: the same upload pass, then each batch taken through the same
+steps (:class:`Lifecycle`), each recorded in the manifest before the next, so a rerun after a
+crash (or after success) only does what is missing: nothing is uploaded twice, a started job is
+followed again but never started twice, and the export fetches only the files not already on disk.
 """
 
 from __future__ import annotations
@@ -13,19 +13,24 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
 
 from rfbatch.app import Services
-from rfbatch.ids import job_id_for_batch
 from rfbatch.media import SourceSpec
 from rfbatch.obs.tally import Tally
-from rfbatch.pipeline.confirm import expected_count
-from rfbatch.pipeline.export import ExportResult, export_batches
-from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake, follow_job, job_spec_from, start_job
+from rfbatch.pipeline.batches import InFlight
+from rfbatch.pipeline.export import ExportResult
+from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake
+from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.upload_pass import PassResult, UploadTarget, upload_and_confirm
-from rfbatch.state.records import BatchKind
+from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.records import BatchState
+
+# Batch states after a job's end.
+_JOB_ENDED: frozenset[BatchState] = frozenset({"job_done", "exported", "failed"})
 
 
 def default_batch_id(sources: Sequence[Path]) -> str:
@@ -63,40 +68,42 @@ async def sync(
 ) -> SyncResult:
     """Upload; then, when a workflow is set and ingest is confirmed, run and export its jobs."""
     result = SyncResult(await upload_and_confirm(services, specs, target, tally=tally))
-    settings = services.settings
-    if not settings.job.workflow_id or not all(c.confirmed for c in result.upload.confirmations):
+    if not services.settings.job.workflow_id or not all(
+        c.confirmed for c in result.upload.confirmations
+    ):
         return result
-    todo: list[tuple[str, BatchKind]] = []
-    for batch_id, kind in ((target.image_batch, "images"), (target.video_batch, "videos")):
-        if await expected_count(services.manifest, batch_id):
-            todo.append((batch_id, kind))  # type: ignore[arg-type]
 
-    async def run_one(batch_id: str, kind: BatchKind) -> None:
-        job_id = job_id_for_batch(batch_id)
-        spec = job_spec_from(settings.job, batch_id=batch_id, kind=kind)
-        await start_job(services.client, job_id, spec)
-        waker = wake_for(job_id)
-        result.jobs[batch_id] = await follow_job(
-            services.client,
-            job_id,
-            poll_seconds=(
-                settings.job.poll_seconds_with_webhook if waker else settings.job.poll_seconds
-            ),
-            wake=waker,
-            on_update=on_job_update,
-            deadline_seconds=settings.job.wait_timeout_seconds,
-        )
+    def exported(_batch_id: str, exports: list[ExportResult]) -> None:
+        result.exports.extend(exports)
 
+    lifecycle = Lifecycle(
+        services,
+        InFlight(),
+        output_dir=output_dir,
+        wake_for=wake_for,
+        on_job_update=on_job_update,
+        on_job_end=result.jobs.__setitem__,
+        on_export=exported,
+    )
+    await _follow_again(services.manifest, result.upload.batches)
+    # The jobs run side by side; the exports one batch after another.
     async with anyio.create_task_group() as tg:
-        for batch_id, kind in todo:
-            tg.start_soon(run_one, batch_id, kind)
-
-    if output_dir is not None:
-        for batch_id, outcome in result.jobs.items():
-            if not outcome.succeeded:
-                continue
-            exports = await export_batches(services, outcome.output_batches, output_dir / batch_id)
-            result.exports += exports
-            if any(e.stopped is not None for e in exports):
-                break  # the disk is short: the next batch's results would not fit either
+        for batch_id in result.upload.batches:
+            tg.start_soon(partial(lifecycle.advance, batch_id, stop_at="job_done"))
+    for batch_id in result.upload.batches:
+        if any(e.stopped is not None for e in result.exports):
+            break  # the disk is short: the next batch's results would not fit either
+        await lifecycle.advance(batch_id)
     return result
+
+
+async def _follow_again(manifest: SqliteManifest, batch_ids: Sequence[str]) -> None:
+    """Take batches whose job ended in an earlier run back to following it.
+
+    Its outcome is this run's to report (a failed job stays failed; one that succeeded costs a
+    poll, and its export fetches only what is missing); the job is never started again.
+    """
+    for batch_id in batch_ids:
+        row = await manifest.get_batch(batch_id)
+        if row is not None and row.job_id is not None and row.state in _JOB_ENDED:
+            await manifest.update_batch(batch_id, state="job_started")

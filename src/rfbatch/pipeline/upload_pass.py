@@ -20,18 +20,20 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
+from rfbatch.errors import UnresumableRowError
 from rfbatch.localfs.scan import scan
 from rfbatch.localfs.settle import Settler, settle_files
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, FixedBatches, InFlight
-from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
+from rfbatch.pipeline.confirm import Confirmation, expected_count
 from rfbatch.pipeline.discover import record_skips, route, select_new
+from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.pack import Shard, pack_shards
 from rfbatch.pipeline.upload import Uploader, UploadOptions
 from rfbatch.settings import Settings
 from rfbatch.state.manifest import SqliteManifest
-from rfbatch.state.records import FileRow
+from rfbatch.state.records import BatchKind, BatchState, FileRow
 
 STREAM_DEPTH = 1024
 MAX_PASSES = 4
@@ -41,6 +43,8 @@ MAX_PASSES = 4
 class PassResult:
     tally: Tally
     confirmations: list[Confirmation] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
+    """The batches sealed after the passes: those sent files, in this run or an earlier one."""
 
     @property
     def complete(self) -> bool:
@@ -52,10 +56,14 @@ class PassResult:
         )
 
 
-def upload_options(settings: Settings, display_name: str | None = None) -> UploadOptions:
+def upload_options(
+    settings: Settings, display_name: str | None = None, *, ingest_webhook_url: str | None = None
+) -> UploadOptions:
+    """Options from settings; ``ingest_webhook_url`` (a receiver's public URL) asks the service
+    to notify it of each shard's ingest, in place of ``[upload] ingest_webhook_url``."""
     return UploadOptions(
         display_name=display_name,
-        ingest_webhook_url=settings.upload.ingest_webhook_url,
+        ingest_webhook_url=ingest_webhook_url or settings.upload.ingest_webhook_url,
         chunk_bytes=settings.upload.chunk_bytes,
         max_in_flight_bytes=settings.upload.max_in_flight_bytes,
     )
@@ -212,7 +220,7 @@ async def resumable(
             continue
         try:
             candidates.append((row.batch_id, row.to_found()))
-        except ValueError:
+        except UnresumableRowError:
             continue
 
     def unchanged() -> list[Assigned]:
@@ -251,6 +259,10 @@ class UploadTarget:
     options: UploadOptions = field(default_factory=UploadOptions)
 
 
+# Batch states whose ingest has not been confirmed yet.
+_UNCONFIRMED: frozenset[BatchState] = frozenset({"open", "sealed"})
+
+
 async def upload_and_confirm(
     services: Services,
     specs: Sequence[SourceSpec],
@@ -258,7 +270,11 @@ async def upload_and_confirm(
     *,
     tally: Tally | None = None,
 ) -> PassResult:
-    """Repeat passes until nothing was re-queued, then confirm ingest of both batches."""
+    """Repeat passes until nothing was re-queued, then seal both batches and confirm their ingest.
+
+    The batches are taken through the same steps as the daemon's (:class:`Lifecycle`), up to
+    ``confirmed``; :func:`seal_batches` says where each one resumes.
+    """
     result = PassResult(tally if tally is not None else Tally())
     await release_in_flight(services.manifest)
     batches = FixedBatches(target.image_batch, target.video_batch)
@@ -274,25 +290,40 @@ async def upload_and_confirm(
         )
         if result.tally.requeued == before:
             break
-    cfg = services.settings.upload
-    manifest = services.manifest
-    for batch_id, kind in ((target.image_batch, "images"), (target.video_batch, "videos")):
-        expected = await expected_count(manifest, batch_id)
-        if expected == 0:
-            continue
-        if await manifest.get_batch(batch_id) is None:
-            await manifest.create_batch(batch_id, kind)  # type: ignore[arg-type]
-        await manifest.update_batch(batch_id, state="sealed", expected_count=expected)
-        confirmation = await confirm_ingest(
-            services.client,
-            manifest,
-            batch_id,
-            deadline_seconds=cfg.ingest_timeout_seconds,
-            poll_interval=cfg.ingest_poll_seconds,
-        )
-        if confirmation.confirmed:
-            await manifest.update_batch(batch_id, state="confirmed")
+
+    def confirmed(confirmation: Confirmation) -> None:
         for path, reason in confirmation.failed_files:
             result.tally.fail(str(path), reason)
         result.confirmations.append(confirmation)
+
+    lifecycle = Lifecycle(services, InFlight(), on_confirmation=confirmed)
+    result.batches = await seal_batches(services.manifest, target)
+    for batch_id in result.batches:
+        await lifecycle.advance(batch_id, stop_at="confirmed")
     return result
+
+
+async def seal_batches(manifest: SqliteManifest, target: UploadTarget) -> list[str]:
+    """Seal the target's batches that were sent files (in this run or an earlier one).
+
+    A batch with files not yet confirmed goes back to ``sealed``, to be confirmed (again); one
+    confirmed earlier and sent nothing since keeps the step it was recorded at. A batch whose
+    every file was skipped or failed is left alone: there is nothing to confirm or process.
+    """
+    sealed = []
+    kinds: tuple[tuple[str, BatchKind], ...] = (
+        (target.image_batch, "images"),
+        (target.video_batch, "videos"),
+    )
+    for batch_id, kind in kinds:
+        expected = await expected_count(manifest, batch_id)
+        if expected == 0:
+            continue
+        row = await manifest.get_batch(batch_id)
+        if row is None:
+            row = await manifest.create_batch(batch_id, kind)
+        unconfirmed = (await manifest.counts(batch_id))["uploaded"] > 0
+        if unconfirmed or row.state in _UNCONFIRMED or (row.state == "failed" and not row.job_id):
+            await manifest.update_batch(batch_id, state="sealed", expected_count=expected)
+        sealed.append(batch_id)
+    return sealed
