@@ -19,7 +19,6 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from types import TracebackType
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
 
@@ -69,7 +68,7 @@ from rfbatch.errors import ConfigError, DecodeError, FatalApiError
 from rfbatch.http.bodies import ERROR_BODY_BYTES, read_capped, read_head
 from rfbatch.http.failures import classify_transient, raise_transport
 from rfbatch.http.retry import Retrier, RetryHook
-from rfbatch.http.session import client_timeout, open_session
+from rfbatch.http.session import SessionHolder, client_timeout, open_session
 from rfbatch.http.statuses import parse_retry_after, server_message
 from rfbatch.ids import validate_batch_id, validate_job_id
 from rfbatch.redact import redact_url
@@ -105,7 +104,7 @@ def _check_file_name(file_name: str) -> None:
         raise ConfigError(f"invalid file name {file_name!r}: give a base name, not a path")
 
 
-class RoboflowClient:
+class RoboflowClient(SessionHolder):
     """Async client for one workspace; use it as an async context manager."""
 
     def __init__(
@@ -115,18 +114,17 @@ class RoboflowClient:
         session: aiohttp.ClientSession | None = None,
         on_retry: RetryHook | None = None,
     ) -> None:
-        self.config = config
-        self._session = session
-        self._owns_session = session is None
-        self._timeout = client_timeout(config.connect_timeout, config.read_timeout)
-        self._headers = {"User-Agent": config.user_agent}
-        self._slots = anyio.Semaphore(config.max_concurrent_requests)
-        self._retrier = Retrier(
+        retrier = Retrier(
             config.retry,
             log_event="api.retry",
             hooks=[on_retry] if on_retry else [],
             secrets=[config.api_key],
         )
+        super().__init__(session, retrier)
+        self.config = config
+        self._timeout = client_timeout(config.connect_timeout, config.read_timeout)
+        self._headers = {"User-Agent": config.user_agent}
+        self._slots = anyio.Semaphore(config.max_concurrent_requests)
         self._classify = partial(classify_transient, policy=config.retry)
         self._workspace: str | None = None
         self._workspace_lock = anyio.Lock()
@@ -136,35 +134,15 @@ class RoboflowClient:
     def __repr__(self) -> str:
         return f"<RoboflowClient {self.config.base_url}>"
 
-    async def __aenter__(self) -> RoboflowClient:
-        if self._session is None:
-            self._session = await open_session(
-                connect_timeout=self.config.connect_timeout,
-                read_timeout=self.config.read_timeout,
-                max_connections=self.config.max_concurrent_requests,
-                ca_bundle=self.config.ca_bundle,
-            )
-            self._owns_session = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+    async def _open_session(self) -> aiohttp.ClientSession:
+        return await open_session(
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.read_timeout,
+            max_connections=self.config.max_concurrent_requests,
+            ca_bundle=self.config.ca_bundle,
+        )
 
     # --- observability -----------------------------------------------------------------------
-
-    def add_retry_hook(self, hook: RetryHook) -> None:
-        """Call ``hook`` with a :class:`~rfbatch.http.retry.RetryEvent` before each retry."""
-        self._retrier.add_hook(hook)
 
     @property
     def retry_counts(self) -> dict[str, int]:
@@ -172,11 +150,6 @@ class RoboflowClient:
         return dict(self._retrier.counts)
 
     # --- plumbing ----------------------------------------------------------------------------
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("use RoboflowClient as `async with RoboflowClient(...) as client`")
-        return self._session
 
     async def _send(
         self,

@@ -19,7 +19,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NoReturn
 
 import aiohttp
@@ -40,7 +39,7 @@ from rfbatch.errors import (
 from rfbatch.http.failures import classify_transient, describe, raise_transport
 from rfbatch.http.policy import RetryPolicy
 from rfbatch.http.retry import Retrier, Retryable, RetryHook
-from rfbatch.http.session import client_timeout, open_session
+from rfbatch.http.session import SessionHolder, client_timeout, open_session
 from rfbatch.http.statuses import is_transient_status, parse_retry_after, server_message
 from rfbatch.redact import redact_url
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
@@ -93,7 +92,7 @@ def _expired_hint(status: int, raw: bytes) -> bool:
     return status == 403 or (status == 400 and b"expire" in raw.lower())
 
 
-class Transfer:
+class Transfer(SessionHolder):
     """Signed-URL PUTs and downloads; use it as an async context manager."""
 
     def __init__(
@@ -105,16 +104,19 @@ class Transfer:
         on_retry: RetryHook | None = None,
     ) -> None:
         self.config = config or TransferConfig()
-        self._session = session
-        self._owns_session = session is None
+        super().__init__(
+            session,
+            Retrier(
+                self.config.retry,
+                log_event="transfer.retry",
+                hooks=[on_retry] if on_retry else [],
+            ),
+        )
         self._timeout = client_timeout(self.config.connect_timeout, self.config.read_timeout)
         self._on_bytes = on_bytes
         up, down = self.config.upload_bytes_per_second, self.config.download_bytes_per_second
         self._up_limit = RateLimiter(up) if up else None
         self._down_limit = RateLimiter(down) if down else None
-        self._retrier = Retrier(
-            self.config.retry, log_event="transfer.retry", hooks=[on_retry] if on_retry else []
-        )
         self._classify_transient = partial(classify_transient, policy=self.config.retry)
         self._log: Any = structlog.get_logger("rfbatch.transfer")
         self._sent = 0
@@ -125,33 +127,14 @@ class Transfer:
     def __repr__(self) -> str:
         return "<Transfer>"
 
-    async def __aenter__(self) -> Transfer:
-        if self._session is None:
-            self._session = await open_session(
-                connect_timeout=self.config.connect_timeout,
-                read_timeout=self.config.read_timeout,
-                max_connections=self.config.max_connections,
-                ca_bundle=self.config.ca_bundle,
-                storage=True,
-            )
-            self._owns_session = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def add_retry_hook(self, hook: RetryHook) -> None:
-        self._retrier.add_hook(hook)
+    async def _open_session(self) -> aiohttp.ClientSession:
+        return await open_session(
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.read_timeout,
+            max_connections=self.config.max_connections,
+            ca_bundle=self.config.ca_bundle,
+            storage=True,
+        )
 
     def statistics(self) -> TransferStatistics:
         return TransferStatistics(
@@ -163,11 +146,6 @@ class Transfer:
         )
 
     # --- plumbing ----------------------------------------------------------------------------
-
-    def _require_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("use Transfer as `async with Transfer(...) as transfer`")
-        return self._session
 
     def _count(self, n: int, sent: bool, extra: ByteCounter | None) -> None:
         if sent:
