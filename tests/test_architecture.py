@@ -17,7 +17,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "rfbatch"
 MAX_MODULE_LINES = 600
 
-# The bottom layer: plain data and rules with no I/O of their own. They import only each other.
+# The bottom layer: records, rules and small leaf helpers (settings reads its one file, samples
+# makes demo images). They import only each other, so every layer may use them.
 BASE = frozenset(
     {
         "rfbatch",  # the package itself (__version__)
@@ -31,6 +32,11 @@ BASE = frozenset(
     }
 )
 
+# The layers that do one kind of I/O each; the layers above them compose them.
+_SERVICES = ("rfbatch.http", "rfbatch.api", "rfbatch.transfer", "rfbatch.localfs")
+_SERVICES += ("rfbatch.state", "rfbatch.obs")
+_COMPOSED = (*_SERVICES, "rfbatch.webhooks", "rfbatch.app")
+
 # Each layer (a package or a top-level module) and the layers it may import besides BASE and
 # itself. Listed bottom-up; a layer never imports one listed after it.
 MAY_IMPORT: dict[str, frozenset[str]] = {
@@ -42,44 +48,11 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "rfbatch.state": frozenset(),
     "rfbatch.obs": frozenset(),
     "rfbatch.webhooks": frozenset({"rfbatch.http", "rfbatch.obs"}),
-    "rfbatch.app": frozenset(
-        {
-            "rfbatch.http",
-            "rfbatch.api",
-            "rfbatch.transfer",
-            "rfbatch.localfs",
-            "rfbatch.state",
-            "rfbatch.obs",
-        }
-    ),
-    "rfbatch.pipeline": frozenset(
-        {
-            "rfbatch.http",
-            "rfbatch.api",
-            "rfbatch.transfer",
-            "rfbatch.localfs",
-            "rfbatch.state",
-            "rfbatch.obs",
-            "rfbatch.webhooks",
-            "rfbatch.app",
-        }
-    ),
+    "rfbatch.app": frozenset(_SERVICES),
+    "rfbatch.pipeline": frozenset(_COMPOSED),
     # The emulator stands apart: it must never lean on the client it is there to test.
     "rfbatch.emulator": frozenset(),
-    "rfbatch.cli": frozenset(
-        {
-            "rfbatch.http",
-            "rfbatch.api",
-            "rfbatch.transfer",
-            "rfbatch.localfs",
-            "rfbatch.state",
-            "rfbatch.obs",
-            "rfbatch.webhooks",
-            "rfbatch.app",
-            "rfbatch.pipeline",
-            "rfbatch.emulator",
-        }
-    ),
+    "rfbatch.cli": frozenset({*_COMPOSED, "rfbatch.pipeline", "rfbatch.emulator"}),
     "rfbatch.__main__": frozenset({"rfbatch.cli"}),
 }
 
