@@ -33,8 +33,8 @@ BASE = frozenset(
 )
 
 # The layers that do one kind of I/O each; the layers above them compose them.
-_SERVICES = ("rfbatch.http", "rfbatch.api", "rfbatch.transfer", "rfbatch.localfs")
-_SERVICES += ("rfbatch.state", "rfbatch.obs")
+_SERVICES: tuple[str, ...] = ("rfbatch.http", "rfbatch.api", "rfbatch.transfer")
+_SERVICES += ("rfbatch.localfs", "rfbatch.state", "rfbatch.obs")
 _COMPOSED = (*_SERVICES, "rfbatch.webhooks", "rfbatch.app")
 
 # Each layer (a package or a top-level module) and the layers it may import besides BASE and

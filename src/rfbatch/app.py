@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rfbatch.api import ClientConfig, RetryPolicy, RoboflowClient
 from rfbatch.settings import Settings
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import Transfer, TransferConfig
 
@@ -63,7 +64,7 @@ class Services:
     settings: Settings
     client: RoboflowClient
     transfer: Transfer
-    manifest: SqliteManifest
+    manifest: Ledger
 
 
 @asynccontextmanager

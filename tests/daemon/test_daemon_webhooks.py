@@ -11,7 +11,7 @@ from rfbatch.emulator import EmulatorConfig, running_emulator
 from rfbatch.pipeline.daemon import Daemon
 from rfbatch.pipeline.upload_pass import source_specs
 from rfbatch.samples import png_bytes
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 from rfbatch.webhooks import InMemoryEvents, WebhookReceiver, serve_webhooks
 from tests.conftest import API_KEY, WORKSPACE
 from tests.e2e.support import settings_for, wait_for
@@ -21,7 +21,7 @@ from tests.jobs.support import WEBHOOK_BEARER
 SLOW_POLL = 3600.0
 
 
-async def confirmed_batches(manifest: SqliteManifest) -> list[str]:
+async def confirmed_batches(manifest: Ledger) -> list[str]:
     return [row.batch_id for row in await manifest.list_batches(states=["confirmed"])]
 
 

@@ -24,7 +24,7 @@ import structlog
 
 from rfbatch.ids import BATCH_ID_MAX
 from rfbatch.media import FoundFile, MediaKind
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchKind
 
 log = structlog.get_logger("rfbatch.batches")
@@ -119,7 +119,7 @@ class RotatingBatches:
 
     def __init__(
         self,
-        manifest: SqliteManifest,
+        manifest: Ledger,
         *,
         prefix: str,
         window_seconds: float,

@@ -21,7 +21,7 @@ import anyio
 import structlog
 
 from rfbatch.api import RoboflowClient
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 
 if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot upload never needs
     from rfbatch.webhooks import IngestReport, WebhookReceiver
@@ -40,13 +40,13 @@ class Confirmation:
     failed_files: list[tuple[Path, str]] = field(default_factory=list)
 
 
-async def expected_count(manifest: SqliteManifest, batch_id: str) -> int:
+async def expected_count(manifest: Ledger, batch_id: str) -> int:
     """Files this batch was sent (each under its own member name), over every run."""
     counts = await manifest.counts(batch_id)
     return counts["uploaded"] + counts["ingested"]
 
 
-async def _mark_ingested(manifest: SqliteManifest, batch_id: str) -> None:
+async def _mark_ingested(manifest: Ledger, batch_id: str) -> None:
     await manifest.move_state(["uploaded"], "ingested", batch_id=batch_id)
 
 
@@ -75,7 +75,7 @@ def _reported_reasons(report: IngestReport | None) -> dict[str, str]:
 
 async def _name_failures(
     client: RoboflowClient,
-    manifest: SqliteManifest,
+    manifest: Ledger,
     batch_id: str,
     failed: int,
     status: str,
@@ -117,7 +117,7 @@ async def _name_failures(
 
 async def confirm_ingest(
     client: RoboflowClient,
-    manifest: SqliteManifest,
+    manifest: Ledger,
     batch_id: str,
     *,
     deadline_seconds: float,

@@ -16,7 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from rfbatch.media import FoundFile, Skipped
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, InFlight
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 
 log = structlog.get_logger("rfbatch.discover")
 
@@ -40,7 +40,7 @@ async def next_batch(receive: MemoryObjectReceiveStream[FoundFile], limit: int) 
 async def select_new(
     receive: MemoryObjectReceiveStream[FoundFile],
     send: MemoryObjectSendStream[FoundFile],
-    manifest: SqliteManifest,
+    manifest: Ledger,
     tally: Tally,
     in_flight: InFlight,
     batch_of: Callable[[FoundFile], str] | None = None,
@@ -65,7 +65,7 @@ async def select_new(
 
 
 async def record_skips(
-    receive: MemoryObjectReceiveStream[Skipped], manifest: SqliteManifest, tally: Tally
+    receive: MemoryObjectReceiveStream[Skipped], manifest: Ledger, tally: Tally
 ) -> None:
     """Remember every file the scan could not take, with its reason."""
     async with receive:
@@ -80,7 +80,7 @@ async def route(
     receive: MemoryObjectReceiveStream[FoundFile],
     images: MemoryObjectSendStream[Assigned],
     videos: MemoryObjectSendStream[Assigned],
-    manifest: SqliteManifest,
+    manifest: Ledger,
     tally: Tally,
     *,
     max_image_bytes: int,

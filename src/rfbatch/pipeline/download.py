@@ -27,7 +27,7 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import FileMetadata
 from rfbatch.errors import IncompleteBodyError, SignedUrlRejectedError, TransferError
 from rfbatch.localfs.atomic import Move, atomic_target, commit_many_sync, safe_extract_tar_async
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import DownloadMark, DownloadRow
 from rfbatch.transfer import Transfer
 
@@ -175,7 +175,7 @@ class Placer:
     call renames them and flushes each folder once, and one transaction records them ``done``.
     """
 
-    def __init__(self, manifest: SqliteManifest, batch_id: str) -> None:
+    def __init__(self, manifest: Ledger, batch_id: str) -> None:
         self._manifest = manifest
         self._batch_id = batch_id
         self._lock = anyio.Lock()
@@ -234,7 +234,7 @@ class Fetcher:
     def __init__(
         self,
         transfer: Transfer,
-        manifest: SqliteManifest,
+        manifest: Ledger,
         batch_id: str,
         *,
         refresh_attempts: int,

@@ -26,7 +26,7 @@ from rfbatch.pipeline.export import ExportResult
 from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake
 from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.upload_pass import PassResult, UploadTarget, upload_and_confirm
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchState
 
 # Batch states after a job's end.
@@ -97,7 +97,7 @@ async def sync(
     return result
 
 
-async def _follow_again(manifest: SqliteManifest, batch_ids: Sequence[str]) -> None:
+async def _follow_again(manifest: Ledger, batch_ids: Sequence[str]) -> None:
     """Take batches whose job ended in an earlier run back to following it.
 
     Its outcome is this run's to report (a failed job stays failed; one that succeeded costs a

@@ -54,7 +54,7 @@ from rfbatch.media import FoundFile
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, InFlight
 from rfbatch.pipeline.pack import Shard
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 from rfbatch.transfer import Transfer
 from rfbatch.transfer.ratelimit import ByteBudget
 
@@ -82,7 +82,7 @@ class Uploader:
         self,
         client: RoboflowClient,
         transfer: Transfer,
-        manifest: SqliteManifest,
+        manifest: Ledger,
         options: UploadOptions,
         tally: Tally,
         in_flight: InFlight,

@@ -32,7 +32,7 @@ from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.pack import Shard, pack_shards
 from rfbatch.pipeline.upload import Uploader, UploadOptions
 from rfbatch.settings import Settings
-from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchKind, BatchState, FileRow
 
 STREAM_DEPTH = 1024
@@ -178,7 +178,7 @@ async def run_intake(
                 tg.start_soon(uploader.video_worker, video_rx.clone())
 
 
-async def release_in_flight(manifest: SqliteManifest) -> list[FileRow]:
+async def release_in_flight(manifest: Ledger) -> list[FileRow]:
     """Put files left ``packed``/``uploading`` by a run that died back to ``seen``.
 
     The manifest is held exclusively by this process, so no other run owns them: their PUT
@@ -197,7 +197,7 @@ _RESUMABLE_BATCH_STATES = frozenset({"open", "sealed"})
 
 
 async def resumable(
-    manifest: SqliteManifest, released: Sequence[FileRow], specs: Sequence[SourceSpec]
+    manifest: Ledger, released: Sequence[FileRow], specs: Sequence[SourceSpec]
 ) -> list[Assigned]:
     """The released files to send again to the very batch a killed run was sending them to.
 
@@ -303,7 +303,7 @@ async def upload_and_confirm(
     return result
 
 
-async def seal_batches(manifest: SqliteManifest, target: UploadTarget) -> list[str]:
+async def seal_batches(manifest: Ledger, target: UploadTarget) -> list[str]:
     """Seal the target's batches that were sent files (in this run or an earlier one).
 
     A batch with files not yet confirmed goes back to ``sealed``, to be confirmed (again); one
