@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 from aiohttp import web
 
+from rfbatch.errors import ConfigError
 from rfbatch.obs.metrics import CONTENT_TYPE, Metrics
 
 Check = Callable[[], Awaitable[None]]  # raises (anything) when not ready
@@ -84,18 +85,30 @@ def health_app(
 
 
 @asynccontextmanager
-async def serve_http(app: web.Application, host: str, port: int) -> AsyncIterator[str]:
-    """Serve ``app`` on host:port (port 0 picks one); yields the base URL."""
+async def serve_http(
+    app: web.Application, host: str, port: int, *, setting: str = "[daemon] http_listen"
+) -> AsyncIterator[str]:
+    """Serve ``app`` on host:port (port 0 picks one); yields the base URL.
+
+    An address that cannot be bound (in use, not local, not permitted) is a
+    :class:`~rfbatch.errors.ConfigError` naming the address and the ``setting`` that chose it:
+    under systemd a traceback here would only restart into the same failure.
+    """
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
     try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(f"cannot listen on {host}:{port} ({setting}): {reason}") from None
         bound = next(
             (int(a[1]) for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2), port
         )
         shown = f"[{host}]" if ":" in host else host
         yield f"http://{shown}:{bound}"
     finally:
+        # Shielded: a cancelled caller must still close the socket, bound or not.
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
