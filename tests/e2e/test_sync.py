@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from tests.e2e.support import RFBATCH, cli_env, make_tree, result_records, run_cli, wait_for
+from tests.e2e.support import RFBATCH, cli_env, make_tree, result_records, run_cli
+from tests.waiting import wait_for
 
 
 async def test_sync_of_images_ends_with_every_result_on_disk(
@@ -111,7 +112,11 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
     emulator.set_faults(FaultProfile(routes={"download": FaultRates(slow=1.0)}, slow_seconds=1.0))
 
     async with await anyio.open_process([*RFBATCH, *args], env=env) as proc:
-        await wait_for(lambda: emulator.state()["counters"]["downloads"] >= 1, timeout=120)
+        await wait_for(
+            lambda: emulator.state()["counters"]["downloads"] >= 1,
+            'emulator.state()["counters"]["downloads"] >= 1',
+            timeout=120,
+        )
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     emulator.set_faults(None)
@@ -122,7 +127,7 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
         counters = emulator.state()["counters"]
         return bool(counters["downloads"] >= counters["faultsInjected"])
 
-    await wait_for(settled, timeout=60)
+    await wait_for(settled, "settled", timeout=60)
     fetched_before = emulator.state()["counters"]["downloads"]
 
     done = await run_cli([*args, "--json"], env)

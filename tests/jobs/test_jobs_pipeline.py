@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -21,15 +20,16 @@ from rfbatch.settings import JobSettings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.webhooks import WebhookReceiver, serve_webhooks
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import wait_for
-from tests.jobs.support import WEBHOOK_BEARER, client_for, image_batch, video_batch
+from tests.jobs.support import (
+    WEBHOOK_BEARER,
+    client_for,
+    image_batch,
+    stored_definition,
+    video_batch,
+)
+from tests.waiting import wait_for
 
 DEADLINE = 60.0
-
-
-def _stored(emulator: Emulator, job_id: str) -> dict[str, Any]:
-    definition: dict[str, Any] = emulator.state()["jobs"][job_id]["definition"]
-    return definition
 
 
 async def test_every_option_reaches_the_stored_definition(
@@ -62,7 +62,7 @@ async def test_every_option_reaches_the_stored_definition(
         await start_job(client, "job-vid", videos)
         names = {job.job_id: job.name async for job in client.list_jobs()}
 
-    stored = _stored(emulator, "job-img")
+    stored = stored_definition(emulator, "job-img")
     assert stored["type"] == "simple-image-processing-v1"
     assert stored["jobInput"] == {"type": "staging-batch-input-v1", "batchId": "imgs"}
     assert stored["computeConfiguration"] == {
@@ -82,7 +82,7 @@ async def test_every_option_reaches_the_stored_definition(
     assert spec["aggregationFormat"] == "csv"
     assert spec["persistImagesOutputs"] is True
     assert spec["imagesOutputsToBePersisted"] == ["crops", "overlay"]
-    video = _stored(emulator, "job-vid")
+    video = stored_definition(emulator, "job-vid")
     assert video["type"] == "simple-video-processing-v1"
     assert video["processingSpecification"]["maxVideoFPS"] == 2.5
     assert names == {"job-img": "nightly images", "job-vid": "job-vid"}
@@ -104,7 +104,7 @@ async def test_a_repeated_start_is_idempotent_and_a_different_body_conflicts(
     assert "different definition" in message
     assert "\n" not in message
     assert list(emulator.state()["jobs"]) == ["same-job"]
-    assert _stored(emulator, "same-job")["processingSpecification"]["workflowId"] == "wf"
+    assert stored_definition(emulator, "same-job")["processingSpecification"]["workflowId"] == "wf"
 
 
 async def test_follow_to_success_finds_the_output_batches(
@@ -251,7 +251,10 @@ async def test_a_lost_webhook_still_ends_by_polling(emulator: Emulator, tmp_path
                 wake=receiver.job_waker("lost-hook"),
                 deadline_seconds=DEADLINE,
             )
-            await wait_for(lambda: receiver.statistics().rejected.get("bad_authorization", 0) > 0)
+            await wait_for(
+                lambda: receiver.statistics().rejected.get("bad_authorization", 0) > 0,
+                'receiver.statistics().rejected.get("bad_authorization", 0) > 0',
+            )
     finally:
         await manifest.close()
     assert outcome.succeeded
