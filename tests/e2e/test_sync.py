@@ -14,13 +14,19 @@ from tests.e2e.support import RFBATCH, cli_env, make_tree, result_records, run_c
 from tests.waiting import wait_for
 
 
+def _sync_env(emulator: Emulator, tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment, with jobs polled often so that syncs end soon after their job."""
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    return env
+
+
 async def test_sync_of_images_ends_with_every_result_on_disk(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     src = tmp_path / "images"
     make_tree(src, 120)
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
     out = tmp_path / "results"
 
     done = await run_cli(
@@ -52,8 +58,7 @@ async def test_sync_of_videos(emulator: Emulator, tmp_path: Path) -> None:
     src.mkdir()
     for i in range(3):
         (src / f"cam{i}.mp4").write_bytes(os.urandom(200_000 + i))
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
     out = tmp_path / "results"
 
     done = await run_cli(
@@ -73,8 +78,7 @@ async def test_a_failed_job_exits_1_with_the_service_message(
 ) -> None:
     src = tmp_path / "images"
     make_tree(src, 10)
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
 
     done = await run_cli(
         ["sync", str(src), "--workflow", "fail-me", "--output", str(tmp_path / "out")], env
@@ -104,8 +108,7 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
 ) -> None:
     src = tmp_path / "images"
     make_tree(src, 60)
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
     out = tmp_path / "results"
     args = ["sync", str(src), "--workflow", "wf", "--output", str(out)]
     # Slow downloads down so the kill lands while results are being fetched.
