@@ -6,13 +6,12 @@ import hashlib
 import os
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rfbatch.emulator import Emulator
+from tests.waiting import wait_for_sync
 
 API_KEY = "compat-key-0123456789"
 WORKSPACE = "compat-ws"
@@ -55,14 +54,6 @@ def make_videos(python: Path, folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def wait_until(probe: Callable[[], bool], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not probe():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def items_of(emu: Emulator, batch: str) -> dict[str, str]:
     """name -> sha256 of what the emulator holds for ``batch``."""
     batch_state = emu.state()["batches"].get(batch, {"items": []})
@@ -70,14 +61,14 @@ def items_of(emu: Emulator, batch: str) -> dict[str, str]:
 
 
 def wait_count(emu: Emulator, batch: str, count: int) -> None:
-    wait_until(
+    wait_for_sync(
         lambda: emu.state()["batches"].get(batch, {}).get("count") == count,
         f"batch {batch} to hold {count} items",
     )
 
 
 def wait_job(emu: Emulator, job_id: str, state: str) -> None:
-    wait_until(
+    wait_for_sync(
         lambda: emu.state()["jobs"].get(job_id, {}).get("state") == state,
         f"job {job_id} to be {state}",
     )

@@ -18,9 +18,9 @@ from compat.support import (
     make_videos,
     wait_count,
     wait_job,
-    wait_until,
 )
 from rfbatch.emulator import EmulatorConfig, emulator_in_thread
+from tests.waiting import wait_for_sync
 
 
 def _images_batch(cli: Cli, tmp_path: Path, batch: str, count: int = 3) -> dict[str, bytes]:
@@ -78,7 +78,7 @@ def test_process_images_then_inspect_and_export_results(
         "jsonl",
     )
     wait_job(cli.emulator, "img-job", "succeeded")
-    wait_until(lambda: bool(receiver.bodies()), "the job webhook")
+    wait_for_sync(lambda: bool(receiver.bodies()), "the job webhook")
     [(headers, hook)] = receiver.received
     assert headers["Authorization"] == f"Bearer rf_{WORKSPACE}"
     assert (hook["job_id"], hook["job_state"]) == ("img-job", "success")

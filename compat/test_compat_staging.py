@@ -15,8 +15,8 @@ from compat.support import (
     make_videos,
     sha256,
     wait_count,
-    wait_until,
 )
+from tests.waiting import wait_for_sync
 
 
 def test_create_small_batch_of_images_uses_simple_upload(cli: Cli, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_create_large_batch_of_images_uses_shards_and_webhooks(
     assert batch["batchType"] == "sharded-batch"
     assert items_of(cli.emulator, "large-batch") == {n: sha256(d) for n, d in images.items()}
     assert sum(s["objects"] for s in batch["shards"]) == 40
-    wait_until(lambda: len(receiver.bodies()) >= 2, "the ingest webhooks")
+    wait_for_sync(lambda: len(receiver.bodies()) >= 2, "the ingest webhooks")
     bodies = receiver.bodies()
     assert {b["ingest_id"] for b in bodies} == {"ingest-large"}
     files_status = [b for b in bodies if b["shard_id"] is not None]

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.serving import serving
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -51,17 +53,9 @@ async def stub_server(handler: Handler, *, read_body: bool = True) -> AsyncItera
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", record)
-    # No access log: it would print query strings, which is exactly what the tests look for.
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    server.base_url = f"http://{host}:{port}"
-    try:
+    async with serving(app) as base_url:
+        server.base_url = base_url
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def json_handler(payload: object, status: int = 200) -> Handler:

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-import time
-from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
-
-import anyio
 
 from rfbatch.api import ClientConfig, RetryPolicy
 
@@ -41,31 +35,3 @@ def image_bytes(name: str, size: int = 300) -> bytes:
     """Deterministic bytes that differ per name (the emulator does not decode images)."""
     seed = name.encode()
     return (seed * (size // max(1, len(seed)) + 1))[:size]
-
-
-def tar_of(files: Iterable[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 30.0,
-    what: str = "condition",
-) -> T:
-    """Poll ``probe`` until ``done`` says yes; generous deadline, tiny pauses."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last value: {value!r}")
-        await anyio.sleep(0.02)

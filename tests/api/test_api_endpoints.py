@@ -22,7 +22,9 @@ from rfbatch.api.schemas import (
 from rfbatch.emulator import Emulator
 from rfbatch.transfer import BytesBody, Transfer
 from tests.api.stub import stub_server
-from tests.api.support import client_config, image_bytes, tar_of, wait_for
+from tests.api.support import client_config, image_bytes
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 
 async def upload_images(client: RoboflowClient, batch_id: str, count: int) -> dict[str, bytes]:
@@ -35,10 +37,13 @@ async def upload_images(client: RoboflowClient, batch_id: str, count: int) -> di
 
 
 async def finished_job(client: RoboflowClient, job_id: str) -> JobMetadata:
-    async def probe() -> JobMetadata:
-        return await client.get_job(job_id)
+    async def ended() -> JobMetadata | None:
+        job = await client.get_job(job_id)
+        return job if job.terminal else None
 
-    return await wait_for(probe, lambda j: j.terminal, what=f"job {job_id} to end")
+    job = await wait_for(ended, f"job {job_id} to end")
+    assert job is not None  # wait_for returns only a truthy value
+    return job
 
 
 async def test_workspace_is_looked_up_once(client: RoboflowClient, emulator: Emulator) -> None:
@@ -94,10 +99,10 @@ async def test_video_upload_url_then_put(client: RoboflowClient, emulator: Emula
     async with Transfer() as transfer:
         assert await transfer.put(signed, BytesBody(video)) == len(video)
 
-    async def count() -> int:
-        return await client.count("vids")
+    async def count() -> bool:
+        return await client.count("vids") == 1
 
-    await wait_for(count, lambda n: n == 1, what="video counted")
+    await wait_for(count, "video counted")
     batch = await client.get_batch("vids")
     assert batch.batch_content_type == "videos"
     item = emulator.state()["batches"]["vids"]["items"][0]
@@ -120,10 +125,10 @@ async def test_tar_shards_ingest_and_shard_listing(
             signed = await client.shard_upload_url("bulk", display_name="Bulk")
             await transfer.put(signed, BytesBody(tar_of(files)))
 
-    async def count() -> int:
-        return await client.count("bulk")
+    async def count() -> bool:
+        return await client.count("bulk") == 12
 
-    await wait_for(count, lambda n: n == 12, what="12 images ingested")
+    await wait_for(count, "12 images ingested")
     shards = [s async for s in client.list_shards("bulk", page_size=1)]
     assert len(shards) == 3
     assert len({s.shard_id for s in shards}) == 3
@@ -149,20 +154,20 @@ async def test_image_and_video_reference_ingest(client: RoboflowClient, emulator
         again = await client.ingest_image_references("refs", refs, ingest_id="ingest-1")
         assert again.duplicated is True
 
-        async def count() -> int:
-            return await client.count("refs")
+        async def count() -> bool:
+            return await client.count("refs") == 3
 
-        await wait_for(count, lambda n: n == 3, what="references ingested")
+        await wait_for(count, "references ingested")
 
         video = await client.ingest_video_references(
             "refvids", [ImageReference(name="movie.mp4", url=f"{origin.base_url}/movie.mp4")]
         )
         assert video.ingest_id
 
-        async def video_count() -> int:
-            return await client.count("refvids")
+        async def video_count() -> bool:
+            return await client.count("refvids") == 1
 
-        await wait_for(video_count, lambda n: n == 1, what="video reference ingested")
+        await wait_for(video_count, "video reference ingested")
     items = {i["name"]: i["size"] for i in emulator.state()["batches"]["refs"]["items"]}
     assert items == {n: len(d) for n, d in blobs.items() if n.endswith(".jpg")}
 
@@ -187,10 +192,10 @@ async def test_reference_ingest_from_a_jsonl_url(
         )
         assert result.ingest_id
 
-        async def count() -> int:
-            return await client.count("refs-url")
+        async def count() -> bool:
+            return await client.count("refs-url") == 4
 
-        await wait_for(count, lambda n: n == 4, what="JSONL references ingested")
+        await wait_for(count, "JSONL references ingested")
     assert any(r.path == "/refs.jsonl" for r in origin.requests)
 
 

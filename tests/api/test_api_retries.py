@@ -85,19 +85,27 @@ async def test_transient_faults_are_retried_then_succeed(
     assert all(e["log_level"] == "warning" and "wait" in e for e in retry_logs)
 
 
-async def test_server_error_500_is_retried_a_bounded_number_of_times(
-    emulator: Emulator,
-) -> None:
-    events: list[RetryEvent] = []
+async def count_failing_always(
+    emulator: Emulator, events: list[RetryEvent], **rates: float
+) -> TransientError:
+    """The error a count ends with when every count request fails at ``rates``."""
     client = await retrying_client(emulator, events)
     try:
         await client.workspace()
-        emulator.set_faults(faults("count", status_500=1.0))
+        emulator.set_faults(faults("count", **rates))
         with pytest.raises(TransientError) as info:
             await client.count("any-batch")
     finally:
         await client.aclose()
-    assert info.value.status == 500
+    return info.value
+
+
+async def test_server_error_500_is_retried_a_bounded_number_of_times(
+    emulator: Emulator,
+) -> None:
+    events: list[RetryEvent] = []
+    error = await count_failing_always(emulator, events, status_500=1.0)
+    assert error.status == 500
     # server_error_attempts=2: two requests, one retry, although attempts allows four.
     assert [e.reason for e in events] == ["500"]
     assert emulator.state()["counters"]["faultsInjected"] == 2
@@ -105,15 +113,8 @@ async def test_server_error_500_is_retried_a_bounded_number_of_times(
 
 async def test_transient_failures_exhaust_the_attempts(emulator: Emulator) -> None:
     events: list[RetryEvent] = []
-    client = await retrying_client(emulator, events)
-    try:
-        await client.workspace()
-        emulator.set_faults(faults("count", status_503=1.0))
-        with pytest.raises(TransientError) as info:
-            await client.count("any-batch")
-    finally:
-        await client.aclose()
-    assert info.value.status == 503
+    error = await count_failing_always(emulator, events, status_503=1.0)
+    assert error.status == 503
     assert len(events) == FAST_RETRY.attempts - 1
     assert emulator.state()["counters"]["faultsInjected"] == FAST_RETRY.attempts
 

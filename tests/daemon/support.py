@@ -12,11 +12,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.text import TextReceiveStream
 
 from rfbatch.emulator import Emulator
 from tests.conftest import API_KEY
-from tests.e2e.support import RFBATCH, cli_env, wait_for
+from tests.e2e.support import RFBATCH, cli_env, lines_of
+from tests.waiting import wait_for
 
 
 def write_config(path: Path, emulator: Emulator, tmp: Path, **sections: Mapping[str, Any]) -> Path:
@@ -56,19 +56,15 @@ class DaemonProcess:
 
     async def read_logs(self) -> None:
         assert self.process.stderr is not None
-        buffer = ""
-        async for text in TextReceiveStream(self.process.stderr):
-            buffer += text
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                self.raw.append(line)
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                self.events.append(event)
-                if event.get("event") == "http.listening":
-                    self.url = event["url"]
+        async for line in lines_of(self.process.stderr):
+            self.raw.append(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self.events.append(event)
+            if event.get("event") == "http.listening":
+                self.url = event["url"]
 
     def saw(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == name]
@@ -109,7 +105,10 @@ async def daemon(config: Path, emulator: Emulator, state: Path) -> AsyncIterator
         async with anyio.create_task_group() as tg:
             tg.start_soon(proc.read_logs)
             try:
-                await wait_for(lambda: proc.url is not None or process.returncode is not None)
+                await wait_for(
+                    lambda: proc.url is not None or process.returncode is not None,
+                    "proc.url is not None or process.returncode is not None",
+                )
                 yield proc
             finally:
                 if process.returncode is None:

@@ -7,12 +7,11 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import anyio
-
 from rfbatch.emulator import Emulator, EmulatorConfig, FaultProfile, FaultRates, running_emulator
 from tests.conftest import API_KEY
 from tests.daemon.support import DaemonProcess, daemon, write_config
-from tests.e2e.support import cli_env, make_tree, received_digests, run_cli, sha, wait_for
+from tests.e2e.support import cli_env, make_tree, received_digests, run_cli, sha
+from tests.waiting import wait_for
 
 
 def all_digests(emulator: Emulator) -> dict[str, int]:
@@ -41,7 +40,10 @@ async def test_files_dropped_over_time_arrive_and_metrics_match(
         for wave in range(3):
             files = make_tree(tmp_path / "src" / f"wave{wave}", 25, seed=wave)
             sent.update({f"wave{wave}/{rel}": data for rel, data in files.items()})
-            await wait_for(lambda: set(all_digests(emulator)) >= {sha(v) for v in sent.values()})
+            await wait_for(
+                lambda: set(all_digests(emulator)) >= {sha(v) for v in sent.values()},
+                "set(all_digests(emulator)) >= {sha(v) for v in sent.values()}",
+            )
         status, body = await d.fetch("/readyz")
         assert status == 200, body
         assert await d.metric('rfbatch_files_total{outcome="uploaded"}') == 75
@@ -56,7 +58,10 @@ async def test_batches_rotate_by_count(emulator: Emulator, tmp_path: Path) -> No
     config = write_config(tmp_path / "c.toml", emulator, tmp_path, daemon={"batch_max_items": 40})
     async with daemon(config, emulator, tmp_path / "state") as d:
         make_tree(tmp_path / "src", 100)
-        await wait_for(lambda: sum(image_batches(emulator).values()) == 100)
+        await wait_for(
+            lambda: sum(image_batches(emulator).values()) == 100,
+            "sum(image_batches(emulator).values()) == 100",
+        )
         assert await d.terminate() == 0
     counts = sorted(image_batches(emulator).values())
     assert counts == [20, 40, 40]
@@ -68,11 +73,17 @@ async def test_batches_rotate_by_time(emulator: Emulator, tmp_path: Path) -> Non
     )
     async with daemon(config, emulator, tmp_path / "state") as d:
         make_tree(tmp_path / "src" / "first", 10, seed=1)
-        await wait_for(lambda: sum(image_batches(emulator).values()) == 10)
+        await wait_for(
+            lambda: sum(image_batches(emulator).values()) == 10,
+            "sum(image_batches(emulator).values()) == 10",
+        )
         # Wait for the first window to be sealed, then drop more files.
-        await wait_for(lambda: bool(d.saw("batch.sealed")))
+        await wait_for(lambda: bool(d.saw("batch.sealed")), 'bool(d.saw("batch.sealed"))')
         make_tree(tmp_path / "src" / "second", 10, seed=2)
-        await wait_for(lambda: sum(image_batches(emulator).values()) == 20)
+        await wait_for(
+            lambda: sum(image_batches(emulator).values()) == 20,
+            "sum(image_batches(emulator).values()) == 20",
+        )
         assert await d.terminate() == 0
     assert len(image_batches(emulator)) >= 2
 
@@ -90,12 +101,17 @@ async def test_sigterm_mid_upload_then_restart_loses_nothing(
     files = make_tree(tmp_path / "src", 1000)
     emulator.set_faults(FaultProfile(routes={"put": FaultRates(slow=1.0)}, slow_seconds=0.3))
     async with daemon(config, emulator, tmp_path / "state") as d:
-        await wait_for(lambda: len(all_digests(emulator)) >= 100)
+        await wait_for(
+            lambda: len(all_digests(emulator)) >= 100, "len(all_digests(emulator)) >= 100"
+        )
         assert await d.terminate() == 0
     assert len(all_digests(emulator)) < 1000, "finished before the signal"
     emulator.set_faults(None)
     async with daemon(config, emulator, tmp_path / "state") as d:
-        await wait_for(lambda: set(all_digests(emulator)) == {sha(v) for v in files.values()})
+        await wait_for(
+            lambda: set(all_digests(emulator)) == {sha(v) for v in files.values()},
+            "set(all_digests(emulator)) == {sha(v) for v in files.values()}",
+        )
         assert await d.terminate() == 0
     twice = sum(1 for n in all_digests(emulator).values() if n > 1)
     assert twice <= 2 * 50  # at most the shards in flight when the grace ran out
@@ -112,7 +128,9 @@ async def test_full_loop_exports_job_results(emulator: Emulator, tmp_path: Path)
     )
     async with daemon(config, emulator, tmp_path / "state") as d:
         make_tree(tmp_path / "src", 30)
-        await wait_for(lambda: bool(d.saw("batch.exported")), timeout=120)
+        await wait_for(
+            lambda: bool(d.saw("batch.exported")), 'bool(d.saw("batch.exported"))', timeout=120
+        )
         assert await d.terminate() == 0
     exported = d.saw("batch.exported")[0]
     results = list(Path(exported["output"]).rglob("*.jsonl"))
@@ -126,9 +144,10 @@ async def status_of(d: DaemonProcess, path: str) -> int:
 
 
 async def wait_status(d: DaemonProcess, path: str, status: int) -> None:
-    with anyio.fail_after(60):
-        while await status_of(d, path) != status:
-            await anyio.sleep(0.1)
+    async def answers() -> bool:
+        return await status_of(d, path) == status
+
+    await wait_for(answers, f"{path} to answer {status}", interval=0.1)
 
 
 async def test_readyz_follows_the_api(tmp_path: Path) -> None:
@@ -152,7 +171,7 @@ async def test_low_disk_pauses_intake(emulator: Emulator, tmp_path: Path) -> Non
     config = write_config(tmp_path / "c.toml", emulator, tmp_path, daemon={"min_free_bytes": 2**62})
     async with daemon(config, emulator, tmp_path / "state") as d:
         make_tree(tmp_path / "src", 10)
-        await wait_for(lambda: bool(d.saw("intake.paused")))
+        await wait_for(lambda: bool(d.saw("intake.paused")), 'bool(d.saw("intake.paused"))')
         assert await d.metric("rfbatch_intake_paused") == 1.0
         assert await status_of(d, "/readyz") == 503
         assert not all_digests(emulator)
@@ -190,7 +209,10 @@ async def test_sources_are_moved_once_their_ingest_is_confirmed(
     )
     async with daemon(config, emulator, tmp_path / "state") as d:
         files = make_tree(tmp_path / "src", 12)
-        await wait_for(lambda: d.saw("source.cleanup") and not files_under(tmp_path / "src"))
+        await wait_for(
+            lambda: d.saw("source.cleanup") and not files_under(tmp_path / "src"),
+            'd.saw("source.cleanup") and not files_under(tmp_path / "src")',
+        )
         assert await d.terminate() == 0
     # Moved only after the service held every file, each to its place under the source.
     assert set(all_digests(emulator)) == {sha(v) for v in files.values()}

@@ -14,8 +14,9 @@ from rfbatch.samples import png_bytes
 from rfbatch.state.ledger import Ledger
 from rfbatch.webhooks import InMemoryEvents, WebhookReceiver, serve_webhooks
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import settings_for, wait_for
+from tests.e2e.support import settings_for
 from tests.jobs.support import WEBHOOK_BEARER
+from tests.waiting import wait_for
 
 # Far longer than the test may take: a confirmation that waited for its next poll would time out.
 SLOW_POLL = 3600.0
@@ -66,15 +67,18 @@ async def test_an_ingest_notification_confirms_the_batch_and_is_then_forgotten(
             daemon = Daemon(services, specs, receiver=receiver, job_notifications_url=url)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
-                with anyio.fail_after(60):
-                    while not (confirmed := await confirmed_batches(manifest)):
-                        await anyio.sleep(0.05)
+                confirmed = await wait_for(
+                    lambda: confirmed_batches(manifest), "a confirmed batch", interval=0.05
+                )
                 daemon.abort()
             (batch_id,) = confirmed
             skipped = [row async for row in manifest.files_in_state(["skipped"], batch_id)]
             ingested = [row async for row in manifest.files_in_state(["ingested"], batch_id)]
         # Notices for the batch that trail its confirmation are taken, and not kept either.
-        await wait_for(lambda: emulator.state()["counters"]["webhooksSent"] == 2)
+        await wait_for(
+            lambda: emulator.state()["counters"]["webhooksSent"] == 2,
+            'emulator.state()["counters"]["webhooksSent"] == 2',
+        )
         assert not receiver.holds_batch(batch_id)
 
     assert receiver.statistics().accepted == 2  # one files-status, one ingest-status

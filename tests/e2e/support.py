@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
+from anyio.streams.text import TextReceiveStream
 
 from rfbatch.emulator import Emulator
 from rfbatch.samples import png_bytes
@@ -99,8 +101,11 @@ async def run_cli(args: list[str], env: Mapping[str, str]) -> subprocess.Complet
     return await anyio.run_process([*RFBATCH, *args], env=dict(env), check=False)
 
 
-async def wait_for(predicate: Any, *, timeout: float = 60.0, interval: float = 0.02) -> None:
-    """Wait until ``predicate()`` is true; fail after a generous deadline."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(interval)
+async def lines_of(stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[str]:
+    """The complete lines a child process writes to ``stream``, as they arrive."""
+    buffer = ""
+    async for text in TextReceiveStream(stream):
+        buffer += text
+        *lines, buffer = buffer.split("\n")
+        for line in lines:
+            yield line

@@ -10,7 +10,15 @@ from pathlib import Path
 import anyio
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from tests.e2e.support import RFBATCH, cli_env, make_tree, result_records, run_cli, wait_for
+from tests.e2e.support import RFBATCH, cli_env, make_tree, result_records, run_cli
+from tests.waiting import wait_for
+
+
+def _sync_env(emulator: Emulator, tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment, with jobs polled often so that syncs end soon after their job."""
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    return env
 
 
 async def test_sync_of_images_ends_with_every_result_on_disk(
@@ -18,8 +26,7 @@ async def test_sync_of_images_ends_with_every_result_on_disk(
 ) -> None:
     src = tmp_path / "images"
     make_tree(src, 120)
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
     out = tmp_path / "results"
 
     done = await run_cli(
@@ -51,8 +58,7 @@ async def test_sync_of_videos(emulator: Emulator, tmp_path: Path) -> None:
     src.mkdir()
     for i in range(3):
         (src / f"cam{i}.mp4").write_bytes(os.urandom(200_000 + i))
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
     out = tmp_path / "results"
 
     done = await run_cli(
@@ -72,8 +78,7 @@ async def test_a_failed_job_exits_1_with_the_service_message(
 ) -> None:
     src = tmp_path / "images"
     make_tree(src, 10)
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
 
     done = await run_cli(
         ["sync", str(src), "--workflow", "fail-me", "--output", str(tmp_path / "out")], env
@@ -103,15 +108,18 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
 ) -> None:
     src = tmp_path / "images"
     make_tree(src, 60)
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = _sync_env(emulator, tmp_path)
     out = tmp_path / "results"
     args = ["sync", str(src), "--workflow", "wf", "--output", str(out)]
     # Slow downloads down so the kill lands while results are being fetched.
     emulator.set_faults(FaultProfile(routes={"download": FaultRates(slow=1.0)}, slow_seconds=1.0))
 
     async with await anyio.open_process([*RFBATCH, *args], env=env) as proc:
-        await wait_for(lambda: emulator.state()["counters"]["downloads"] >= 1, timeout=120)
+        await wait_for(
+            lambda: emulator.state()["counters"]["downloads"] >= 1,
+            'emulator.state()["counters"]["downloads"] >= 1',
+            timeout=120,
+        )
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     emulator.set_faults(None)
@@ -122,7 +130,7 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
         counters = emulator.state()["counters"]
         return bool(counters["downloads"] >= counters["faultsInjected"])
 
-    await wait_for(settled, timeout=60)
+    await wait_for(settled, "settled", timeout=60)
     fetched_before = emulator.state()["counters"]["downloads"]
 
     done = await run_cli([*args, "--json"], env)

@@ -17,6 +17,7 @@ from rfbatch.pipeline.upload_pass import UploadTarget, source_specs
 from rfbatch.settings import Settings
 from tests.conftest import API_KEY, WORKSPACE
 from tests.e2e.support import make_tree, result_records, settings_for
+from tests.waiting import wait_for
 
 TARGET = UploadTarget(image_batch="imgs", video_batch="imgs-videos")
 
@@ -68,12 +69,13 @@ async def test_a_rerun_follows_the_started_job_and_never_starts_it_again(tmp_pat
         settings = job_settings(emulator, tmp_path)
         async with open_services(settings) as services, anyio.create_task_group() as tg:
 
+            async def job_started() -> bool:
+                row = await services.manifest.get_batch("imgs")
+                return row is not None and row.state == "job_started"
+
             async def stop_once_the_job_runs() -> None:
-                while True:
-                    row = await services.manifest.get_batch("imgs")
-                    if row is not None and row.state == "job_started":
-                        tg.cancel_scope.cancel()
-                    await anyio.sleep(0.02)
+                await wait_for(job_started, "the job to start")
+                tg.cancel_scope.cancel()
 
             tg.start_soon(stop_once_the_job_runs)
             await run_sync(services, src, out)

@@ -17,8 +17,8 @@ from tests.e2e.support import (
     received_digests,
     run_cli,
     sha,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 async def test_upload_json_summary_and_exit_code(emulator: Emulator, tmp_path: Path) -> None:
@@ -97,7 +97,10 @@ async def test_killed_midway_then_rerun_loses_nothing(emulator: Emulator, tmp_pa
 
     async with await anyio.open_process(args, env=env) as proc:
         # Kill it once part of the data has arrived, but not all of it.
-        await wait_for(lambda: len(received_digests(emulator, "killed")) >= 300)
+        await wait_for(
+            lambda: len(received_digests(emulator, "killed")) >= 300,
+            'len(received_digests(emulator, "killed")) >= 300',
+        )
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     partial = len(received_digests(emulator, "killed"))

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from rfbatch.emulator import Emulator
 from tests.emulator.support import Api, FileServer, Receiver
+from tests.serving import serving
 
 Served = TypeVar("Served", Receiver, FileServer)
 
@@ -33,16 +34,9 @@ async def _serve(server: Served, method: str, route: str, url_path: str) -> Asyn
     """
     app = web.Application()
     app.router.add_route(method, route, server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    server.url = f"http://{host}:{port}{url_path}"
-    try:
+    async with serving(app) as base_url:
+        server.url = f"{base_url}{url_path}"
         yield server
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -2,47 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import anyio
 from aiohttp import web
 
 from rfbatch.emulator import Emulator
-
-DEADLINE = 20.0
-
-
-def make_tar(members: dict[str, bytes], notification: dict[str, Any] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        if notification is not None:
-            raw = json.dumps(notification).encode()
-            info = tarfile.TarInfo("notification_config.json")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return buf.getvalue()
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[bool]], what: str, deadline: float = DEADLINE
-) -> None:
-    """Poll ``probe`` until true; fail with ``what`` after a generous deadline."""
-    end = time.monotonic() + deadline
-    while not await probe():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await anyio.sleep(0.01)
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 
 @dataclass
@@ -122,7 +91,7 @@ class Api:
         members: dict[str, bytes],
         notification: dict[str, Any] | None = None,
     ) -> None:
-        status = await self.put(await self.shard_url(batch), make_tar(members, notification))
+        status = await self.put(await self.shard_url(batch), tar_of(members, notification))
         assert status == 200
 
     async def count(self, batch: str, part: str | None = None) -> int:

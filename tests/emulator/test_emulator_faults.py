@@ -11,7 +11,8 @@ import pytest
 
 from rfbatch.emulator import EmulatorConfig, FaultProfile, FaultRates, running_emulator
 from rfbatch.emulator.faults import FaultInjector
-from tests.emulator.support import Api, make_tar
+from tests.emulator.support import Api
+from tests.tars import tar_of
 
 
 async def _api_with(profile: FaultProfile) -> AsyncIterator[Api]:
@@ -68,7 +69,7 @@ async def test_put_reset_keeps_nothing_and_the_retry_succeeds() -> None:
     profile = FaultProfile(routes={"put": FaultRates(reset=1.0)}, seed=1)
     async for api in _api_with(profile):
         details = await api.shard_url("r")
-        body = make_tar({f"{n}.jpg": bytes(300_000) for n in range(4)})
+        body = tar_of({f"{n}.jpg": bytes(300_000) for n in range(4)})
         with pytest.raises(aiohttp.ClientError):
             await api.put(details, body)
         api.emu.set_faults(None)
@@ -132,7 +133,7 @@ async def test_json_route_reset_truncate_and_slow() -> None:
 async def test_put_expire_fault_is_403() -> None:
     async for api in _api_with(FaultProfile(routes={"put": FaultRates(expire=1.0)})):
         details = await api.shard_url("e")
-        assert await api.put(details, make_tar({"a.jpg": b"a"})) == 403
+        assert await api.put(details, tar_of({"a.jpg": b"a"})) == 403
         assert api.emu.state()["counters"]["putsRejected"] == 1
 
 

@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
-from tests.emulator.support import Api, FileServer, Receiver, make_tar, wait_for
+from tests.emulator.support import Api, FileServer, Receiver
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ async def test_tar_ingest_counts_images_and_records_failures(small_api: Api) -> 
 async def test_ingest_is_asynchronous_after_the_put(small_api: Api) -> None:
     api = small_api
     details = await api.shard_url("later")
-    assert await api.put(details, make_tar({f"{n}.jpg": b"x" for n in range(4)})) == 200
+    assert await api.put(details, tar_of({f"{n}.jpg": b"x" for n in range(4)})) == 200
     shards = (await api.get(api.ds("/batches/later/shards"))).body["shards"]
     assert [s["statusName"] for s in shards] == ["shard-upload-received"]
     assert shards[0]["statusType"] == "info"

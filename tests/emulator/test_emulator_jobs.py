@@ -14,7 +14,8 @@ import aiohttp
 import pytest
 
 from rfbatch.emulator import EmulatorConfig, running_emulator
-from tests.emulator.support import Api, Receiver, job_body, wait_for
+from tests.emulator.support import Api, Receiver, job_body
+from tests.waiting import wait_for
 
 IMAGES = {f"img-{n:03d}.jpg": f"image {n}".encode() * 10 for n in range(120)}
 
@@ -134,17 +135,13 @@ async def test_job_runs_both_stages_and_outputs_are_correct(api: Api, receiver: 
                 exported[member.name] = fh.read()
     assert exported == results
 
-    await wait_for(lambda: _async(bool(receiver.received)), "the job webhook")
+    await wait_for(lambda: receiver.received, "the job webhook")
     [hook] = receiver.received
     assert hook.headers["Authorization"] == "Bearer rf_test-ws"
     assert hook.body["type"] == "roboflow-batch-job-notification-v1"
     assert hook.body["job_id"] == "full"
     assert hook.body["job_state"] == "success"
     assert hook.body["delivery_attempt"] == 1
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_results_are_deterministic_and_csv_when_asked(api: Api) -> None:
@@ -197,7 +194,7 @@ async def test_failing_workflow_hook(api: Api, receiver: Receiver) -> None:
     logs = (await api.get(api.bp("/jobs/doomed/logs"), severity="error")).body["logs"]
     assert logs
     assert all(entry["severity"] == "error" for entry in logs)
-    await wait_for(lambda: _async(bool(receiver.received)), "the job webhook")
+    await wait_for(lambda: receiver.received, "the job webhook")
     assert receiver.received[0].body["job_state"] == "fail"
     assert api.emu.state()["jobs"]["doomed"]["state"] == "failed"
 

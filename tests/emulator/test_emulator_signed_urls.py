@@ -8,7 +8,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import aiohttp
 
 from rfbatch.emulator import EmulatorConfig, running_emulator
-from tests.emulator.support import Api, make_tar, wait_for
+from tests.emulator.support import Api
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 
 def _with_query(url: str, **changes: str) -> str:
@@ -27,7 +29,7 @@ async def _put(
 
 async def test_put_without_content_type_is_accepted(api: Api) -> None:
     details = await api.shard_url("ct")
-    tar = make_tar({"a.jpg": b"a"})
+    tar = tar_of({"a.jpg": b"a"})
     # aiohttp adds no Content-Type for raw bytes unless told to; make sure none is sent.
     async with api.session.put(
         details["uploadURL"],
@@ -41,7 +43,7 @@ async def test_put_without_content_type_is_accepted(api: Api) -> None:
 
 async def test_tampered_signature_or_expiry_is_403(api: Api) -> None:
     details = await api.shard_url("sig")
-    tar = make_tar({"a.jpg": b"a"})
+    tar = tar_of({"a.jpg": b"a"})
     headers = details["extensionHeaders"]
     url = details["uploadURL"]
     assert await _put(api.session, _with_query(url, signature="0" * 64), tar, headers) == 403
@@ -56,7 +58,7 @@ async def test_tampered_signature_or_expiry_is_403(api: Api) -> None:
 
 async def test_missing_or_wrong_extension_header_is_403(api: Api) -> None:
     details = await api.shard_url("hdr")
-    tar = make_tar({"a.jpg": b"a"})
+    tar = tar_of({"a.jpg": b"a"})
     async with api.session.put(details["uploadURL"], data=tar) as resp:
         assert resp.status == 403
         assert "MissingSecurityHeader" in await resp.text()
@@ -72,7 +74,7 @@ async def test_expired_upload_and_download_urls_are_403() -> None:
         details = await api.shard_url("exp")
         async with session.put(
             details["uploadURL"],
-            data=make_tar({"a.jpg": b"a"}),
+            data=tar_of({"a.jpg": b"a"}),
             headers=details["extensionHeaders"],
         ) as resp:
             assert resp.status == 403
@@ -92,7 +94,7 @@ async def test_expire_urls_hook_expires_issued_urls_only(api: Api) -> None:
     async with api.session.get(old["downloadURL"]) as resp:
         assert resp.status == 403
         assert "ExpiredToken" in await resp.text()
-    assert await api.put(details, make_tar({"a.jpg": b"a"})) == 403
+    assert await api.put(details, tar_of({"a.jpg": b"a"})) == 403
     [fresh] = await api.list_all("hook")
     assert await api.download(fresh["downloadURL"]) == b"abc"
 
@@ -110,7 +112,7 @@ async def test_download_url_is_bound_to_its_item(api: Api) -> None:
 
 async def test_upload_url_can_be_reused_like_a_bucket_object(api: Api) -> None:
     details = await api.shard_url("reuse")
-    tar = make_tar({"a.jpg": b"a", "b.jpg": b"b"})
+    tar = tar_of({"a.jpg": b"a", "b.jpg": b"b"})
     assert await api.put(details, tar) == 200
     assert await api.put(details, tar) == 200
     await api.wait_count("reuse", 2)
@@ -124,7 +126,7 @@ async def test_upload_url_can_be_reused_like_a_bucket_object(api: Api) -> None:
 
 
 async def test_chunked_put_without_content_length_is_streamed(api: Api) -> None:
-    tar = make_tar({f"{n}.jpg": bytes([n]) * 300_000 for n in range(3)})
+    tar = tar_of({f"{n}.jpg": bytes([n]) * 300_000 for n in range(3)})
 
     async def body() -> AsyncIterator[bytes]:
         for start in range(0, len(tar), 65_536):

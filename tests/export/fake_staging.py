@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.serving import serving
+
 WORKSPACE = "fake-ws"
 SIGNATURE = "c2lnbmF0dXJlLXNob3VsZC1uZXZlci1sZWFr"
 
@@ -135,16 +137,9 @@ class FakeStaging:
 
 @asynccontextmanager
 async def running_fake(staging: FakeStaging) -> AsyncIterator[FakeStaging]:
-    runner = web.AppRunner(staging.app(), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2)
-        staging.base_url = f"http://127.0.0.1:{port}"
+    async with serving(staging.app()) as base_url:
+        staging.base_url = base_url
         yield staging
-    finally:
-        await runner.cleanup()
 
 
 def hostile_tar(kind: str, *, gz: bool = False) -> bytes:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import sys
-import tarfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
-
-import anyio
 
 from rfbatch.api import ClientConfig, RetryPolicy, RoboflowClient
 from rfbatch.api.schemas import ImageJobSpec
@@ -23,6 +19,8 @@ from rfbatch.settings import Settings, load_settings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import BytesBody, Transfer, TransferConfig
 from tests.conftest import API_KEY
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXPORT_CLI = [sys.executable, "-m", "tests.export.entry", "export"]
@@ -74,35 +72,15 @@ def images(count: int, *, seed: int = 0, size: int = 2000) -> dict[str, bytes]:
     }
 
 
-def tar_bytes(members: Mapping[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-async def wait_until(probe: Any, what: str, *, timeout: float = 60.0) -> Any:
-    """Await ``probe()`` until it returns something truthy; fail after a generous deadline."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await probe()
-            if value:
-                return value
-            await anyio.sleep(0.02)
-
-
 async def stage_sharded(services: Services, batch_id: str, files: Mapping[str, bytes]) -> None:
     """Bulk-upload ``files`` as one tar shard and wait until the batch counts them all."""
     signed = await services.client.shard_upload_url(batch_id)
-    await services.transfer.put(signed, BytesBody(tar_bytes(files)))
+    await services.transfer.put(signed, BytesBody(tar_of(files)))
 
     async def counted() -> bool:
         return await services.client.count(batch_id) == len(files)
 
-    await wait_until(counted, f"batch {batch_id} to count {len(files)}")
+    await wait_for(counted, f"batch {batch_id} to count {len(files)}")
 
 
 async def run_job(
@@ -116,7 +94,7 @@ async def run_job(
     async def ended() -> bool:
         return (await client.get_job(job_id)).terminal
 
-    await wait_until(ended, f"job {job_id} to end")
+    await wait_for(ended, f"job {job_id} to end")
     job = await client.get_job(job_id)
     assert job.succeeded, job
 

@@ -28,6 +28,7 @@ from tests.export.support import (
     stage_sharded,
     tree,
 )
+from tests.waiting import wait_for
 
 
 async def export_cli(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[bytes]:
@@ -202,14 +203,10 @@ async def test_killed_midway_then_rerun_fetches_only_what_was_missing(
 
     args = [*EXPORT_CLI, "killed", "--output", str(out)]
     async with await anyio.open_process(args, env=env, cwd=REPO) as proc:
-
-        async def enough_done() -> None:
-            with anyio.fail_after(60):
-                # Names only: a temporary file listed now may be renamed before it is read.
-                while len([n for n in files if (out / n).exists()]) < 10:
-                    await anyio.sleep(0.02)
-
-        await enough_done()
+        # Names only: a temporary file listed now may be renamed before it is read.
+        await wait_for(
+            lambda: len([n for n in files if (out / n).exists()]) >= 10, "ten results written"
+        )
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
     emulator.set_faults(None)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import json
 import socket
 import subprocess
 import sys
-import tarfile
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +21,7 @@ from rfbatch.settings import Settings
 from rfbatch.transfer import Transfer
 from rfbatch.transfer.body import BytesBody
 from tests.e2e.support import settings_for
+from tests.waiting import wait_for
 
 # The root CLI wires `rfbatch job` in later; until then the group runs on its own.
 JOB_CLI = [sys.executable, "-c", "from rfbatch.cli.job_cmd import app; app()"]
@@ -50,22 +48,11 @@ async def video_batch(settings: Settings, client: RoboflowClient, batch_id: str)
     signed = await client.video_upload_url(batch_id, "clip.mp4")
     async with Transfer(transfer_config(settings)) as transfer:
         await transfer.put(signed, BytesBody(b"\x00\x00\x00\x18ftypmp42" + b"v" * 4000))
-    with anyio.fail_after(30):
-        while await client.count(batch_id) < 1:
-            await anyio.sleep(0.02)
 
+    async def counted() -> bool:
+        return await client.count(batch_id) >= 1
 
-def tar_with(members: Mapping[str, bytes], notification: Mapping[str, str] | None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        items = dict(members)
-        if notification is not None:
-            items["notification_config.json"] = json.dumps(dict(notification)).encode()
-        for name, data in items.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    await wait_for(counted, f"the video in batch {batch_id} to be counted")
 
 
 async def put_shard(settings: Settings, client: RoboflowClient, batch_id: str, tar: bytes) -> None:
@@ -102,3 +89,9 @@ async def job_cli_all(
         for index, args in enumerate(runs):
             tg.start_soon(one, index, args)
     return [results[i] for i in range(len(runs))]
+
+
+def stored_definition(emulator: Emulator, job_id: str) -> dict[str, Any]:
+    """The job definition the emulator stored for ``job_id``, as the service received it."""
+    definition: dict[str, Any] = emulator.state()["jobs"][job_id]["definition"]
+    return definition

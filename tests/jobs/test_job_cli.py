@@ -23,6 +23,7 @@ from tests.jobs.support import (
     image_batch,
     job_cli,
     job_cli_all,
+    stored_definition,
     video_batch,
 )
 
@@ -34,14 +35,18 @@ def _env(emulator: Emulator, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+async def _env_with_images(
+    emulator: Emulator, tmp_path: Path, batch: str, **extra: str
+) -> dict[str, str]:
+    """The CLI's environment once the emulator holds the image batch ``batch``."""
+    async with client_for(emulator, tmp_path) as (_, client):
+        await image_batch(client, batch)
+    return _env(emulator, tmp_path, **extra)
+
+
 def _json(done: subprocess.CompletedProcess[bytes]) -> Any:
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)
-
-
-def _stored(emulator: Emulator, job_id: str) -> dict[str, Any]:
-    definition: dict[str, Any] = emulator.state()["jobs"][job_id]["definition"]
-    return definition
 
 
 async def test_start_sends_every_option_with_its_wire_name(
@@ -83,7 +88,7 @@ async def test_start_sends_every_option_with_its_wire_name(
     )
     assert videos.returncode == 0, videos.stderr.decode()
 
-    stored = _stored(emulator, "all-options")
+    stored = stored_definition(emulator, "all-options")
     assert shown["jobId"] == "all-options"
     assert shown["name"] == "nightly run"
     assert shown["jobDefinition"] == stored
@@ -114,7 +119,7 @@ async def test_start_sends_every_option_with_its_wire_name(
         },
         "notificationsURL": "http://127.0.0.1:9/hook",
     }
-    video = _stored(emulator, job_id_for_batch("vids"))
+    video = stored_definition(emulator, job_id_for_batch("vids"))
     assert video["type"] == "simple-video-processing-v1"
     assert video["processingSpecification"]["maxVideoFPS"] == 2.5
 
@@ -122,9 +127,7 @@ async def test_start_sends_every_option_with_its_wire_name(
 async def test_a_derived_job_id_makes_a_retried_start_idempotent(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "nightly-2026-01-01")
-    env = _env(emulator, tmp_path)
+    env = await _env_with_images(emulator, tmp_path, "nightly-2026-01-01")
     args = ["start", "--batch", "nightly-2026-01-01", "--workflow", "wf", "--json"]
     first, second = await job_cli(args, env), await job_cli(args, env)
     expected = job_id_for_batch("nightly-2026-01-01")
@@ -137,7 +140,7 @@ async def test_a_derived_job_id_makes_a_retried_start_idempotent(
     assert expected in message
     assert "different definition" in message
     assert len(message.splitlines()) == 1
-    assert _stored(emulator, expected)["processingSpecification"]["workflowId"] == "wf"
+    assert stored_definition(emulator, expected)["processingSpecification"]["workflowId"] == "wf"
 
 
 async def test_usage_errors_exit_2_before_any_call(tmp_path: Path) -> None:
@@ -176,9 +179,7 @@ async def test_usage_errors_exit_2_before_any_call(tmp_path: Path) -> None:
 async def test_wait_succeeds_and_the_job_can_be_inspected(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "imgs")
-    env = _env(emulator, tmp_path)
+    env = await _env_with_images(emulator, tmp_path, "imgs")
     assert (
         await job_cli(["start", "--batch", "imgs", "--job-id", "j1", "--workflow", "w"], env)
     ).returncode == 0
@@ -222,9 +223,7 @@ async def test_wait_succeeds_and_the_job_can_be_inspected(
 async def test_a_failed_job_makes_wait_exit_1_with_the_service_message(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "imgs")
-    env = _env(emulator, tmp_path)
+    env = await _env_with_images(emulator, tmp_path, "imgs")
     started = await job_cli(
         ["start", "--batch", "imgs", "--job-id", "bad", "--workflow", "fail-x"], env
     )
@@ -356,9 +355,9 @@ def _run_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
 
 
 async def test_wait_shows_a_live_view_on_a_terminal(emulator: Emulator, tmp_path: Path) -> None:
-    async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "imgs")
-    env = _env(emulator, tmp_path, RFBATCH_LOG__FORMAT="console", COLUMNS="120")
+    env = await _env_with_images(
+        emulator, tmp_path, "imgs", RFBATCH_LOG__FORMAT="console", COLUMNS="120"
+    )
     start = ["start", "--batch", "imgs", "--job-id", "tty-job", "--workflow", "w"]
     assert (await job_cli(start, env)).returncode == 0
     code, shown = await anyio.to_thread.run_sync(_run_on_a_terminal, ["wait", "tty-job"], env)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
+from rfbatch.api import RoboflowClient
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
 from rfbatch.errors import ConflictError
 from rfbatch.pipeline.jobs import (
@@ -21,15 +21,35 @@ from rfbatch.settings import JobSettings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.webhooks import WebhookReceiver, serve_webhooks
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import wait_for
-from tests.jobs.support import WEBHOOK_BEARER, client_for, image_batch, video_batch
+from tests.jobs.support import (
+    WEBHOOK_BEARER,
+    client_for,
+    image_batch,
+    stored_definition,
+    video_batch,
+)
+from tests.waiting import wait_for
 
 DEADLINE = 60.0
 
 
-def _stored(emulator: Emulator, job_id: str) -> dict[str, Any]:
-    definition: dict[str, Any] = emulator.state()["jobs"][job_id]["definition"]
-    return definition
+async def _start_image_job(
+    client: RoboflowClient,
+    job_id: str,
+    *,
+    workflow_id: str = "wf",
+    images: int = 3,
+    notifications_url: str | None = None,
+) -> None:
+    """Start ``job_id`` on a new batch ``imgs`` of ``images`` images."""
+    await image_batch(client, "imgs", count=images)
+    spec = job_spec_from(
+        JobSettings(workflow_id=workflow_id),
+        batch_id="imgs",
+        kind="images",
+        notifications_url=notifications_url,
+    )
+    await start_job(client, job_id, spec)
 
 
 async def test_every_option_reaches_the_stored_definition(
@@ -62,7 +82,7 @@ async def test_every_option_reaches_the_stored_definition(
         await start_job(client, "job-vid", videos)
         names = {job.job_id: job.name async for job in client.list_jobs()}
 
-    stored = _stored(emulator, "job-img")
+    stored = stored_definition(emulator, "job-img")
     assert stored["type"] == "simple-image-processing-v1"
     assert stored["jobInput"] == {"type": "staging-batch-input-v1", "batchId": "imgs"}
     assert stored["computeConfiguration"] == {
@@ -82,7 +102,7 @@ async def test_every_option_reaches_the_stored_definition(
     assert spec["aggregationFormat"] == "csv"
     assert spec["persistImagesOutputs"] is True
     assert spec["imagesOutputsToBePersisted"] == ["crops", "overlay"]
-    video = _stored(emulator, "job-vid")
+    video = stored_definition(emulator, "job-vid")
     assert video["type"] == "simple-video-processing-v1"
     assert video["processingSpecification"]["maxVideoFPS"] == 2.5
     assert names == {"job-img": "nightly images", "job-vid": "job-vid"}
@@ -104,7 +124,7 @@ async def test_a_repeated_start_is_idempotent_and_a_different_body_conflicts(
     assert "different definition" in message
     assert "\n" not in message
     assert list(emulator.state()["jobs"]) == ["same-job"]
-    assert _stored(emulator, "same-job")["processingSpecification"]["workflowId"] == "wf"
+    assert stored_definition(emulator, "same-job")["processingSpecification"]["workflowId"] == "wf"
 
 
 async def test_follow_to_success_finds_the_output_batches(
@@ -112,9 +132,7 @@ async def test_follow_to_success_finds_the_output_batches(
 ) -> None:
     views: list[JobView] = []
     async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "imgs")
-        spec = job_spec_from(JobSettings(workflow_id="wf"), batch_id="imgs", kind="images")
-        await start_job(client, "ok-job", spec)
+        await _start_image_job(client, "ok-job")
         outcome = await follow_job(
             client, "ok-job", poll_seconds=0.02, on_update=views.append, deadline_seconds=DEADLINE
         )
@@ -137,9 +155,7 @@ async def test_follow_to_success_finds_the_output_batches(
 
 async def test_a_failed_job_gives_the_service_message(emulator: Emulator, tmp_path: Path) -> None:
     async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "imgs")
-        spec = job_spec_from(JobSettings(workflow_id="fail-wf"), batch_id="imgs", kind="images")
-        await start_job(client, "bad-job", spec)
+        await _start_image_job(client, "bad-job", workflow_id="fail-wf")
         outcome = await follow_job(client, "bad-job", poll_seconds=0.02, deadline_seconds=DEADLINE)
         job = await client.get_job("bad-job")
     assert not outcome.succeeded
@@ -153,9 +169,7 @@ async def test_a_failed_job_gives_the_service_message(emulator: Emulator, tmp_pa
 async def test_the_wait_is_bounded_by_its_deadline(tmp_path: Path) -> None:
     config = EmulatorConfig(api_key=API_KEY, workspace=WORKSPACE, job_tick=30.0)
     async with running_emulator(config) as emu, client_for(emu, tmp_path) as (_, client):
-        await image_batch(client, "imgs", count=1)
-        spec = job_spec_from(JobSettings(workflow_id="wf"), batch_id="imgs", kind="images")
-        await start_job(client, "slow-job", spec)
+        await _start_image_job(client, "slow-job", images=1)
         outcome = await follow_job(client, "slow-job", poll_seconds=0.02, deadline_seconds=0.3)
         await client.abort_job("slow-job")
     assert outcome.timed_out
@@ -178,14 +192,7 @@ async def test_a_job_webhook_wakes_the_follower_before_its_next_poll(tmp_path: P
             client_for(emu, tmp_path) as (_, client),
             serve_webhooks(receiver, "127.0.0.1", 0) as url,
         ):
-            await image_batch(client, "imgs", count=1)
-            spec = job_spec_from(
-                JobSettings(workflow_id="wf"),
-                batch_id="imgs",
-                kind="images",
-                notifications_url=url,
-            )
-            await start_job(client, "hooked", spec)
+            await _start_image_job(client, "hooked", images=1, notifications_url=url)
             async with anyio.create_task_group() as tg:
 
                 async def fail_after_first_poll() -> None:
@@ -217,9 +224,7 @@ async def test_a_webhook_wakes_a_plain_event_once(emulator: Emulator, tmp_path: 
     woken = anyio.Event()
     woken.set()
     async with client_for(emulator, tmp_path) as (_, client):
-        await image_batch(client, "imgs", count=1)
-        spec = job_spec_from(JobSettings(workflow_id="wf"), batch_id="imgs", kind="images")
-        await start_job(client, "evt-job", spec)
+        await _start_image_job(client, "evt-job", images=1)
         outcome = await follow_job(
             client, "evt-job", poll_seconds=0.02, wake=woken, deadline_seconds=DEADLINE
         )
@@ -236,14 +241,7 @@ async def test_a_lost_webhook_still_ends_by_polling(emulator: Emulator, tmp_path
             client_for(emulator, tmp_path) as (_, client),
             serve_webhooks(receiver, "127.0.0.1", 0) as url,
         ):
-            await image_batch(client, "imgs", count=1)
-            spec = job_spec_from(
-                JobSettings(workflow_id="wf"),
-                batch_id="imgs",
-                kind="images",
-                notifications_url=url,
-            )
-            await start_job(client, "lost-hook", spec)
+            await _start_image_job(client, "lost-hook", images=1, notifications_url=url)
             outcome = await follow_job(
                 client,
                 "lost-hook",
@@ -251,7 +249,10 @@ async def test_a_lost_webhook_still_ends_by_polling(emulator: Emulator, tmp_path
                 wake=receiver.job_waker("lost-hook"),
                 deadline_seconds=DEADLINE,
             )
-            await wait_for(lambda: receiver.statistics().rejected.get("bad_authorization", 0) > 0)
+            await wait_for(
+                lambda: receiver.statistics().rejected.get("bad_authorization", 0) > 0,
+                'receiver.statistics().rejected.get("bad_authorization", 0) > 0',
+            )
     finally:
         await manifest.close()
     assert outcome.succeeded

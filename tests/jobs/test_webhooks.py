@@ -20,15 +20,15 @@ from rfbatch.settings import JobSettings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.webhooks import InMemoryEvents, WebhookReceiver, serve_webhooks
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import wait_for
 from tests.jobs.support import (
     WEBHOOK_BEARER,
     client_for,
     image_batch,
     new_event_id,
     put_shard,
-    tar_with,
 )
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 CAP = 4096
 SECRET = "Bearer rf_super-secret-publishable"
@@ -223,11 +223,17 @@ async def test_ingest_notifications_are_collected_per_batch(tmp_path: Path) -> N
     ):
         waker = receiver.ingest_waker("shards")
         members = {"small.png": b"p" * 100, "large.png": b"L" * 5000}
-        tar = tar_with(members, {"ingestId": "ing-1", "notificationsURL": url})
+        tar = tar_of(members, {"ingestId": "ing-1", "notificationsURL": url})
         await put_shard(settings, client, "shards", tar)
         assert await waker.wait_for(30)
-        await wait_for(lambda: receiver.ingest_report("shards").status_notices == 1)
-        await wait_for(lambda: receiver.ingest_report("shards").failed_files != ())
+        await wait_for(
+            lambda: receiver.ingest_report("shards").status_notices == 1,
+            'receiver.ingest_report("shards").status_notices == 1',
+        )
+        await wait_for(
+            lambda: receiver.ingest_report("shards").failed_files != (),
+            'receiver.ingest_report("shards").failed_files != ()',
+        )
     report = receiver.ingest_report("shards")
     assert report.ingest_ids == ("ing-1",)
     assert report.ingested_files == 1

@@ -13,6 +13,7 @@ from rfbatch.localfs.scan import examine_path
 from rfbatch.localfs.settle import Settler, restat, settle_files
 from rfbatch.media import FoundFile, SourceSpec
 from tests.localfs.support import MakeFile
+from tests.waiting import wait_for
 
 SETTLE = 5.0
 POLL = 0.005
@@ -30,12 +31,6 @@ def found(path: Path) -> FoundFile:
     [item] = examine_path(SourceSpec(path.parent), path)
     assert isinstance(item, FoundFile)
     return item
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.002)
 
 
 def test_old_file_is_ready_at_first_sight(make_file: MakeFile) -> None:
@@ -136,12 +131,15 @@ async def test_stage_passes_old_files_at_once_and_waits_for_fresh(make_file: Mak
         async with tx:
             await tx.send(old)
             await tx.send(fresh)
-            await wait_for(lambda: out == [old])
+            await wait_for(lambda: out == [old], "out == [old]")
             rounds = settler.statistics().restat_rounds
-            await wait_for(lambda: settler.statistics().restat_rounds >= rounds + 3)
+            await wait_for(
+                lambda: settler.statistics().restat_rounds >= rounds + 3,
+                "settler.statistics().restat_rounds >= rounds + 3",
+            )
             assert out == [old]
             clock.now += SETTLE
-            await wait_for(lambda: len(out) == 2)
+            await wait_for(lambda: len(out) == 2, "len(out) == 2")
 
     out = await run_stage(settler, body)
     assert out == [old, fresh]
@@ -157,7 +155,7 @@ async def test_stage_ends_when_input_closes_and_nothing_pends(make_file: MakeFil
         async with tx:
             for f in files:
                 await tx.send(f)
-        await wait_for(lambda: settler.pending == 3)
+        await wait_for(lambda: settler.pending == 3, "settler.pending == 3")
         doomed.unlink()
         clock.now += SETTLE
 
@@ -181,9 +179,12 @@ async def test_stage_backpressure_bounds_pending(make_file: MakeFile) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(produce)
-            await wait_for(lambda: settler.pending == 2)
+            await wait_for(lambda: settler.pending == 2, "settler.pending == 2")
             rounds = settler.statistics().restat_rounds
-            await wait_for(lambda: settler.statistics().restat_rounds >= rounds + 3)
+            await wait_for(
+                lambda: settler.statistics().restat_rounds >= rounds + 3,
+                "settler.statistics().restat_rounds >= rounds + 3",
+            )
             # Two pending, the third taken from the stream and held, the producer blocked.
             assert settler.pending == 2
             assert len(sent) == 3

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,6 +11,7 @@ import pytest
 from rfbatch.localfs.watch import resolve_force_polling, watch
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from tests.localfs.support import MakeFile, write_file
+from tests.waiting import wait_for
 
 FAST = {"debounce_ms": 20, "step_ms": 10, "wake_interval": 0.05, "poll_delay_ms": 20}
 
@@ -23,11 +24,6 @@ class Watching:
 
     def rels(self) -> set[str]:
         return {i.rel for i in self.items if isinstance(i, FoundFile)}
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
-        with anyio.fail_after(timeout):
-            while not condition():
-                await anyio.sleep(0.005)
 
 
 @asynccontextmanager
@@ -73,14 +69,17 @@ async def check_events(make_file: MakeFile, tmp_path: Path, *, force_polling: bo
     async with watching(
         [SourceSpec(src, exclude=("skipme/**",))], force_polling=force_polling
     ) as w:
-        await w.wait_for(lambda: "existing.jpg" in w.rels())
+        await wait_for(lambda: "existing.jpg" in w.rels(), '"existing.jpg" in w.rels()')
         publish(src / "new.jpg")
         write_file(src / "notes.txt")
         write_file(src / ".hidden.jpg")
         write_file(src / "skipme" / "x.jpg")
         (src / "sub").mkdir()
         publish(src / "sub" / "clip.mp4")
-        await w.wait_for(lambda: {"new.jpg", "sub/clip.mp4"} <= w.rels())
+        await wait_for(
+            lambda: {"new.jpg", "sub/clip.mp4"} <= w.rels(),
+            '{"new.jpg", "sub/clip.mp4"} <= w.rels()',
+        )
     assert w.rels() == {"existing.jpg", "new.jpg", "sub/clip.mp4"}
     clip = next(i for i in w.items if isinstance(i, FoundFile) and i.rel == "sub/clip.mp4")
     assert clip.kind == "video"
@@ -96,9 +95,9 @@ async def test_folder_moved_in_whole_is_walked(tmp_path: Path) -> None:
     write_file(src / "marker.jpg")
     async with watching([SourceSpec(src)], rescan_interval=3600) as w:
         # The initial scan runs once the watcher is up: after it, every event counts.
-        await w.wait_for(lambda: "marker.jpg" in w.rels())
+        await wait_for(lambda: "marker.jpg" in w.rels(), '"marker.jpg" in w.rels()')
         os.replace(staging, src / "batch7")
-        await w.wait_for(lambda: len(w.rels()) == 6)
+        await wait_for(lambda: len(w.rels()) == 6, "len(w.rels()) == 6")
     assert w.rels() == {"marker.jpg"} | {f"batch7/deep/{i}.png" for i in range(5)}
 
 
@@ -109,14 +108,20 @@ async def test_rescan_finds_what_events_missed(make_file: MakeFile, tmp_path: Pa
     ) as w:
         # No event ever names before.jpg: only a periodic rescan can report it, and it does so
         # again on every round.
-        await w.wait_for(lambda: sum(1 for i in w.items if isinstance(i, FoundFile)) >= 2)
+        await wait_for(
+            lambda: sum(1 for i in w.items if isinstance(i, FoundFile)) >= 2,
+            "sum(1 for i in w.items if isinstance(i, FoundFile)) >= 2",
+        )
     assert w.rels() == {"before.jpg"}
 
 
 async def test_too_large_files_are_reported(make_file: MakeFile, tmp_path: Path) -> None:
     make_file("big.jpg", b"x" * 100)
     async with watching([SourceSpec(tmp_path / "src", max_size=10)]) as w:
-        await w.wait_for(lambda: any(isinstance(i, Skipped) for i in w.items))
+        await wait_for(
+            lambda: any(isinstance(i, Skipped) for i in w.items),
+            "any(isinstance(i, Skipped) for i in w.items)",
+        )
     [skipped] = [i for i in w.items if isinstance(i, Skipped)]
     assert (skipped.path.name, skipped.reason) == ("big.jpg", "too-large")
 
@@ -124,9 +129,12 @@ async def test_too_large_files_are_reported(make_file: MakeFile, tmp_path: Path)
 async def test_missing_root_is_rescanned_until_it_appears(tmp_path: Path) -> None:
     src = tmp_path / "later"
     async with watching([SourceSpec(src)], rescan_interval=0.05) as w:
-        await w.wait_for(lambda: any(isinstance(i, Skipped) for i in w.items))
+        await wait_for(
+            lambda: any(isinstance(i, Skipped) for i in w.items),
+            "any(isinstance(i, Skipped) for i in w.items)",
+        )
         write_file(src / "a.jpg")
-        await w.wait_for(lambda: "a.jpg" in w.rels())
+        await wait_for(lambda: "a.jpg" in w.rels(), '"a.jpg" in w.rels()')
 
 
 async def test_cancellation_ends_the_watch(make_file: MakeFile, tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.to_thread
-from anyio.streams.text import TextReceiveStream
 
 from rfbatch.api import RetryEvent, RetryPolicy, RoboflowClient
 from rfbatch.app import Services, client_config, transfer_config
@@ -39,7 +38,7 @@ from rfbatch.settings import Settings, load_settings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import Transfer
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import RFBATCH, cli_env
+from tests.e2e.support import RFBATCH, cli_env, lines_of
 
 IMAGE_BATCH = "rel-images"
 VIDEO_BATCH = "rel-images-videos"
@@ -419,17 +418,13 @@ class Watched:
 
     async def read_logs(self) -> None:
         assert self.process.stderr is not None
-        buffer = ""
-        async for text in TextReceiveStream(self.process.stderr):
-            buffer += text
-            *lines, buffer = buffer.split("\n")
-            for line in lines:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    self.events.append(event)
+        async for line in lines_of(self.process.stderr):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                self.events.append(event)
 
     async def read_stdout(self) -> None:
         assert self.process.stdout is not None

@@ -31,6 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.e2e.support import RFBATCH
+from tests.serving import serving
 
 WORKSPACE = "hostile-ws"
 SIGNATURE = "aG9zdGlsZS1zaWduYXR1cmUtbmV2ZXItbGVhaw"
@@ -168,17 +169,9 @@ async def running(
     api: HostileApi, *, ssl_context: ssl.SSLContext | None = None
 ) -> AsyncIterator[HostileApi]:
     """Serve ``api`` on 127.0.0.1 (TLS with ``ssl_context``); ``api.base_url`` says where."""
-    runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=1)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        scheme = "https" if ssl_context is not None else "http"
-        api.base_url = f"{scheme}://127.0.0.1:{port}"
+    async with serving(api.app(), ssl_context=ssl_context) as base_url:
+        api.base_url = base_url
         yield api
-    finally:
-        await runner.cleanup()
 
 
 def hostile_env(base_url: str, state_dir: Path, api_key: str) -> dict[str, str]:

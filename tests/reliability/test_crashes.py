@@ -24,7 +24,7 @@ import pytest
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from tests.daemon.support import daemon, write_config
-from tests.e2e.support import run_cli, wait_for
+from tests.e2e.support import run_cli
 from tests.reliability.support_a import (
     IMAGE_BATCH,
     VIDEO_BATCH,
@@ -44,6 +44,7 @@ from tests.reliability.support_a import (
     temporary_leftovers,
     watched,
 )
+from tests.waiting import wait_for
 
 IMAGES = 300
 VIDEOS = 3
@@ -190,17 +191,19 @@ async def _kill_at(
     """Run until ``point`` triggers, SIGKILL, and return what things looked like after."""
     async with watched(args, env) as proc:
         probe = Probe(proc)
-        with anyio.fail_after(TRIGGER_TIMEOUT):
-            while True:
-                probe.emulator = emulator.state()
-                probe.manifest = await read_manifest(state_dir)
-                probe.temps = temporary_leftovers(output)
-                if point.trigger(probe):
-                    break
-                assert proc.process.returncode is None, (
-                    f"the run ended before the crash point: {proc.events[-5:]}"
-                )
-                await anyio.sleep(0.01)
+
+        async def triggered() -> bool:
+            probe.emulator = emulator.state()
+            probe.manifest = await read_manifest(state_dir)
+            probe.temps = temporary_leftovers(output)
+            if point.trigger(probe):
+                return True
+            assert proc.process.returncode is None, (
+                f"the run ended before the crash point: {proc.events[-5:]}"
+            )
+            return False
+
+        await wait_for(triggered, "the crash point", timeout=TRIGGER_TIMEOUT, interval=0.01)
         status = await proc.kill()
     assert status == -signal.SIGKILL, f"exit status {status}: the run ended on its own first"
     probe.emulator = emulator.state()
@@ -370,13 +373,17 @@ async def test_daemon_killed_then_restarted_completes(point: DaemonPoint, tmp_pa
             )
             probe = Probe(Watched(first.process))
             probe.proc.events = first.events
-            with anyio.fail_after(TRIGGER_TIMEOUT):
-                while not point.trigger(probe):
-                    assert first.process.returncode is None
-                    await anyio.sleep(0.01)
-                    probe.emulator = emulator.state()
-                    probe.manifest = await read_manifest(state_dir)
-                    probe.temps = temporary_leftovers(output)
+
+            async def triggered() -> bool:
+                if point.trigger(probe):
+                    return True
+                assert first.process.returncode is None
+                probe.emulator = emulator.state()
+                probe.manifest = await read_manifest(state_dir)
+                probe.temps = temporary_leftovers(output)
+                return False
+
+            await wait_for(triggered, "the crash point", timeout=TRIGGER_TIMEOUT, interval=0.01)
             first.process.send_signal(signal.SIGKILL)
             assert await first.process.wait() == -signal.SIGKILL
         probe.emulator = emulator.state()
@@ -392,6 +399,7 @@ async def test_daemon_killed_then_restarted_completes(point: DaemonPoint, tmp_pa
             try:
                 await wait_for(
                     lambda: results_ready(emulator.state(), emulator_dir, output, everything),
+                    "results_ready(emulator.state(), emulator_dir, output, everything)",
                     timeout=90,
                 )
             except TimeoutError:

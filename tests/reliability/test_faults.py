@@ -35,6 +35,7 @@ from tests.reliability.support_a import (
     sync_in_process,
     watched,
 )
+from tests.waiting import wait_for
 
 IMAGES = 2000
 VIDEOS = 3
@@ -121,8 +122,9 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
 
 async def _expire_all_once_results_flow(emulator: Emulator) -> None:
     """A mass expiry in the middle of the export, on top of the per-request expiries."""
-    while emulator.state()["counters"]["downloads"] < 5:
-        await anyio.sleep(0.02)
+    await wait_for(
+        lambda: emulator.state()["counters"]["downloads"] >= 5, "five results downloaded"
+    )
     emulator.expire_urls()
 
 

@@ -27,7 +27,7 @@ from rfbatch.emulator import Emulator, EmulatorConfig, FaultProfile, FaultRates
 from rfbatch.settings import Settings
 from tests.conftest import WORKSPACE
 from tests.daemon.support import daemon, write_config
-from tests.e2e.support import RFBATCH, cli_env, make_tree, run_cli, wait_for
+from tests.e2e.support import RFBATCH, cli_env, make_tree, run_cli
 from tests.reliability.support_b import (
     HostileApi,
     hostile_env,
@@ -37,6 +37,7 @@ from tests.reliability.support_b import (
     server_context,
     state_bytes,
 )
+from tests.waiting import wait_for
 
 KEY = "rf-Secret+key/with=odd&chars-7Q2x9"
 WRONG = "rf-wrong+key/also=secret-Z8v1"
@@ -187,7 +188,11 @@ async def test_the_emulator_never_logs_the_key(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(collect, emu.stdout)
             tg.start_soon(collect, emu.stderr)
-            await wait_for(lambda: "listening on" in "".join(output), timeout=60)
+            await wait_for(
+                lambda: "listening on" in "".join(output),
+                '"listening on" in "".join(output)',
+                timeout=60,
+            )
             url = "".join(output).split("listening on ")[1].split()[0]
             env = {k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "API_"))}
             env.update(API_BASE_URL=url, RFBATCH_STATE__DIR=str(tmp_path / "state"))

@@ -14,8 +14,8 @@ from rfbatch.state.manifest import DB_NAME, SqliteManifest
 
 ROOT = Path("/data/cams")
 
-# Runs in a child process: commits some work, leaves more uncommitted, then dies by SIGKILL.
-KILLED_MIDWAY = textwrap.dedent(
+# The start of every child process script: argv[2] files under /data/cams, none recorded yet.
+CHILD_PRELUDE = textwrap.dedent(
     """
     import os, signal, sqlite3, sys
     from pathlib import Path
@@ -27,9 +27,15 @@ KILLED_MIDWAY = textwrap.dedent(
     root = Path("/data/cams")
     files = [
         FoundFile(str(root / f"{i}.jpg"), root, f"{i}.jpg", 5, 7, 1, "image")
-        for i in range(50)
+        for i in range(int(sys.argv[2]))
     ]
+    """
+)
 
+# Runs in a child process over 50 files: commits some work, leaves more uncommitted, then
+# dies by SIGKILL.
+KILLED_MIDWAY = textwrap.dedent(
+    """
     async def main() -> None:
         m = await SqliteManifest.open(state)
         await m.filter_new(files)
@@ -47,23 +53,10 @@ KILLED_MIDWAY = textwrap.dedent(
     """
 )
 
-# Runs in a child process: flips every row between two states, one transaction per flip,
-# until it is killed.
+# Runs in a child process over 20000 files: flips every row between two states, one
+# transaction per flip, until it is killed.
 FLIPPING = textwrap.dedent(
     """
-    import sys
-    from pathlib import Path
-    import anyio
-    from rfbatch.media import FoundFile
-    from rfbatch.state.manifest import SqliteManifest
-
-    state = Path(sys.argv[1])
-    root = Path("/data/cams")
-    files = [
-        FoundFile(str(root / f"{i}.jpg"), root, f"{i}.jpg", 5, 7, 1, "image")
-        for i in range(20000)
-    ]
-
     async def main() -> None:
         m = await SqliteManifest.open(state)
         await m.filter_new(files)
@@ -80,9 +73,9 @@ FLIPPING = textwrap.dedent(
 )
 
 
-def run_child(script: str, state_dir: Path) -> subprocess.Popen[str]:
+def run_child(script: str, state_dir: Path, files: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", script, str(state_dir)],
+        [sys.executable, "-c", CHILD_PRELUDE + script, str(state_dir), str(files)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -91,7 +84,7 @@ def run_child(script: str, state_dir: Path) -> subprocess.Popen[str]:
 
 async def test_sigkill_keeps_committed_and_drops_uncommitted(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
-    child = run_child(KILLED_MIDWAY, state_dir)
+    child = run_child(KILLED_MIDWAY, state_dir, 50)
     _, err = child.communicate(timeout=60)
     assert child.returncode == -signal.SIGKILL, err
 
@@ -128,7 +121,7 @@ async def test_connection_closed_without_commit_loses_only_that_transaction(
 
 def test_kill_during_big_transactions_never_leaves_a_half_applied_one(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
-    child = run_child(FLIPPING, state_dir)
+    child = run_child(FLIPPING, state_dir, 20000)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"

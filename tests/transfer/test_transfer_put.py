@@ -17,7 +17,9 @@ from rfbatch.errors import ConfigError, FileChangedError, SignedUrlRejectedError
 from rfbatch.localfs.file_body import FileBody
 from rfbatch.transfer import BytesBody, Transfer, TransferConfig
 from tests.api.stub import stub_server
-from tests.api.support import FAST_RETRY, image_bytes, tar_of, wait_for
+from tests.api.support import FAST_RETRY, image_bytes
+from tests.tars import tar_of
+from tests.waiting import wait_for
 
 SIGNATURE = "c2lnbmF0dXJlLXNlY3JldA"
 
@@ -81,10 +83,10 @@ async def test_tar_shard_put_is_ingested(
     signed = await client.shard_upload_url("put-shards")
     await transfer.put(signed, BytesBody(tar_of(files), chunk_size=1000))
 
-    async def count() -> int:
-        return await client.count("put-shards")
+    async def ingested() -> bool:
+        return await client.count("put-shards") == 5
 
-    await wait_for(count, lambda n: n == 5, what="shard ingested")
+    await wait_for(ingested, "shard ingested")
     assert emulator.state()["counters"]["puts"] == 1
 
 

@@ -7,7 +7,6 @@ HTTP (and so trusted), while every PUT and download meets a certificate that fai
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from aiohttp import web
 from yarl import URL
 
 from tests.reliability.support_b import self_signed, server_context
+from tests.serving import serving
 
 # Hop-by-hop or recomputed headers: the front sets its own.
 _DROPPED = {"host", "content-length", "transfer-encoding", "accept-encoding", "connection"}
@@ -31,16 +31,6 @@ class UntrustedStorage:
     origin: str = ""
     cert: Path = Path()
     requests: list[str] = field(default_factory=list)
-
-
-async def _serve(
-    app: web.Application, ssl_context: ssl.SSLContext | None = None
-) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    return runner, port
 
 
 @asynccontextmanager
@@ -56,12 +46,9 @@ async def untrusted_storage(folder: Path) -> AsyncIterator[UntrustedStorage]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", anything)
-    runner, port = await _serve(app, server_context(cert, key))
-    storage.origin = f"https://127.0.0.1:{port}"
-    try:
+    async with serving(app, ssl_context=server_context(cert, key)) as origin:
+        storage.origin = origin
         yield storage
-    finally:
-        await runner.cleanup()
 
 
 @asynccontextmanager
@@ -87,8 +74,5 @@ async def api_front(api_url: str, storage_origin: str) -> AsyncIterator[str]:
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", forward)
-        runner, port = await _serve(app)
-        try:
-            yield f"http://127.0.0.1:{port}{URL(api_url).raw_path.rstrip('/')}"
-        finally:
-            await runner.cleanup()
+        async with serving(app) as base_url:
+            yield f"{base_url}{URL(api_url).raw_path.rstrip('/')}"
