@@ -86,8 +86,8 @@ class CrashPoint:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-def _slow(route: str, seconds: float) -> FaultProfile:
-    return FaultProfile(routes={route: FaultRates(slow=1.0)}, slow_seconds=seconds)
+def _slow(*routes: str, seconds: float) -> FaultProfile:
+    return FaultProfile(routes={r: FaultRates(slow=1.0) for r in routes}, slow_seconds=seconds)
 
 
 def _some_downloads_done(p: Probe) -> bool:
@@ -106,20 +106,21 @@ POINTS = [
         "packing: shards recorded and marked uploading, URLs not minted yet",
         trigger=lambda p: p.manifest.shards > 0,
         landed=lambda p: p.manifest.in_flight > 0 and p.counters["puts"] == 0,
-        faults=_slow("shard_url", 3.0),
+        # The video URL too: a video PUT inside the window would miss "no PUT yet".
+        faults=_slow("shard_url", "video_url", seconds=3.0),
     ),
     CrashPoint(
         "upload: some shards stored, others mid-PUT",
         # The second round of PUTs: the first is recorded, the next one has a second to go.
         trigger=lambda p: p.manifest.files.get("uploaded", 0) > 0 and p.manifest.in_flight > 0,
         landed=lambda p: p.manifest.in_flight > 0 and p.counters["puts"] < PUTS,
-        faults=_slow("put", 1.0),
+        faults=_slow("put", seconds=1.0),
     ),
     CrashPoint(
         "upload: videos partly stored",
         trigger=lambda p: p.items(VIDEO_BATCH) >= 1,
         landed=lambda p: 1 <= p.items(VIDEO_BATCH) < VIDEOS,
-        faults=_slow("put", 1.0),
+        faults=_slow("put", seconds=1.0),
     ),
     CrashPoint(
         "ingest wait: every PUT stored, the service still indexing",
@@ -131,7 +132,7 @@ POINTS = [
         "job start: the start request in flight",
         trigger=lambda p: p.counters["faultsInjected"] >= 1,
         landed=lambda p: not p.emulator["jobs"],
-        faults=_slow("jobs_start", 3.0),
+        faults=_slow("jobs_start", seconds=3.0),
     ),
     CrashPoint(
         "job wait: processing stage",
@@ -149,7 +150,7 @@ POINTS = [
         "after the job, before the first download",
         trigger=lambda p: bool(p.proc.saw("job.done", job=IMAGE_JOB)),
         landed=lambda p: p.counters["downloads"] == 0,
-        faults=_slow("batch", 3.0),
+        faults=_slow("batch", seconds=3.0),
     ),
     CrashPoint(
         "download: some results in place, others mid-body in temporary files",
@@ -169,7 +170,7 @@ POINTS = [
         "download: one output batch exported, the next one under way",
         trigger=lambda p: bool(p.proc.saw("export.batch")),
         landed=lambda p: len(p.proc.saw("export.batch")) < 4,
-        faults=_slow("download", 0.5),
+        faults=_slow("download", seconds=0.5),
         env={"RFBATCH_EXPORT__WORKERS": "2"},
     ),
 ]
@@ -258,7 +259,7 @@ async def test_sync_killed_then_rerun_completes(
 async def test_sync_killed_twice_in_a_row_still_completes(sources: Sources, tmp_path: Path) -> None:
     """Killed mid-upload, then the rerun killed mid-download: the third run completes."""
     emulator_dir, state_dir, output = tmp_path / "emulator", tmp_path / "state", tmp_path / "out"
-    async with emulator_at(emulator_dir, _slow("put", 1.0)) as emulator:
+    async with emulator_at(emulator_dir, _slow("put", seconds=1.0)) as emulator:
         env = cli_env_for(emulator, state_dir)
         args = sync_args(sources, output)
         first = await _kill_at(POINTS[2], emulator, args, env, state_dir, output)
@@ -299,7 +300,7 @@ DAEMON_POINTS = [
         "upload: files arriving, shards mid-PUT",
         trigger=lambda p: p.manifest.files.get("uploaded", 0) > 0 and p.manifest.in_flight > 0,
         landed=lambda p: p.manifest.in_flight > 0,
-        faults=_slow("put", 1.0),
+        faults=_slow("put", seconds=1.0),
     ),
     DaemonPoint(
         "job wait: a batch's job running",
