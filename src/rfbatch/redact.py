@@ -15,6 +15,11 @@ from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "***"
 
+# A known secret is masked in free text only from this length on. The key is always masked
+# where it stands as a key (``api_key=...``, in any URL); a short test key such as "k" masked
+# everywhere else would garble every word that contains it ("my-wor***flow").
+MIN_FREE_TEXT_SECRET = 8
+
 # Query parameters whose values are safe to show: they help an operator and carry no secret.
 _SAFE_QUERY_KEYS = frozenset(
     {"pageSize", "partName", "fileName", "displayName", "name", "severity", "nextPageToken"}
@@ -53,12 +58,13 @@ def redact_text(text: str, *secrets: str | None) -> str:
     """Redact every URL in ``text``, secret-looking ``key=value`` pairs, and the given secrets.
 
     A secret is also masked in its percent-encoded spellings: the key travels in URLs, and a
-    foreign message may quote a query without its ``api_key=`` name.
+    foreign message may quote a query without its ``api_key=`` name. A secret shorter than
+    :data:`MIN_FREE_TEXT_SECRET` is masked only where it stands as a key (see above).
     """
     text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
     text = _SECRET_PAIR_RE.sub(lambda m: f"{m.group(1)}={MASK}", text)
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_FREE_TEXT_SECRET:
             for form in _spellings(secret):
                 text = text.replace(form, MASK)
     return text
