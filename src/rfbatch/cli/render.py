@@ -7,6 +7,7 @@ only: a command loads the pipeline it runs, never the ones it does not.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -43,11 +44,26 @@ def print_json(obj: Any) -> None:
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """Rows as a rich table on stdout; nested values shown as compact JSON."""
-    out = Table(*columns)
-    for row in rows:
-        out.add_row(*(cell(row.get(c)) for c in columns))
-    Console().print(out)
+    """Rows under a header, every id whole; nested values shown as compact JSON.
+
+    On a terminal a rich table whose cells fold rather than end in "…" (an id cut short is
+    worse than a tall row); elsewhere (a pipe, a file) plain aligned columns, whole rows at any
+    width, for grep and awk.
+    """
+    cells = [[printable(cell(row.get(c))) for c in columns] for row in rows]
+    if sys.stdout.isatty():
+        out = Table(*columns)
+        for column in out.columns:
+            column.overflow = "fold"
+        for values in cells:
+            out.add_row(*values)
+        Console().print(out)
+        return
+    widths = [max([len(c), *(len(values[i]) for values in cells)]) for i, c in enumerate(columns)]
+    for values in [list(columns), *cells]:
+        line = "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True))
+        sys.stdout.write(line.rstrip() + "\n")
+    sys.stdout.flush()
 
 
 def cell(value: Any) -> str:
@@ -56,6 +72,26 @@ def cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if 0xDC80 <= code <= 0xDCFF:
+        code -= 0xDC00  # a byte that was not UTF-8, as the file system decoder kept it
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+# Control characters (C0, DEL, C1) and lone surrogates (undecodable bytes of a file name).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``text`` safe for a terminal: control characters and undecodable bytes as escapes.
+
+    A file name may hold ESC, BEL or a newline; printed raw it could retitle or clear the
+    operator's terminal, or forge a line of the report. ``\\x1b`` shows what is there instead.
+    """
+    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 # --- API objects as the wire names them ------------------------------------------------------
@@ -146,9 +182,9 @@ def upload_report(result: PassResult, json_out: bool) -> None:
         state = "confirmed" if c.confirmed else "NOT confirmed"
         print(f"batch {c.batch_id}: {c.count} items ({c.expected} expected) {state}")
     for f in result.tally.skipped:
-        print(f"skipped {f.path}: {f.reason}")
+        print(f"skipped {printable(f.path)}: {printable(f.reason)}")
     for f in result.tally.failed:
-        print(f"failed {f.path}: {f.reason}")
+        print(f"failed {printable(f.path)}: {printable(f.reason)}")
 
 
 def export_summary(results: list[ExportResult]) -> dict[str, Any]:
@@ -174,13 +210,13 @@ def export_report(results: list[ExportResult], json_out: bool) -> None:
         rate = mb / r.seconds if r.seconds > 0 else 0.0
         unpacked = f", {r.unpacked} unpacked from archives" if r.unpacked else ""
         print(
-            f"batch {r.batch_id} -> {r.output_dir}: downloaded {r.downloaded} files "
+            f"batch {r.batch_id} -> {printable(r.output_dir)}: downloaded {r.downloaded} files "
             f"({mb:.1f} MB, {rate:.1f} MB/s) in {r.seconds:.1f} s; "
             f"{r.skipped} already present, {len(r.failed)} failed{unpacked}"
         )
         for f in r.failed:
             where = "/".join(x for x in (f.part_name, f.file_name) if x) or "?"
-            print(f"failed {where!r}: {f.reason}")
+            print(f"failed {where!r}: {printable(f.reason)}")  # repr: quoted and escaped
 
 
 def sync_report(result: SyncResult, json_out: bool) -> None:
@@ -196,11 +232,12 @@ def sync_report(result: SyncResult, json_out: bool) -> None:
     upload_report(result.upload, json_out=False)
     for batch_id, outcome in result.jobs.items():
         line = f"job {outcome.job_id} (batch {batch_id}): {outcome.state}"
-        print(line + (f": {outcome.message}" if outcome.message and not outcome.succeeded else ""))
+        failed = outcome.message and not outcome.succeeded
+        print(line + (f": {printable(outcome.message)}" if failed else ""))
     for export in result.exports:
         print(
             f"results {export.batch_id}: {export.downloaded} downloaded, {export.skipped} already "
-            f"there, {len(export.failed)} failed -> {export.output_dir}"
+            f"there, {len(export.failed)} failed -> {printable(export.output_dir)}"
         )
 
 
