@@ -366,3 +366,20 @@ async def test_wait_shows_a_live_view_on_a_terminal(emulator: Emulator, tmp_path
     assert "tty-job export" in shown
     assert "1/1 tasks" in shown
     assert "100.0%" in shown
+
+
+async def test_abort_of_an_ended_job_says_so_and_changes_nothing(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = await _env_with_images(emulator, tmp_path, "done-imgs")
+    start = ["start", "--batch", "done-imgs", "--job-id", "ended", "--workflow", "w"]
+    assert (await job_cli(start, env)).returncode == 0
+    assert (await job_cli(["wait", "ended"], env)).returncode == 0
+
+    human = await job_cli(["abort", "ended"], env)
+    assert human.returncode == 0, human.stderr.decode()
+    assert "had already ended (succeeded)" in human.stdout.decode()
+    assert "aborted" not in human.stdout.decode().replace("nothing to abort", "")
+    answer = _json(await job_cli(["abort", "ended", "--json"], env))
+    assert answer == {"jobId": "ended", "aborted": False, "state": "succeeded"}
+    assert emulator.state()["jobs"]["ended"]["state"] != "aborted"

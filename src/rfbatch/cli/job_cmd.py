@@ -288,14 +288,22 @@ def list_jobs(json_out: JsonOpt = False, config: ConfigOpt = None, limit: LimitO
 
 @app.command()
 def abort(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> None:
-    """Abort a running job (aborting an ended job changes nothing)."""
-    reply(
-        config,
-        lambda c: c.abort_job(job),
-        lambda _: print(f"job {job} aborted"),
-        json_out=json_out,
-        check=_valid_job(job),
-    )
+    """Abort a running job; a job that has already ended is left as it is, and says so."""
+
+    async def abort_unless_ended(client: RoboflowClient) -> dict[str, Any]:
+        found = await client.get_job(job)
+        if not found.is_running:
+            return {"jobId": job, "aborted": False, "state": job_state(found)}
+        await client.abort_job(job)
+        return {"jobId": job, "aborted": True, "state": "aborted"}
+
+    def show(result: dict[str, Any]) -> None:
+        if result["aborted"]:
+            print(f"job {job} aborted")
+        else:
+            print(f"job {job} had already ended ({result['state']}): nothing to abort")
+
+    reply(config, abort_unless_ended, show, json_out=json_out, check=_valid_job(job))
 
 
 @app.command()

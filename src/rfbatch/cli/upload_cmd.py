@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +20,7 @@ from rfbatch.cli.options import (
     check_sources,
     videos_batch_for,
 )
-from rfbatch.cli.render import print_json, upload_report
+from rfbatch.cli.render import print_json, printable, upload_report
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
@@ -27,10 +28,13 @@ from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.dry_run import dry_run
 from rfbatch.pipeline.upload_pass import (
     UploadTarget,
+    scan_specs,
     source_specs,
     upload_and_confirm,
     upload_options,
 )
+from rfbatch.settings import Settings
+from rfbatch.state.manifest import SqliteManifest
 
 
 def upload(
@@ -67,7 +71,7 @@ def upload(
         validate_batch_id(batch)
         videos = validate_batch_id(videos_batch or videos_batch_for(batch))
         check_sources(sources)
-        key = settings.api_key()
+        key = None if dry_run_ else settings.api_key()  # a dry run talks to no API
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     target = UploadTarget(
@@ -77,17 +81,10 @@ def upload(
     )
 
     async def main() -> int:
+        if dry_run_:
+            return await _dry_run(settings, sources, json_out)
         async with open_services(settings, source_roots=sources) as services:
             specs = source_specs(services, [str(s) for s in sources])
-            if dry_run_:
-                listing = await dry_run(services, specs)
-                if json_out:
-                    print_json(listing)
-                else:
-                    for item in listing["files"]:
-                        print(f"{item['size']:>12}  {item['kind']:<5}  {item['path']}")
-                    print(f"{listing['count']} files, {listing['bytes']} bytes would be sent")
-                return EXIT_OK
             tally = Tally()
             async with upload_progress(tally, enabled=not json_out):
                 result = await upload_and_confirm(services, specs, target, tally=tally)
@@ -95,3 +92,18 @@ def upload(
         return EXIT_OK if result.complete else EXIT_ITEMS_FAILED
 
     run(main, key)
+
+
+async def _dry_run(settings: Settings, sources: list[Path], json_out: bool) -> int:
+    ledger = await SqliteManifest.open(settings.state.dir, source_roots=sources)
+    try:
+        listing = await dry_run(ledger, scan_specs(settings, [str(s) for s in sources]))
+    finally:
+        await ledger.close()
+    if json_out:
+        print_json(listing)
+    else:
+        for item in listing["files"]:
+            print(f"{item['size']:>12}  {item['kind']:<5}  {printable(item['path'])}")
+        print(f"{listing['count']} files, {listing['bytes']} bytes would be sent")
+    return EXIT_OK

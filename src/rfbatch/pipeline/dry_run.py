@@ -1,4 +1,7 @@
-"""``--dry-run``: what a pass would send, with sizes; nothing is sent, nothing waits to settle."""
+"""``--dry-run``: what a pass would send, with sizes; nothing is sent, nothing waits to settle.
+
+It needs the ledger (to leave out what was sent before) but no API: no key, no network.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,13 @@ from typing import Any
 
 import anyio
 
-from rfbatch.app import Services
 from rfbatch.localfs.scan import scan
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.pipeline.discover import SELECT_BATCH, next_batch
+from rfbatch.state.ledger import Ledger
 
 
-async def dry_run(services: Services, specs: Sequence[SourceSpec]) -> dict[str, Any]:
+async def dry_run(ledger: Ledger, specs: Sequence[SourceSpec]) -> dict[str, Any]:
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     found_tx, found_rx = anyio.create_memory_object_stream[FoundFile](SELECT_BATCH)
@@ -30,7 +33,7 @@ async def dry_run(services: Services, specs: Sequence[SourceSpec]) -> dict[str, 
         tg.start_soon(collect_skips)
         async with found_rx:
             while batch := await next_batch(found_rx, SELECT_BATCH):
-                for f in await services.manifest.filter_new(batch):
+                for f in await ledger.filter_new(batch):
                     files.append({"path": str(f.path), "size": f.size, "kind": f.kind})
     return {
         "count": len(files),

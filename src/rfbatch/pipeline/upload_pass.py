@@ -70,7 +70,12 @@ def upload_options(
 
 
 def source_specs(services: Services, roots: Sequence[str]) -> list[SourceSpec]:
-    scan_cfg = services.settings.scan
+    return scan_specs(services.settings, roots)
+
+
+def scan_specs(settings: Settings, roots: Sequence[str]) -> list[SourceSpec]:
+    """The ``[scan]`` rules applied to each root (no service needed: a dry run has none)."""
+    scan_cfg = settings.scan
     return [
         SourceSpec(
             root=Path(root),
