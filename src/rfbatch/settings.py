@@ -297,6 +297,27 @@ class Settings(BaseSettings):
             _TomlSource(settings_cls),
         )
 
+    @model_validator(mode="after")
+    def _nothing_written_inside_a_source(self) -> Settings:
+        # A file rfbatch writes or moves under a watched folder is found again and sent again:
+        # a second upload and a second, paid job. Refused before any work starts.
+        d = self.daemon
+        written = {"state.dir": self.state.dir, "daemon.output_dir": d.output_dir}
+        if d.after_ingest == "move":
+            written["daemon.move_to"] = d.move_to
+        for source in d.sources:
+            root = os.path.realpath(source)
+            for key, path in written.items():
+                if path is None:
+                    continue
+                where = os.path.realpath(path)
+                if where == root or where.startswith(root.rstrip(os.sep) + os.sep):
+                    raise ValueError(
+                        f"{key} {path} is inside source {source}: what rfbatch writes there "
+                        "would be uploaded again"
+                    )
+        return self
+
     def api_key(self) -> str:
         """The API key, or a ConfigError saying how to provide one."""
         if self.api.key is None or not self.api.key.get_secret_value():
@@ -339,4 +360,6 @@ def _first_error(exc: ValidationError) -> str:
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     if first["type"] == "extra_forbidden":
         return f"invalid config: unknown key {key!r}{more}"
-    return f"invalid config: {key}: {first['msg']}{more}"
+    message = first["msg"].removeprefix("Value error, ")
+    # A rule across sections has no single key: its message names the keys itself.
+    return f"invalid config: {key}: {message}{more}" if key else f"invalid config: {message}{more}"
