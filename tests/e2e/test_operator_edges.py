@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rfbatch.emulator import Emulator
+from rfbatch.state.manifest import DB_NAME
+from tests.disks import small_disk
 from tests.e2e.support import cli_env, make_tree, run_cli
 
 
@@ -56,3 +59,60 @@ async def test_paths_written_inside_a_source_are_refused_before_any_work(
         assert key in err
         assert f"inside source {src}" in err
     assert emulator.state()["batches"] == {}
+
+
+def _state_fault(tmp_path: Path, fault: str) -> Iterator[Path]:
+    """A state directory with ``fault``, as a generator for ExitStack-free use in one test."""
+    state = tmp_path / "state"
+    if fault == "a file":
+        state.write_bytes(b"not a folder")
+        yield state
+    elif fault == "damaged":
+        state.mkdir()
+        (state / DB_NAME).write_bytes(b"this is not a database " * 64)
+        yield state
+    elif fault == "read-only":
+        with small_disk(state, "1m", read_only=True):
+            yield state
+    else:  # full: a disk too small for the database's first pages
+        with small_disk(state, "4k"):
+            (state / "filler").write_bytes(b"x" * 4096)
+            yield state
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("a file", "is a file, not a directory"),
+        ("damaged", "is damaged"),
+        ("read-only", "cannot be used"),
+        ("full", "disk is full"),
+    ],
+)
+async def test_an_unusable_state_directory_is_one_line_and_exit_2(
+    emulator: Emulator, tmp_path: Path, fault: str, says: str
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    for state in _state_fault(tmp_path, fault):
+        env = cli_env(emulator, state)
+        done = await run_cli(["upload", str(src), "--batch", "state-faults"], env)
+        err = done.stderr.decode().strip()
+        assert done.returncode == 2, err
+        assert len(err.splitlines()) == 1, err
+        assert str(state) in err
+        assert says in err
+        if fault == "damaged":
+            assert "move it aside" in err
+    assert "state-faults" not in emulator.state()["batches"]
+
+
+async def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes('[daemon]\nbatch_prefix = "caf\u00e9"\n'.encode("latin-1"))
+
+    done = await run_cli(["config", "check", "-c", str(config)], {"PATH": "/usr/bin"})
+
+    err = done.stderr.decode().strip()
+    assert done.returncode == 2, err
+    assert err.splitlines() == [f"rfbatch: error: config file {config} is not UTF-8 text (byte 30): save it as UTF-8"]

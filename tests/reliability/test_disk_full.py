@@ -13,14 +13,12 @@ import errno
 import io
 import json
 import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.disks import mount, small_disk
 from tests.e2e.support import run_cli
 from tests.reliability.support_a import (
     IMAGE_BATCH,
@@ -42,25 +40,6 @@ from tests.reliability.support_a import (
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
     return make_sources(tmp_path_factory.mktemp("disk-sources"), 300, 2, seed=21)
-
-
-def _mount(args: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(args, capture_output=True, check=False, timeout=30)
-
-
-@contextmanager
-def small_disk(path: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``path`` for the block; skips the test without rights."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = _mount(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)])
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        _mount(["umount", "-l", str(path)])
 
 
 def _expected_paths(state: dict[str, Any], emulator_dir: Path) -> set[Path]:
@@ -92,7 +71,7 @@ async def test_a_real_full_disk_stops_with_a_clear_error_and_the_rerun_completes
             assert placed < len(_expected_paths(state, emulator_dir)), "the disk never filled"
             assert not temporary_leftovers(output), "a partial download was left behind"
 
-            grown = _mount(["mount", "-o", "remount,size=16m", str(output)])
+            grown = mount(["mount", "-o", "remount,size=16m", str(output)])
             assert grown.returncode == 0, grown.stderr
             second = await run_cli(sync_args(sources, output, "--json"), env)
             assert second.returncode == 0, second.stderr.decode()[-2000:]

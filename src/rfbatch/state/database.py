@@ -215,6 +215,42 @@ class Database:
 
 
 def _connect(state_dir: Path, exclusive: bool) -> tuple[sqlite3.Connection, Path, int | None]:
+    """Open the database, or say in one line what is wrong with the state directory.
+
+    Every fault here stops the start before any work (ConfigError, exit 2): a directory that is
+    a file, read-only, immutable or on a full disk, and a database that is not one.
+    """
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(
+            f"state directory {state_dir} is a file, not a directory "
+            "(choose another with [state] dir or RFBATCH_STATE__DIR)"
+        )
+    try:
+        return _connect_unchecked(state_dir, exclusive)
+    except OSError as exc:
+        raise ConfigError(
+            f"state directory {state_dir} cannot be used: {exc.strerror or exc} "
+            "(choose another with [state] dir or RFBATCH_STATE__DIR)"
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        db_path = state_dir / DB_NAME
+        if isinstance(exc, sqlite3.OperationalError) and not _corrupt(exc):
+            raise ConfigError(f"manifest {db_path} cannot be opened: {exc}") from None
+        raise ConfigError(
+            f"manifest {db_path} is damaged ({exc}): move it aside "
+            f"(mv {db_path} {db_path}.damaged) to start afresh; unchanged files already sent "
+            "will then be sent again"
+        ) from None
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _connect_unchecked(
+    state_dir: Path, exclusive: bool
+) -> tuple[sqlite3.Connection, Path, int | None]:
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock_fd: int | None = None
     if exclusive:
