@@ -115,4 +115,7 @@ async def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: P
 
     err = done.stderr.decode().strip()
     assert done.returncode == 2, err
-    assert err.splitlines() == [f"rfbatch: error: config file {config} is not UTF-8 text (byte 30): save it as UTF-8"]
+    at = config.read_bytes().index(b"\xe9")
+    assert err.splitlines() == [
+        f"rfbatch: error: config file {config} is not UTF-8 text (byte {at}): save it as UTF-8"
+    ]
