@@ -5,7 +5,8 @@ Errors are classified by what the caller should do, not by where they came from:
     RfbatchError
     ├── ConfigError                 bad settings or arguments: stop before any work (exit 2)
     ├── FatalError                  nothing will work until a person acts: stop the run (exit 3);
-    │                               the base of FatalApiError and StorageCertificateError below
+    │                               the base of FatalApiError, ApiUnreachableError and
+    │                               StorageCertificateError below
     ├── ApiError                    the service answered with an error, or could not be reached
     │   ├── FatalApiError           (also a FatalError) retrying will not help; the run stops
     │   │   ├── UnauthorizedError   401: missing or wrong API key
@@ -15,6 +16,7 @@ Errors are classified by what the caller should do, not by where they came from:
     │   ├── BadRequestError         400 and other 4xx: the request itself is wrong
     │   ├── DecodeError             2xx whose body is not the JSON the contract promises
     │   └── TransientError          408, 429, 5xx, connection errors, timeouts: retry
+    │       └── ApiUnreachableError (also a FatalError) no answer at all through every retry
     ├── TransferError               a signed-URL PUT or a download went wrong
     │   ├── SignedUrlRejectedError  403 / expired URL: ask for a fresh URL, then retry
     │   ├── IncompleteBodyError     fewer (or more) bytes than announced: retry
@@ -114,6 +116,14 @@ class TransientError(ApiError):
     ) -> None:
         super().__init__(message, status=status, url=url)
         self.retry_after = retry_after
+
+
+class ApiUnreachableError(TransientError, FatalError):
+    """The API gave no answer at all (refused, unresolvable, timed out) through every retry.
+
+    No file can get past it, so a run stops with one line (exit 3) instead of failing every file
+    in turn; it stays a TransientError so a job wait, which outlives short outages, polls again.
+    """
 
 
 class TransferError(RfbatchError):

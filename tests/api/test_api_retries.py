@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from rfbatch.api import RetryEvent, RetryPolicy, RoboflowClient
 from rfbatch.app import client_config as client_config_from
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from rfbatch.errors import TransientError
+from rfbatch.errors import ApiUnreachableError, FatalError, TransientError
 from rfbatch.settings import load_settings
 from tests.api.stub import stub_server
 from tests.api.support import FAST_RETRY, client_config
@@ -189,7 +189,12 @@ async def test_connection_refused_is_transient_and_bounded() -> None:
     assert info.value.status is None
     assert "connection error" in str(info.value)
     assert [e.reason for e in events] == ["connection"] * (FAST_RETRY.attempts - 1)
-    assert isinstance(info.value.__cause__, OSError)
+    # No answer through every retry: the run cannot get past it (exit 3), the cause kept.
+    assert isinstance(info.value, ApiUnreachableError)
+    assert isinstance(info.value, FatalError)
+    last_try = info.value.__cause__
+    assert isinstance(last_try, TransientError)
+    assert isinstance(last_try.__cause__, OSError)
 
 
 async def test_concurrency_cap_holds() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,25 @@ async def test_a_config_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: P
     assert err.splitlines() == [
         f"rfbatch: error: config file {config} is not UTF-8 text (byte {at}): save it as UTF-8"
     ]
+
+
+async def test_an_unreachable_api_stops_upload_with_one_line_and_exit_3(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 40)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = cli_env(emulator, tmp_path / "state")
+    env["API_BASE_URL"] = f"http://127.0.0.1:{port}"  # nothing listens there any more
+    env["RFBATCH_API__RETRY_TIMEOUT"] = "2"
+    env["RFBATCH_LOG__LEVEL"] = "error"
+
+    done = await run_cli(["upload", str(src), "--batch", "offline"], env)
+
+    assert done.returncode == 3, done.stderr.decode()
+    assert done.stdout.decode() == ""  # no "failed <file>" line per file
+    errors = [line for line in done.stderr.decode().splitlines() if "rfbatch: error:" in line]
+    assert len(errors) == 1
+    assert f"the API at http://127.0.0.1:{port} cannot be reached" in errors[0]

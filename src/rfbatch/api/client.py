@@ -64,7 +64,13 @@ from rfbatch.api.schemas import (
     VideoReferencesIngest,
     WorkspaceInfo,
 )
-from rfbatch.errors import ConfigError, DecodeError, FatalApiError
+from rfbatch.errors import (
+    ApiUnreachableError,
+    ConfigError,
+    DecodeError,
+    FatalApiError,
+    TransientError,
+)
 from rfbatch.http.bodies import ERROR_BODY_BYTES, read_capped, read_head
 from rfbatch.http.failures import classify_transient, raise_transport
 from rfbatch.http.retry import Retrier, RetryHook
@@ -227,7 +233,15 @@ class RoboflowClient(SessionHolder):
                 status, message, url=shown_url, retry_after=parse_retry_after(retry_after)
             )
 
-        return await self._retrier.call(endpoint, attempt, self._classify)
+        try:
+            return await self._retrier.call(endpoint, attempt, self._classify)
+        except TransientError as exc:
+            if exc.status is not None:
+                raise  # the service answered: its trouble may be this request's alone
+            # exc's text already names the endpoint and the (redacted) URL.
+            raise ApiUnreachableError(
+                f"the API at {self.config.base_url} cannot be reached: {exc}"
+            ) from exc
 
     def _parse_json(self, endpoint: str, raw: bytes, mode: BodyMode, url: str) -> Any:
         if mode == "ignore":
