@@ -1,4 +1,5 @@
-"""Batch and job identifiers: validated before any call, derived deterministically when needed."""
+"""Identifiers: batch and job ids (validated before any call, derived deterministically when
+needed) and the API key's form."""
 
 from __future__ import annotations
 
@@ -44,3 +45,25 @@ def job_id_for_batch(batch_id: str) -> str:
     digest = hashlib.sha256(batch_id.encode()).hexdigest()[:8]
     head = batch_id[: JOB_ID_MAX - len(digest) - 3].rstrip("-_")
     return f"j-{head}-{digest}"
+
+
+KEY_SOURCES = "ROBOFLOW_API_KEY, RFBATCH_API__KEY or [api] key in the config"
+
+
+def validate_api_key(key: str | None) -> str:
+    """The key without surrounding white space, or a ConfigError that never shows the key.
+
+    A key travels as a URL query value: a space, a control character or a non-ASCII character
+    inside it is a paste gone wrong (a quote, a line break), never a key the service issued.
+    """
+    value = (key or "").strip()
+    if not value:
+        raise ConfigError(f"no API key: set {KEY_SOURCES}")
+    for position, char in enumerate(value, start=1):
+        if not (char.isascii() and char.isprintable()) or char.isspace():
+            what = "a space" if char.isspace() else f"the character U+{ord(char):04X}"
+            raise ConfigError(
+                f"the API key holds {what} at position {position} of {len(value)}: "
+                f"check how it was copied into {KEY_SOURCES}"
+            )
+    return value

@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from rfbatch.errors import ConfigError
+from rfbatch.ids import validate_api_key
 
 MiB = 1024 * 1024
 
@@ -325,12 +326,8 @@ class Settings(BaseSettings):
         return self
 
     def api_key(self) -> str:
-        """The API key, or a ConfigError saying how to provide one."""
-        if self.api.key is None or not self.api.key.get_secret_value():
-            raise ConfigError(
-                "no API key: set ROBOFLOW_API_KEY, RFBATCH_API__KEY or [api] key in the config"
-            )
-        return self.api.key.get_secret_value()
+        """The API key (trimmed), or a ConfigError saying how to provide a usable one."""
+        return validate_api_key(None if self.api.key is None else self.api.key.get_secret_value())
 
 
 def load_settings(

@@ -142,3 +142,24 @@ async def test_an_unreachable_api_stops_upload_with_one_line_and_exit_3(
     errors = [line for line in done.stderr.decode().splitlines() if "rfbatch: error:" in line]
     assert len(errors) == 1
     assert f"the API at http://127.0.0.1:{port} cannot be reached" in errors[0]
+
+
+async def test_a_pasted_key_is_trimmed_and_a_broken_one_refused(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    env = cli_env(emulator, tmp_path / "state")
+    good = env["ROBOFLOW_API_KEY"]
+    env["ROBOFLOW_API_KEY"] = f"  {good}\n"
+    trimmed = await run_cli(["upload", str(src), "--batch", "pasted"], env)
+    assert trimmed.returncode == 0, trimmed.stderr.decode()
+
+    env["ROBOFLOW_API_KEY"] = f"{good[:5]} {good[5:]}"
+    broken = await run_cli(["upload", str(src), "--batch", "pasted"], env)
+    err = broken.stderr.decode().strip()
+    assert broken.returncode == 2, err
+    assert err.splitlines() == [
+        f"rfbatch: error: the API key holds a space at position 6 of {len(good) + 1}: "
+        "check how it was copied into ROBOFLOW_API_KEY, RFBATCH_API__KEY or [api] key in the config"
+    ]

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from rfbatch import __version__
 from rfbatch.errors import ConfigError
 from rfbatch.http.policy import RetryPolicy
+from rfbatch.ids import validate_api_key
 from rfbatch.redact import MASK
 
 DEFAULT_BASE_URL = "https://api.roboflow.com"
@@ -42,8 +43,7 @@ class ClientConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def __post_init__(self) -> None:
-        if not self.api_key or not self.api_key.strip():
-            raise ConfigError(f"API key is empty: set {ENV_API_KEY} or pass --api-key")
+        object.__setattr__(self, "api_key", validate_api_key(self.api_key))
         base = self.base_url.strip().rstrip("/")
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -79,10 +79,7 @@ class ClientConfig:
         if unknown:
             raise ConfigError(f"unknown client setting(s): {', '.join(unknown)}")
         values: dict[str, Any] = {}
-        api_key = overrides.pop("api_key", None) or env.get(ENV_API_KEY, "").strip()
-        if not api_key:
-            raise ConfigError(f"{ENV_API_KEY} is not set: export it or pass --api-key")
-        values["api_key"] = api_key
+        values["api_key"] = validate_api_key(overrides.pop("api_key", None) or env.get(ENV_API_KEY))
         base_url = env.get(ENV_BASE_URL, "").strip()
         if base_url:
             values["base_url"] = base_url
