@@ -8,6 +8,7 @@ the key (:class:`rfbatch.errors.ConfigError`).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -366,3 +367,25 @@ def _first_error(exc: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     # A rule across sections has no single key: its message names the keys itself.
     return f"invalid config: {key}: {message}{more}" if key else f"invalid config: {message}{more}"
+
+
+def unknown_env_keys(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``RFBATCH_*`` variable that names no setting, with the closest one.
+
+    pydantic-settings ignores such variables: a typo would silently leave the default in force.
+    """
+    env = os.environ if environ is None else environ
+    known = [
+        f"RFBATCH_{section.upper()}__{key.upper()}"
+        for section, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        for key in field.annotation.model_fields
+    ]
+    warnings = []
+    for name in sorted(n for n in env if n.upper().startswith("RFBATCH_")):
+        if name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings

@@ -163,3 +163,17 @@ async def test_a_pasted_key_is_trimmed_and_a_broken_one_refused(
         f"rfbatch: error: the API key holds a space at position 6 of {len(good) + 1}: "
         "check how it was copied into ROBOFLOW_API_KEY, RFBATCH_API__KEY or [api] key in the config"
     ]
+
+
+async def test_an_unknown_rfbatch_variable_is_named_with_the_closest_setting(
+    tmp_path: Path,
+) -> None:
+    env = {"PATH": "/usr/bin", "RFBATCH_UPLOAD_SHARD_MAX_FILES": "50"}  # one "_" short
+
+    done = await run_cli(["config", "check"], env)
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr.decode().splitlines() == [
+        "rfbatch: warning: RFBATCH_UPLOAD_SHARD_MAX_FILES is not a setting and is ignored "
+        "(did you mean RFBATCH_UPLOAD__SHARD_MAX_FILES?)"
+    ]

@@ -14,7 +14,7 @@ from rfbatch.cli.render import print_json
 from rfbatch.errors import ApiError, ConfigError, FatalError, RfbatchError
 from rfbatch.obs.logging import configure_logging
 from rfbatch.redact import redact_text
-from rfbatch.settings import Settings, load_settings
+from rfbatch.settings import Settings, load_settings, unknown_env_keys
 
 if TYPE_CHECKING:
     from rfbatch.api import RoboflowClient
@@ -43,6 +43,8 @@ def settings_from(
         settings = load_settings(config, tree)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    for warning in unknown_env_keys():
+        sys.stderr.write(f"rfbatch: warning: {warning}\n")
     key = settings.api.key.get_secret_value() if settings.api.key else None
     configure_logging(
         level=settings.log.level, fmt=settings.log.format, secrets=[key] if key else []
