@@ -127,6 +127,9 @@ class Daemon:
     # --- the run ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        # The key is checked before anything starts: a daemon with a wrong key would otherwise
+        # look healthy until its first upload, which may be days away on a quiet source.
+        await self.services.client.workspace()
         manifest = self.services.manifest
         released = await release_in_flight(manifest)
         await self.batches.load()
