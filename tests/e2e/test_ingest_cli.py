@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -136,6 +137,33 @@ async def test_a_refused_reference_is_named(emulator: Emulator, tmp_path: Path) 
     assert report["confirmed"] is False
     assert report["count"] == 2
     assert report["missing"] == ["far.png"]
+
+
+async def test_a_refused_reference_is_named_with_the_services_reason(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """With rfbatch's own receiver configured, files-status names the file and why; the wait
+    ends on it rather than on the (here very long) quiet window."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_WEBHOOK__LISTEN"] = f"127.0.0.1:{port}"
+    env["RFBATCH_WEBHOOK__PUBLIC_URL"] = f"http://127.0.0.1:{port}/webhook"
+    files = _images(2)
+    async with file_server(files) as base:
+        refs = [{"name": n, "url": f"{base}/{n}"} for n in files]
+        refs.append({"name": "far.png", "url": "https://storage.invalid/far.png"})
+        path = tmp_path / "refs.jsonl"
+        path.write_bytes(_jsonl(refs))
+        args = ["references", str(path), "--batch", "hooked", "--json", "--quiet-seconds", "600"]
+        done = await run_cli(["ingest", *args], env)
+    assert done.returncode == 1, done.stderr.decode()
+    report = json.loads(done.stdout)
+    assert report["missing"] == ["far.png"]
+    assert "trusted host" in report["reasons"]["far.png"]
+    hooks = emulator.state()["webhooks"]
+    assert any(str(h.get("url", "")).endswith("/webhook") for h in hooks)
 
 
 async def test_an_http_references_url_is_refused(emulator: Emulator, tmp_path: Path) -> None:

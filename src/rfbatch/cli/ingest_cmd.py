@@ -6,6 +6,8 @@ then wait for the batch to hold what was asked for; exit codes are those of ever
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Annotated, Any, cast
 
 import typer
@@ -24,7 +26,7 @@ from rfbatch.pipeline.references import (
     stable_ingest_id,
     wait_for_ingest,
 )
-from rfbatch.settings import Settings
+from rfbatch.settings import Settings, split_host_port
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -61,6 +63,7 @@ def _wait_report(wait: IngestWait, ingest_ids: list[str], json_out: bool) -> int
         "count": wait.count,
         "confirmed": wait.confirmed,
         "missing": wait.missing,
+        "reasons": wait.reasons,
         "seconds": wait.seconds,
     }
     if json_out:
@@ -70,7 +73,8 @@ def _wait_report(wait: IngestWait, ingest_ids: list[str], json_out: bool) -> int
         state = "confirmed" if wait.confirmed else "NOT confirmed"
         print(f"batch {wait.batch_id}: {wait.count}{want} files, {state} in {wait.seconds}s")
         for name in wait.missing:
-            print(f"  not ingested: {name}")
+            why = wait.reasons.get(name, "not in the batch listing")
+            print(f"  not ingested: {name} ({why})")
     return EXIT_OK if wait.confirmed else EXIT_ITEMS_FAILED
 
 
@@ -123,10 +127,28 @@ def references(
         display_name=display_name,
     )
     names = [r.name for r in parsed.references] if parsed.references is not None else None
+    hook = settings.webhook
+    # With rfbatch's own receiver configured (and no URL of the user's), the service's
+    # files-status notifications name each rejected file with its reason.
+    own_hook = notifications_url is None and bool(hook.listen and hook.public_url)
+    if own_hook:
+        request = replace(
+            request,
+            notifications_url=hook.public_url,
+            categories=("ingest-status", "files-status"),
+        )
     from rfbatch.app import open_client  # the client stack is most of a start-up
 
     async def main() -> int:
-        async with open_client(settings) as client:
+        async with open_client(settings) as client, AsyncExitStack() as stack:
+            receiver = None
+            if own_hook and hook.listen is not None:
+                from rfbatch.cli.webhook import webhook_receiver
+                from rfbatch.webhooks import InMemoryEvents, serve_webhooks
+
+                receiver = await webhook_receiver(hook, client, InMemoryEvents())
+                host, port = split_host_port(hook.listen)
+                await stack.enter_async_context(serve_webhooks(receiver, host, port))
             ids = await send_references(client, request, parsed)
             wait = await wait_for_ingest(
                 client,
@@ -135,6 +157,7 @@ def references(
                 deadline_seconds=timeout or settings.upload.ingest_timeout_seconds,
                 poll_interval=settings.upload.ingest_poll_seconds,
                 quiet_seconds=quiet_seconds,
+                receiver=receiver,
             )
         return _wait_report(wait, ids, json_out)
 

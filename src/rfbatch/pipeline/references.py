@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import structlog
@@ -28,6 +28,9 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.client import IngestOptions
 from rfbatch.api.schemas import ImageReference, NotificationCategory
 from rfbatch.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:  # the receiver brings aiohttp's server, which only a webhook run needs
+    from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.references")
 
@@ -164,6 +167,7 @@ class IngestWait:
     confirmed: bool = False
     seconds: float = 0.0
     missing: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # the service's word, when it gave one
 
 
 async def _snapshot(client: RoboflowClient, batch_id: str) -> tuple[int, tuple[object, ...]]:
@@ -179,6 +183,19 @@ async def _snapshot(client: RoboflowClient, batch_id: str) -> tuple[int, tuple[o
     return count, tuple(shards)
 
 
+def _reported_failures(
+    receiver: WebhookReceiver | None, batch_id: str, names: Sequence[str] | None
+) -> dict[str, str]:
+    """The sent names the ``files-status`` notifications say failed, with the reason given."""
+    if receiver is None or names is None:
+        return {}
+    report = receiver.ingest_report(batch_id)
+    if report.content_truncated:  # a cut list names some failures, not all: read the listing
+        return {}
+    sent = set(names)
+    return {f.file_name: f.reason or f.type for f in report.failed_files if f.file_name in sent}
+
+
 async def wait_for_ingest(
     client: RoboflowClient,
     batch_id: str,
@@ -187,10 +204,17 @@ async def wait_for_ingest(
     deadline_seconds: float,
     poll_interval: float,
     quiet_seconds: float,
+    receiver: WebhookReceiver | None = None,
 ) -> IngestWait:
-    """Poll until the batch holds every name sent, or it has gone quiet, or the deadline."""
+    """Poll until the batch holds every name sent, or it has gone quiet, or the deadline.
+
+    With a ``receiver`` (the ingest was sent with its URL and the ``files-status`` category),
+    each notification cuts a pause short, and once the count plus the files the notifications
+    name as failed covers every name sent, the wait ends there, with the service's reasons.
+    """
     started = time.monotonic()
     wait = IngestWait(batch_id, len(names) if names is not None else None)
+    waker = receiver.ingest_waker(batch_id) if receiver is not None else None
     last: tuple[int, tuple[object, ...]] | None = None
     changed_at = started
     while True:
@@ -202,17 +226,23 @@ async def wait_for_ingest(
         if wait.expected is not None and wait.count >= wait.expected:
             wait.confirmed = True
             break
-        if snap[1] and now - changed_at >= quiet_seconds:
-            # Quiet: the service has stopped working on the batch. What it kept is in the listing.
+        reasons = _reported_failures(receiver, batch_id, names)
+        settled = wait.expected is not None and wait.count + len(reasons) >= wait.expected
+        # Quiet: the service has stopped working on the batch. What it kept is in the listing.
+        if settled or (snap[1] and now - changed_at >= quiet_seconds):
             if names is not None:
                 present = {f.file_name async for f in client.list_files(batch_id)}
                 wait.missing = [n for n in names if n not in present]
+                wait.reasons = {n: reasons[n] for n in wait.missing if n in reasons}
             wait.confirmed = wait.expected is None and wait.count > 0
             break
         left = deadline_seconds - (now - started)
         if left <= 0:
             break
-        await anyio.sleep(min(poll_interval, left))
+        if waker is None:
+            await anyio.sleep(min(poll_interval, left))
+        else:
+            await waker.wait_for(min(poll_interval, left))
     wait.seconds = round(time.monotonic() - started, 3)
     event = log.info if wait.confirmed else log.warning
     event(
