@@ -25,7 +25,11 @@ MediaKind = Literal["image", "video"]
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {"bmp", "dib", "jpeg", "jpg", "jpe", "jp2", "png", "webp"}
 )
-VIDEO_EXTENSIONS: frozenset[str] = frozenset({"mp4", "mov", "avi", "mkv", "webm", "m4v"})
+# The reference client's video list, less its audio-only MPEG-4 names (m4a, m4b, m4p, m4r): a
+# folder of music is not a folder of videos, and the service would fail each one at decoding.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {"mp4", "mov", "avi", "mkv", "webm", "m4v", "flv", "wmv", "mpeg", "mpg", "3gp", "ogg"}
+)
 
 
 def normalize_extensions(extensions: Iterable[str]) -> frozenset[str]:

@@ -52,6 +52,7 @@ from rfbatch.api.schemas import (
     PartMetadata,
     PartsResponse,
     RestartOverrides,
+    RoboqlIngest,
     ShardDetails,
     ShardsPage,
     SignedUrl,
@@ -557,3 +558,30 @@ class RoboflowClient(SessionHolder):
             lambda p: p.logs,
             {"pageSize": page_size, "severity": severity},
         )
+
+    # --- RoboQL ingest (contract section 3.12) --------------------------------------------------
+
+    async def ingest_roboql(
+        self,
+        batch_id: str,
+        query: str,
+        *,
+        ingest_id: str | None = None,
+        notifications_url: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        """Ask the service to build ``batch_id`` from the Asset Library images ``query`` selects.
+
+        The service answers before it has looked at a single image, and its body says nothing
+        the reference client reads: progress is the batch's count and listing."""
+        validate_batch_id(batch_id)
+        if not query.strip():
+            raise ConfigError("a RoboQL query must not be empty")
+        request = RoboqlIngest(
+            query=query,
+            display_name=display_name,
+            ingest_id=ingest_id,
+            notifications_url=notifications_url,
+        )
+        url = await self._staging_url("batches", batch_id, "roboql-ingest")
+        await self._send("ingest_roboql", "POST", url, json_body=request.to_wire(), body="ignore")

@@ -489,3 +489,16 @@ class RestartOverrides(BaseModel):
         if self.max_image_failure_rate is not None:
             body["maxImageFailureRate"] = self.max_image_failure_rate
         return body
+
+
+# --- RoboQL ingest (contract section 3.12) ---------------------------------------------------
+
+
+class RoboqlIngest(RequestModel):
+    """A batch built by the service from the workspace's Asset Library images that ``query``
+    selects. Unlike the other ingests, ``displayName`` travels in the body here."""
+
+    query: str
+    display_name: str | None = None
+    ingest_id: str | None = None
+    notifications_url: str | None = Field(default=None, alias="notificationsURL")

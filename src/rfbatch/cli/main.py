@@ -60,6 +60,11 @@ COMMANDS: dict[str, _Command] = {
         "Run the whole loop (upload, ingest, job, export) against an in-process emulator.",
     ),
     "batch": _Command("rfbatch.cli.batch_cmd", "app", "Inspect staging batches."),
+    "ingest": _Command(
+        "rfbatch.cli.ingest_cmd",
+        "app",
+        "Fill a batch from URLs (references) or a RoboQL query, then wait for its ingest.",
+    ),
     "job": _Command(
         "rfbatch.cli.job_cmd", "app", "Start, follow and manage batch-processing jobs."
     ),

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from rfbatch.emulator import routes_jobs, routes_staging, routes_transfer
+from rfbatch.emulator import routes_jobs, routes_roboql, routes_staging, routes_transfer
 from rfbatch.emulator.config import EmulatorConfig
 from rfbatch.emulator.core import CORE_KEY, EmulatorCore, core_of
 from rfbatch.emulator.faults import ROUTE_NAMES, SIGNED_ROUTES, Fault
@@ -118,6 +118,7 @@ def create_app(config: EmulatorConfig) -> web.Application:
     routes_staging.add_routes(app)
     routes_jobs.add_routes(app)
     routes_transfer.add_routes(app)
+    routes_roboql.add_routes(app)
 
     async def on_startup(_: web.Application) -> None:
         await core.start()

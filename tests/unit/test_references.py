@@ -1,0 +1,46 @@
+"""Reference files, chunks and ingest ids, without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rfbatch.api.schemas import ImageReference
+from rfbatch.errors import ConfigError
+from rfbatch.pipeline.references import chunks, parse_source, stable_ingest_id
+
+
+def _refs(count: int) -> list[ImageReference]:
+    return [ImageReference(name=f"i{n}.png", url=f"https://h/i{n}.png") for n in range(count)]
+
+
+def test_images_go_in_chunks_of_20000_and_videos_in_one_request() -> None:
+    sizes = [len(part) for _, part in chunks(_refs(45_000), "image")]
+    assert sizes == [20_000, 20_000, 5_000]
+    assert [len(part) for _, part in chunks(_refs(45_000), "video")] == [45_000]
+
+
+def test_the_ingest_id_is_stable_for_the_same_input_only() -> None:
+    assert stable_ingest_id("b", "image", "x") == stable_ingest_id("b", "image", "x")
+    assert stable_ingest_id("b", "image", "x") != stable_ingest_id("b", "image", "y")
+    assert stable_ingest_id("b", "image", "x") != stable_ingest_id("c", "image", "x")
+
+
+def test_a_repeated_name_and_an_empty_file_are_refused(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(
+        '{"name": "a.png", "url": "https://h/1"}\n{"name": "a.png", "url": "https://h/2"}\n'
+    )
+    with pytest.raises(ConfigError, match=f"{twice}:2: name 'a.png' appears twice"):
+        parse_source(str(twice))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="holds no references"):
+        parse_source(str(empty))
+
+
+@pytest.mark.parametrize("path", ["gs://b/x/", "az://c/y", "azure://c/y", "gcs://b/z"])
+def test_every_cloud_scheme_of_the_reference_client_is_refused(path: str) -> None:
+    with pytest.raises(ConfigError, match="presigned URLs"):
+        parse_source(path)
