@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_api_key
+from rfbatch.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 MiB = 1024 * 1024
 
@@ -72,8 +73,9 @@ class ApiSettings(_Section):
 class ScanSettings(_Section):
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    image_extensions: tuple[str, ...] = ("bmp", "dib", "jpeg", "jpg", "jpe", "jp2", "png", "webp")
-    video_extensions: tuple[str, ...] = ("mp4", "mov", "avi", "mkv", "webm", "m4v")
+    # The official client's sets (rfbatch.media), sorted so the example config reads the same.
+    image_extensions: tuple[str, ...] = tuple(sorted(IMAGE_EXTENSIONS))
+    video_extensions: tuple[str, ...] = tuple(sorted(VIDEO_EXTENSIONS))
     ignore_names: tuple[str, ...] = ("*.part", "*.tmp", "*.partial", ".*", "~*")
     min_age_seconds: float = Field(0.0, ge=0)
     max_size_bytes: int | None = Field(None, ge=1)

@@ -15,7 +15,20 @@ from rfbatch.media import (
 
 def test_contract_extension_sets() -> None:
     assert {"bmp", "dib", "jpeg", "jpg", "jpe", "jp2", "png", "webp"} == IMAGE_EXTENSIONS
-    assert {"mp4", "mov", "avi", "mkv", "webm", "m4v"} == VIDEO_EXTENSIONS
+    assert {
+        "mp4",
+        "mov",
+        "avi",
+        "mkv",
+        "webm",
+        "m4v",
+        "flv",
+        "wmv",
+        "mpeg",
+        "mpg",
+        "3gp",
+        "ogg",
+    } == VIDEO_EXTENSIONS
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,7 @@ ROUTE_NAMES: frozenset[str] = frozenset(
         "shard_url",
         "image_references",
         "video_references",
+        "roboql_ingest",
         "list_jobs",
         "jobs_start",
         "job_status",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import hmac
 import io
 import uuid
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from aiohttp import web
 
 from rfbatch.emulator.core import EmulatorCore, core_of
 from rfbatch.emulator.model import Shard, utcnow
-from rfbatch.emulator.responses import Problem, fail, ok
+from rfbatch.emulator.responses import Problem, ok
 from rfbatch.emulator.sinks import store_blob
 from rfbatch.samples import png_bytes
 
@@ -70,22 +69,8 @@ def select(query: str) -> list[Asset]:
     return chosen
 
 
-def _authorized(request: web.Request) -> web.Response | None:
-    # The shared check in app.py covers the routes named in faults.ROUTE_NAMES; this one is not
-    # among them, so it checks the key and workspace itself, the same way.
-    config = core_of(request).config
-    given = request.query.get("api_key", "")
-    if not given or not hmac.compare_digest(given.encode(), config.api_key.encode()):
-        return fail(401, "Unauthorized: missing or invalid api_key")
-    if request.match_info["workspace"] != config.workspace:
-        return fail(403, "the api_key does not grant access to this workspace")
-    return None
-
-
 async def roboql_ingest(request: web.Request) -> web.Response:
-    refusal = _authorized(request)
-    if refusal is not None:
-        return refusal
+    # The key and workspace were checked by the shared middleware (faults.ROUTE_NAMES).
     core = core_of(request)
     batch_id = request.match_info["batch_id"]
     if not batch_id or len(batch_id) > 64 or not set(batch_id) <= _BATCH_CHARS:
