@@ -124,6 +124,30 @@ async def test_start_sends_every_option_with_its_wire_name(
     assert video["processingSpecification"]["maxVideoFPS"] == 2.5
 
 
+async def test_the_official_clients_option_names_are_accepted(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = await _env_with_images(emulator, tmp_path, "aliases")
+    started = await job_cli(
+        [
+            "start",
+            "--batch-id", "aliases",
+            "--job-id", "aliased",
+            "--workflow-id", "wf-a",
+            "--workflow-params", "confidence=0.5",
+            "--image-input-name", "picture",
+            "--job-name", "same names",
+        ],
+        env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr.decode()
+    spec = stored_definition(emulator, "aliased")["processingSpecification"]
+    assert spec["workflowId"] == "wf-a"
+    assert spec["workflowParameters"] == {"confidence": 0.5}
+    assert spec["imageInputName"] == "picture"
+    assert _json(await job_cli(["status", "aliased", "--json"], env))["name"] == "same names"
+
+
 async def test_a_derived_job_id_makes_a_retried_start_idempotent(
     emulator: Emulator, tmp_path: Path
 ) -> None:

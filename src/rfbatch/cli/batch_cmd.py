@@ -17,7 +17,9 @@ from rfbatch.cli.render import table, wire_without_nulls
 app = typer.Typer(help="Inspect staging batches.", no_args_is_help=True)
 
 BatchArg = Annotated[str, typer.Argument(help="Batch id.")]
-PartOpt = Annotated[str | None, typer.Option("--part", help="Part of a multipart batch.")]
+PartOpt = Annotated[
+    str | None, typer.Option("--part", "--part-name", help="Part of a multipart batch.")
+]
 LimitOpt = Annotated[int | None, typer.Option(help="Stop after this many rows.")]
 
 

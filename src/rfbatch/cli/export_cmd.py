@@ -27,7 +27,9 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to download into.")],
     part: Annotated[
         list[str] | None,
-        typer.Option("--part", help="Only this part of a multipart batch (repeatable)."),
+        typer.Option(
+            "--part", "--part-name", help="Only this part of a multipart batch (repeatable)."
+        ),
     ] = None,
     no_unpack: Annotated[
         bool, typer.Option("--no-unpack", help="Keep .tar/.tar.gz files as they are.")

@@ -93,20 +93,29 @@ def _valid_job(job_id: str) -> Callable[[], None]:
 
 @app.command()
 def start(
-    batch: Annotated[str, typer.Option("--batch", help="Input staging batch id.")],
+    batch: Annotated[str, typer.Option("--batch", "--batch-id", help="Input staging batch id.")],
     videos: Annotated[
         bool, typer.Option("--videos", help="A video job (default: an image job).")
     ] = False,
     job_id: Annotated[
         str | None, typer.Option("--job-id", help="Job id (default: derived from the batch id).")
     ] = None,
-    workflow: Annotated[str | None, typer.Option("--workflow", help="Workflow id.")] = None,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", "--workflow-id", help="Workflow id.")
+    ] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", help="Workflow parameter KEY=VALUE (VALUE may be JSON); repeat."),
+        typer.Option(
+            "--param",
+            "--workflow-params",
+            help="Workflow parameter KEY=VALUE (VALUE may be JSON); repeat.",
+        ),
     ] = None,
     image_input: Annotated[
-        str | None, typer.Option("--image-input", help="The workflow's image input name.")
+        str | None,
+        typer.Option(
+            "--image-input", "--image-input-name", help="The workflow's image input name."
+        ),
     ] = None,
     machine_type: MachineOpt = None,
     workers_per_machine: WorkersOpt = None,
@@ -129,9 +138,12 @@ def start(
     notifications_url: Annotated[
         str | None, typer.Option("--notifications-url", help="Job webhook URL.")
     ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Job display name.")] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "--job-name", help="Job display name.")
+    ] = None,
     part: Annotated[
-        str | None, typer.Option("--part", help="Use one part of a multipart input batch.")
+        str | None,
+        typer.Option("--part", "--part-name", help="Use one part of a multipart input batch."),
     ] = None,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
