@@ -177,3 +177,34 @@ async def test_an_unknown_rfbatch_variable_is_named_with_the_closest_setting(
         "rfbatch: warning: RFBATCH_UPLOAD_SHARD_MAX_FILES is not a setting and is ignored "
         "(did you mean RFBATCH_UPLOAD__SHARD_MAX_FILES?)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["job", "start", "--batch", "b", "--workflow", "w", "--machine-type", "xpu"],
+         "--machine-type"),
+        (["job", "start", "--batch", "b", "--workflow", "w", "--workers-per-machine", "999"],
+         "--workers-per-machine"),
+        (["job", "start", "--batch", "b", "--workflow", "w", "--max-image-failure-rate", "2"],
+         "--max-image-failure-rate"),
+        (["upload", "{src}", "--batch", "b", "--shard-workers", "0"], "--shard-workers"),
+        (["upload", "{src}", "--batch", "b", "--settle-seconds", "-1"], "--settle-seconds"),
+    ],
+)  # fmt: skip
+async def test_a_bad_flag_value_is_named_by_its_flag(
+    tmp_path: Path, args: list[str], flag: str
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    env = {
+        "PATH": "/usr/bin",
+        "ROBOFLOW_API_KEY": "abcdefghijkl",
+        "API_BASE_URL": "http://127.0.0.1:9",
+    }
+    env["RFBATCH_STATE__DIR"] = str(tmp_path / "state")
+
+    done = await run_cli([a.format(src=src) for a in args], env)
+
+    assert done.returncode == 2, done.stderr.decode()
+    assert f"Invalid value for '{flag}'" in done.stderr.decode()

@@ -184,8 +184,9 @@ async def test_usage_errors_exit_2_before_any_call(tmp_path: Path) -> None:
         "invalid job id": ["start", "--batch", "imgs", "--workflow", "w", "--job-id", "Bad ID"],
         "invalid batch id": ["start", "--batch", "Imgs!", "--workflow", "w"],
         "KEY=VALUE": ["start", "--batch", "imgs", "--workflow", "w", "--param", "novalue"],
-        "max_image_failure_rate": ["restart", "some-job", "--max-image-failure-rate", "2"],
-        "machine_type": ["restart", "some-job", "--machine-type", "tpu"],
+        # A bad flag value is named by its flag (checked by the parser, before any call).
+        "'--max-image-failure-rate'": ["restart", "some-job", "--max-image-failure-rate", "2"],
+        "'--machine-type'": ["restart", "some-job", "--machine-type", "tpu"],
         "--severity": ["logs", "some-job", "--severity", "debug"],
         "--webhook-listen": ["wait", "some-job", "--webhook-listen", "nowhere"],
         "invalid job id ": ["status", "Not/A/Job"],

@@ -7,7 +7,7 @@ Each is a ``typing.Annotated`` type: a command declares ``config: ConfigOpt = No
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -36,27 +36,43 @@ VideosBatchOpt = Annotated[
 StateDirOpt = Annotated[Path | None, typer.Option(help="Where the manifest lives.")]
 
 # --- commands that start jobs (job start, job restart, sync) ---------------------------------
+# Checked by the parser, so a bad value is named by its flag (exit 2) before any work starts.
 
-MachineOpt = Annotated[str | None, typer.Option("--machine-type", help="cpu or gpu.")]
+MachineOpt = Annotated[
+    Literal["cpu", "gpu"] | None, typer.Option("--machine-type", help="cpu or gpu.")
+]
 WorkersOpt = Annotated[
-    int | None, typer.Option("--workers-per-machine", help="Workers per machine (1-64).")
+    int | None,
+    typer.Option("--workers-per-machine", min=1, max=64, help="Workers per machine (1-64)."),
 ]
 RuntimeOpt = Annotated[
     int | None,
     typer.Option(
         "--max-runtime-seconds",
+        min=1,
         help="Cumulative machine seconds (sent as processingTimeoutSeconds).",
     ),
 ]
-ParallelOpt = Annotated[int | None, typer.Option("--max-parallel-tasks", help="Task cap.")]
+ParallelOpt = Annotated[int | None, typer.Option("--max-parallel-tasks", min=1, help="Task cap.")]
 FailureRateOpt = Annotated[
     float | None,
-    typer.Option("--max-image-failure-rate", help="0.0-1.0; image jobs only."),
+    typer.Option("--max-image-failure-rate", min=0.0, max=1.0, help="0.0-1.0; image jobs only."),
 ]
-AggregationOpt = Annotated[str | None, typer.Option("--aggregation-format", help="csv or jsonl.")]
+AggregationOpt = Annotated[
+    Literal["csv", "jsonl"] | None, typer.Option("--aggregation-format", help="csv or jsonl.")
+]
 VideoFpsOpt = Annotated[
-    float | None, typer.Option("--max-video-fps", help="Frame rate cap; video jobs only.")
+    float | None,
+    typer.Option("--max-video-fps", help="Frame rate cap; video jobs only."),
 ]
+
+# --- commands that upload (upload, sync) ------------------------------------------------------
+
+SettleOpt = Annotated[
+    float | None, typer.Option(min=0.0, help="Quiet time before a file is sent (seconds).")
+]
+ShardWorkersOpt = Annotated[int | None, typer.Option(min=1, help="Concurrent shard uploads.")]
+VideoWorkersOpt = Annotated[int | None, typer.Option(min=1, help="Concurrent video uploads.")]
 
 
 def check_sources(sources: list[Path]) -> None:

@@ -22,6 +22,7 @@ from rfbatch.cli.options import (
     MachineOpt,
     ParallelOpt,
     RuntimeOpt,
+    SettleOpt,
     SourcesArg,
     StateDirOpt,
     VideoFpsOpt,
@@ -77,7 +78,7 @@ def sync_command(
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
-    settle_seconds: Annotated[float | None, typer.Option(help="Quiet time before upload.")] = None,
+    settle_seconds: SettleOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:

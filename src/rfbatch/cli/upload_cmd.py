@@ -14,9 +14,12 @@ from rfbatch.cli.options import (
     JsonOpt,
     LogFormatOpt,
     LogLevelOpt,
+    SettleOpt,
+    ShardWorkersOpt,
     SourcesArg,
     StateDirOpt,
     VideosBatchOpt,
+    VideoWorkersOpt,
     check_sources,
     videos_batch_for,
 )
@@ -48,11 +51,9 @@ def upload(
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
-    settle_seconds: Annotated[
-        float | None, typer.Option(help="Quiet time before a file is taken.")
-    ] = None,
-    shard_workers: Annotated[int | None, typer.Option(help="Concurrent shard uploads.")] = None,
-    video_workers: Annotated[int | None, typer.Option(help="Concurrent video uploads.")] = None,
+    settle_seconds: SettleOpt = None,
+    shard_workers: ShardWorkersOpt = None,
+    video_workers: VideoWorkersOpt = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
