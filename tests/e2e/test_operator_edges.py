@@ -208,3 +208,25 @@ async def test_a_bad_flag_value_is_named_by_its_flag(
 
     assert done.returncode == 2, done.stderr.decode()
     assert f"Invalid value for '{flag}'" in done.stderr.decode()
+
+
+async def test_a_folder_of_unsupported_files_says_what_was_ignored_and_exits_0(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("scan.tif", "clip.gif", "photo.heic"):
+        (src / name).write_bytes(b"not sent")
+    env = cli_env(emulator, tmp_path / "state")
+
+    human = await run_cli(["upload", str(src), "--batch", "unsupported"], env)
+    as_json = await run_cli(["upload", str(src), "--batch", "unsupported", "--json"], env)
+
+    assert human.returncode == 0, human.stderr.decode()  # nothing to do is not a failure
+    out = human.stdout.decode()
+    assert "no media files found: 3 other files ignored" in out
+    assert "image_extensions" in out
+    assert as_json.returncode == 0
+    summary = json.loads(as_json.stdout)
+    assert summary["files_ignored"] == 3
+    assert summary["files_sent"] == 0

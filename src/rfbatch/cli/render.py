@@ -146,6 +146,7 @@ def upload_summary(result: PassResult) -> dict[str, object]:
         "files_sent": t.sent,
         "files_skipped": t.skipped_count,
         "files_failed": t.failed_count,
+        "files_ignored": t.ignored,
         "bytes_sent": t.sent_bytes,
         "shards": t.shards,
         "videos": t.videos,
@@ -178,6 +179,13 @@ def upload_report(result: PassResult, json_out: bool) -> None:
         f"sent {t.sent} files ({mb:.1f} MB, {rate:.1f} MB/s) in {secs:.1f} s; "
         f"{t.unchanged} unchanged, {t.skipped_count} skipped, {t.failed_count} failed"
     )
+    if t.ignored:
+        nothing = not (t.sent or t.unchanged or t.skipped_count or t.failed_count)
+        print(
+            f"{'no media files found: ' if nothing else ''}{t.ignored} other files ignored: "
+            "not of a type rfbatch sends ([scan] image_extensions and video_extensions; "
+            "`rfbatch config check` lists them) or matched by [scan] ignore_names"
+        )
     for c in result.confirmations:
         state = "confirmed" if c.confirmed else "NOT confirmed"
         print(f"batch {c.batch_id}: {c.count} items ({c.expected} expected) {state}")

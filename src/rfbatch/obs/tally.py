@@ -34,6 +34,8 @@ class Tally:
     shards: int = 0
     videos: int = 0
     requeued: int = 0
+    # Files the scan passed over: not a media type that is sent, or matched by ignore_names.
+    ignored: int = 0
     skipped_count: int = 0
     failed_count: int = 0
     skipped: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_PROBLEMS))

@@ -97,13 +97,15 @@ Source = Callable[
 ]
 
 
-def scan_source(specs: Sequence[SourceSpec]) -> Source:
-    """A finite source: one scan of ``specs``; it closes both streams when done."""
+def scan_source(specs: Sequence[SourceSpec], tally: Tally) -> Source:
+    """A finite source: one scan of ``specs``; it closes both streams when done, and tells
+    ``tally`` how many files it passed over (each pass sees the whole tree again)."""
 
     async def run(
         found: MemoryObjectSendStream[FoundFile], skipped: MemoryObjectSendStream[Skipped]
     ) -> None:
-        await scan(specs, found, skipped=skipped)
+        stats = await scan(specs, found, skipped=skipped)
+        tally.ignored = stats.ignored
 
     return run
 
@@ -287,7 +289,7 @@ async def upload_and_confirm(
         before = result.tally.requeued
         await run_intake(
             services,
-            scan_source(specs),
+            scan_source(specs, result.tally),
             batches=batches,
             options=target.options,
             tally=result.tally,
