@@ -96,8 +96,14 @@ class DaemonProcess:
 
 
 @asynccontextmanager
-async def daemon(config: Path, emulator: Emulator, state: Path) -> AsyncIterator[DaemonProcess]:
+async def daemon(
+    config: Path, emulator: Emulator, state: Path, *, api_key: str | None = None
+) -> AsyncIterator[DaemonProcess]:
+    """``rfbatch run -c config`` against ``emulator``; ``api_key`` replaces the tests' own key
+    (the environment's key outranks the file's, so a config's key alone would not be used)."""
     env = cli_env(emulator, state)
+    if api_key is not None:
+        env["ROBOFLOW_API_KEY"] = api_key
     async with await anyio.open_process(
         [*RFBATCH, "run", "-c", str(config), "--log-format", "json"], env=env
     ) as process:

@@ -243,7 +243,10 @@ async def test_the_daemon_webhook_refuses_what_it_should_and_ignores_replays(
             "max_body_bytes": 2048,
         },
     )
-    async with daemon(config, emulator, state) as proc, aiohttp.ClientSession() as http:
+    async with (
+        daemon(config, emulator, state, api_key=KEY) as proc,
+        aiohttp.ClientSession() as http,
+    ):
         assert proc.url is not None
         hook = f"{proc.url}/webhook"
 
@@ -323,7 +326,7 @@ async def test_the_daemon_server_binds_loopback_by_default(
     config.write_text(text)
     assert "http_listen" not in text
 
-    async with daemon(config, emulator, tmp_path / "state") as proc:
+    async with daemon(config, emulator, tmp_path / "state", api_key=KEY) as proc:
         assert proc.url == f"http://127.0.0.1:{port}"
         status, _ = await proc.fetch("/healthz")
         addresses = listening_addresses(int(port))
