@@ -31,7 +31,7 @@ import anyio
 import structlog
 from aiohttp import web
 
-from rfbatch.errors import ConfigError
+from rfbatch.obs.health import serve_http
 
 log = structlog.get_logger("rfbatch.webhooks")
 
@@ -505,26 +505,7 @@ async def serve_webhooks(
     """
     app = web.Application()
     receiver.add_to(app, path)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen for webhooks on {host}:{port}: {exc.strerror}"
-            ) from exc
-        bound = port
-        for address in runner.addresses:
-            if isinstance(address, tuple) and len(address) >= 2:
-                bound = int(address[1])
-                break
-        shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{bound}{path}"
+    async with serve_http(app, host, port, setting="[webhook] listen") as base:
+        url = f"{base}{path}"
         log.info("webhook.listening", url=url)
         yield url
-    finally:
-        # Shielded: a cancelled caller must still close the listening socket and connections.
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()

@@ -258,21 +258,9 @@ class Transfer(SessionHolder):
             await payload.aclose()
         if local_failure:
             raise local_failure[0]
-        if 200 <= status < 300:
-            return body.length
-        reason = server_message(raw)
-        message = f"PUT refused with HTTP {status}: {reason} ({shown})"
-        if _expired_hint(status, raw):
-            raise SignedUrlRejectedError(message)
-        if is_transient_status(status):
-            # The error's own str() adds the status and the URL.
-            raise TransientError(
-                f"PUT refused: {reason}",
-                status=status,
-                url=shown,
-                retry_after=parse_retry_after(retry_after),
-            )
-        raise TransferError(message)
+        if not 200 <= status < 300:
+            _raise_for_status("PUT", status, raw, shown, retry_after)
+        return body.length
 
     # --- download ----------------------------------------------------------------------------
 
@@ -328,7 +316,8 @@ class Transfer(SessionHolder):
             ) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
-                    self._raise_download_status(resp.status, raw, redact_url(url), resp.headers)
+                    retry_after = resp.headers.get("Retry-After")
+                    _raise_for_status("download", resp.status, raw, redact_url(url), retry_after)
                 announced = resp.content_length
                 if (
                     announced is not None
@@ -390,25 +379,27 @@ class Transfer(SessionHolder):
             )
         return received
 
-    @staticmethod
-    def _raise_download_status(status: int, raw: bytes, shown: str, headers: Any) -> NoReturn:
-        reason = server_message(raw)
-        message = f"download refused with HTTP {status}: {reason} ({shown})"
-        if _expired_hint(status, raw):
-            raise SignedUrlRejectedError(message)
-        if is_transient_status(status):
-            # The error's own str() adds the status and the URL.
-            raise TransientError(
-                f"download refused: {reason}",
-                status=status,
-                url=shown,
-                retry_after=parse_retry_after(headers.get("Retry-After")),
-            )
-        raise TransferError(message)
-
 
 def _write_whole(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _raise_for_status(
+    what: str, status: int, raw: bytes, shown: str, retry_after: str | None
+) -> NoReturn:
+    """Storage's answer to a PUT or a download that was not a success, as an rfbatch error."""
+    reason = server_message(raw)
+    if _expired_hint(status, raw):
+        raise SignedUrlRejectedError(f"{what} refused with HTTP {status}: {reason} ({shown})")
+    if is_transient_status(status):
+        # The error's own str() adds the status and the URL.
+        raise TransientError(
+            f"{what} refused: {reason}",
+            status=status,
+            url=shown,
+            retry_after=parse_retry_after(retry_after),
+        )
+    raise TransferError(f"{what} refused with HTTP {status}: {reason} ({shown})")
