@@ -113,14 +113,20 @@ async def test_same_input_gets_the_same_ingest_id(emulator: Emulator, tmp_path: 
     assert json.loads(given.stdout)["ingest_ids"] == ["mine"]
 
 
+def _refs_with_an_unsafe_one(tmp_path: Path, base: str, files: dict[str, bytes]) -> Path:
+    """A references file: ``files`` as served at ``base``, plus far.png, which is not loopback:
+    the emulator refuses it as an unsafe URL without fetching anything."""
+    refs = [{"name": n, "url": f"{base}/{n}"} for n in files]
+    refs.append({"name": "far.png", "url": "https://storage.invalid/far.png"})
+    path = tmp_path / "refs.jsonl"
+    path.write_bytes(_jsonl(refs))
+    return path
+
+
 async def test_a_refused_reference_is_named(emulator: Emulator, tmp_path: Path) -> None:
     files = _images(2)
     async with file_server(files) as base:
-        refs = [{"name": n, "url": f"{base}/{n}"} for n in files]
-        # Not loopback: the emulator refuses it as an unsafe URL without fetching anything.
-        refs.append({"name": "far.png", "url": "https://storage.invalid/far.png"})
-        path = tmp_path / "refs.jsonl"
-        path.write_bytes(_jsonl(refs))
+        path = _refs_with_an_unsafe_one(tmp_path, base, files)
         done = await _ingest(
             emulator,
             tmp_path,
@@ -152,10 +158,7 @@ async def test_a_refused_reference_is_named_with_the_services_reason(
     env["RFBATCH_WEBHOOK__PUBLIC_URL"] = f"http://127.0.0.1:{port}/webhook"
     files = _images(2)
     async with file_server(files) as base:
-        refs = [{"name": n, "url": f"{base}/{n}"} for n in files]
-        refs.append({"name": "far.png", "url": "https://storage.invalid/far.png"})
-        path = tmp_path / "refs.jsonl"
-        path.write_bytes(_jsonl(refs))
+        path = _refs_with_an_unsafe_one(tmp_path, base, files)
         args = ["references", str(path), "--batch", "hooked", "--json", "--quiet-seconds", "600"]
         done = await run_cli(["ingest", *args], env)
     assert done.returncode == 1, done.stderr.decode()
