@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
+from rfbatch.emulator.model import ShardVocabulary
 from tests.emulator.support import Api, FileServer, Receiver, make_tar, wait_for
 
 
@@ -25,6 +26,7 @@ async def small_api(tmp_path: Path) -> AsyncIterator[Api]:
         state_dir=tmp_path / "state",
         max_image_bytes=1000,
         ingest_delay=0.05,
+        vocabulary_seed=7,
     )
     async with running_emulator(config) as emu, aiohttp.ClientSession() as session:
         yield Api(emu, session)
@@ -73,7 +75,7 @@ async def test_tar_ingest_counts_images_and_records_failures(small_api: Api) -> 
     ]
     shard = batch["shards"][-1]
     assert shard["objects"] == 2
-    assert shard["statusName"] == "shard-ingested-with-failures"
+    assert (shard["statusName"], shard["statusType"]) == ShardVocabulary.drawn(7).partial
     blobs = list((api.emu.config.state_dir or Path()).joinpath("blobs").iterdir())
     assert sorted(b.read_bytes() for b in blobs) == [b"d" * 10, b"g" * 100]
 
@@ -82,12 +84,15 @@ async def test_ingest_is_asynchronous_after_the_put(small_api: Api) -> None:
     api = small_api
     details = await api.shard_url("later")
     assert await api.put(details, make_tar({f"{n}.jpg": b"x" for n in range(4)})) == 200
-    shards = (await api.get(api.ds("/batches/later/shards"))).body["shards"]
-    assert [s["statusName"] for s in shards] == ["shard-upload-received"]
-    assert shards[0]["statusType"] == "info"
+    words = ShardVocabulary.drawn(7)
+    # Like the real service plausibly, the batch is not there for reads until a shard is processed.
+    for path in ("", "/count", "/shards", "/list"):
+        assert (await api.get(api.ds(f"/batches/later{path}"))).status == 404
+    assert api.emu.state()["batches"]["later"]["shards"][0]["statusName"] == words.received[0]
     await api.wait_count("later", 4)
     shards = (await api.get(api.ds("/batches/later/shards"))).body["shards"]
-    assert shards[0]["statusName"] == "shard-ingested"
+    assert (shards[0]["statusName"], shards[0]["statusType"]) == words.ingested
+    assert shards[0].get("statusMetadata") in (None, {})  # no per-file figures
     assert shards[0]["shardObjectsCount"] == 4
     assert shards[0]["eventTimestamp"].endswith("Z")
 

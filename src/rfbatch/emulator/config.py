@@ -33,6 +33,8 @@ class EmulatorConfig:
     publishable_key: str | None = field(default=None, repr=False)
     webhook_attempts: int = 3
     check_image_content: bool = False
+    # Seeds the shard status words (``None``: a fresh draw per instance).
+    vocabulary_seed: int | None = None
 
     @property
     def webhook_bearer(self) -> str:

@@ -46,7 +46,7 @@ MAX_REFERENCES = {"image": 20_000, "video": 5_000}
 
 def _batch(request: web.Request) -> Batch:
     batch = core_of(request).store.get(request.match_info["batch_id"])
-    if batch is None:
+    if batch is None or not batch.visible:
         raise Problem(404, f"batch {request.match_info['batch_id']!r} not found")
     return batch
 
@@ -137,7 +137,8 @@ def _signed_url_details(request: web.Request, intent: UploadIntent) -> dict[str,
 
 async def list_batches(request: web.Request) -> web.Response:
     core = core_of(request)
-    return paged(request, core.tokens, "batches", core.store.batch_list, "batches", Batch.wire)
+    seen = [b for b in core.store.batch_list if b.visible]  # none before a shard is processed
+    return paged(request, core.tokens, "batches", seen, "batches", Batch.wire)
 
 
 async def batch_metadata(request: web.Request) -> web.Response:
