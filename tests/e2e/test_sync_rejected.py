@@ -26,6 +26,8 @@ def emulator_config(tmp_path: Path) -> EmulatorConfig:
         workspace=WORKSPACE,
         state_dir=tmp_path / "emulator",
         check_image_content=True,
+        # Indexing lags the PUT: the batch answers 404 until its shard is processed, and
+        # confirmation must wait through that.
         ingest_delay=0.2,
         vocabulary_seed=3,
     )

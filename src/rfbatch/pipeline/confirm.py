@@ -12,16 +12,19 @@ since counts accumulate) confirms every file at once; this is the usual case and
 per poll. When files are rejected the count stays short for good, so confirmation must decide
 when ingest is over without knowing the service's vocabulary. It is taken as over when both:
 
-- the count has stopped moving for ``SETTLE_POLLS`` polls (a shard still being indexed moves it;
-  the shard rows are not even listed while it moves), and
-- the batch has at least one shard row per shard rfbatch sent to it (a row that exists is a
-  shard the service has reached; rows are counted, their vocabulary is not read).
+- the count has not moved for ``SETTLE_SECONDS`` (or ``SETTLE_POLLS`` polls, if longer): a
+  shard being indexed moves it, and the shard rows are not even listed while it moves. A row
+  may appear when a shard is received, before it is indexed, and nothing vocabulary-free tells
+  the two apart, so the pause covers the gap between one shard's indexing and the next; and
+- the batch has at least one shard row per shard rfbatch sent to it (rows are counted, their
+  vocabulary is not read).
 
 Or, sooner, when the ingest notifications name enough failed files to account for the gap.
 Then the listing is walked and every sent file missing from it is named: with the service's
 reason when a notification gave one, else "not in the batch after ingest". If the listing holds
-every sent file (the count lagged), polling goes on. With the default 2 s poll a rejected file is
-named a few seconds after its shard is processed.
+every sent file (the count lagged), polling goes on. A rejected file is so named about
+``SETTLE_SECONDS`` after the last shard is processed (at once with notifications), well within
+a minute with the default 2 s poll.
 
 A new batch may not exist until its first shard is processed: a 404 from ``count`` or the shard
 listing means "nothing ingested yet" and is waited through within the same deadline.
@@ -46,7 +49,8 @@ if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot uplo
 
 log = structlog.get_logger("rfbatch.confirm")
 
-# Polls the count must hold still (with every shard seen) before a shortfall is final.
+# How long the count must hold still (with every shard seen) before a shortfall is final.
+SETTLE_SECONDS = 15.0
 SETTLE_POLLS = 3
 NOT_KEPT = "not in the batch after ingest"
 
@@ -144,7 +148,8 @@ async def confirm_ingest(
     started = time.monotonic()
     expected = await expected_count(manifest, batch_id)
     waker = receiver.ingest_waker(batch_id) if receiver is not None else None
-    count, last, still = 0, -1, 0
+    settle = max(SETTLE_SECONDS, SETTLE_POLLS * poll_interval)
+    count, last, moved_at = 0, -1, started
     rejected: list[tuple[Path, str]] = []
     confirmed = False
     while True:
@@ -152,18 +157,18 @@ async def confirm_ingest(
         if count >= expected:
             confirmed = True
         else:
-            still = still + 1 if count == last else 0
-            last = count
+            if count != last:
+                last, moved_at = count, time.monotonic()
             report = receiver.ingest_report(batch_id) if receiver is not None else None
             reasons = _reported_reasons(report)
-            settled = still >= SETTLE_POLLS - 1
+            settled = time.monotonic() - moved_at >= settle
             over = count + len(reasons) >= expected or (
                 settled and await _every_shard_seen(client, manifest, batch_id)
             )
             if over:
                 rejected = await _missing_files(client, manifest, batch_id, reasons)
                 confirmed = bool(rejected)
-                still = 0  # an empty walk means the count lagged: wait for it to settle again
+                moved_at = time.monotonic()  # an empty walk: the count lagged; settle again
         if confirmed:
             if rejected:
                 await _record_rejected(manifest, batch_id, rejected)
