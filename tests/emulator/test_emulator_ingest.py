@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from collections.abc import AsyncIterator
@@ -213,9 +214,30 @@ async def test_state_dir_none_uses_a_temporary_dir_removed_on_exit() -> None:
 # references ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+async def http_refs_api(tmp_path: Path) -> AsyncIterator[Api]:
+    """An emulator that accepts the plain-HTTP loopback file server's reference URLs."""
+    config = EmulatorConfig(
+        api_key="k", workspace="test-ws", state_dir=tmp_path / "s", allow_http_references=True
+    )
+    async with running_emulator(config) as emu, aiohttp.ClientSession() as session:
+        yield Api(emu, session)
+
+
+async def test_http_reference_urls_are_refused_by_default(api: Api) -> None:
+    for body in (
+        {"imageReferences": [{"name": "a.jpg", "url": "http://127.0.0.1/a.jpg"}]},
+        {"imageReferencesURL": "http://127.0.0.1/refs.jsonl"},
+    ):
+        reply = await api.post(api.ds("/batches/plain/bulk-upload/image-references"), body)
+        assert reply.status == 400, body
+        assert "https" in json.dumps(reply.body)
+
+
 async def test_image_references_are_fetched_from_loopback(
-    api: Api, file_server: FileServer, receiver: Receiver
+    http_refs_api: Api, file_server: FileServer, receiver: Receiver
 ) -> None:
+    api = http_refs_api
     file_server.files = {"one.jpg": b"1" * 50, "two.png": b"2" * 60}
     refs = [
         {"name": "one.jpg", "url": f"{file_server.url}/one.jpg"},
@@ -252,7 +274,10 @@ async def test_image_references_are_fetched_from_loopback(
     assert again.body["shardIds"] == reply.body["shardIds"]
 
 
-async def test_references_file_url_and_unsafe_file_url(api: Api, file_server: FileServer) -> None:
+async def test_references_file_url_and_unsafe_file_url(
+    http_refs_api: Api, file_server: FileServer
+) -> None:
+    api = http_refs_api
     file_server.files = {
         "v.mp4": b"video-bytes",
         "refs.jsonl": f'{{"name": "v.mp4", "url": "{file_server.url}/v.mp4"}}\n'.encode(),

@@ -267,6 +267,14 @@ def _check_url(url: Any, what: str) -> str:
     return url
 
 
+def _check_reference_url(request: web.Request, url: Any, what: str) -> str:
+    """A reference must be https, as the official client requires (contract section 3.10)."""
+    checked = _check_url(url, what)
+    if checked.lower().startswith("http://") and not core_of(request).config.allow_http_references:
+        raise Problem(400, f"{what} must be an https URL")
+    return checked
+
+
 async def _references(request: web.Request, kind: str) -> web.Response:
     core = core_of(request)
     try:
@@ -290,10 +298,13 @@ async def _references(request: web.Request, kind: str) -> web.Response:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise Problem(400, f"every entry of {list_key} needs a name and a url")
             refs.append(
-                {"name": _safe_ref_name(entry["name"]), "url": _check_url(entry.get("url"), "url")}
+                {
+                    "name": _safe_ref_name(entry["name"]),
+                    "url": _check_reference_url(request, entry.get("url"), "url"),
+                }
             )
     else:
-        _check_url(refs_url, url_key)
+        _check_reference_url(request, refs_url, url_key)
     notifications_url = body.get("notificationsURL")
     if notifications_url is not None:
         _check_url(notifications_url, "notificationsURL")
