@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
+from rfbatch.emulator.model import ShardVocabulary
 from tests.emulator.support import Api, FileServer, Receiver
 from tests.tars import tar_of
 from tests.waiting import wait_for
@@ -27,6 +29,7 @@ async def small_api(tmp_path: Path) -> AsyncIterator[Api]:
         state_dir=tmp_path / "state",
         max_image_bytes=1000,
         ingest_delay=0.05,
+        vocabulary_seed=7,
     )
     async with running_emulator(config) as emu, aiohttp.ClientSession() as session:
         yield Api(emu, session)
@@ -75,7 +78,7 @@ async def test_tar_ingest_counts_images_and_records_failures(small_api: Api) -> 
     ]
     shard = batch["shards"][-1]
     assert shard["objects"] == 2
-    assert shard["statusName"] == "shard-ingested-with-failures"
+    assert (shard["statusName"], shard["statusType"]) == ShardVocabulary.drawn(7).partial
     blobs = list((api.emu.config.state_dir or Path()).joinpath("blobs").iterdir())
     assert sorted(b.read_bytes() for b in blobs) == [b"d" * 10, b"g" * 100]
 
@@ -84,12 +87,15 @@ async def test_ingest_is_asynchronous_after_the_put(small_api: Api) -> None:
     api = small_api
     details = await api.shard_url("later")
     assert await api.put(details, tar_of({f"{n}.jpg": b"x" for n in range(4)})) == 200
-    shards = (await api.get(api.ds("/batches/later/shards"))).body["shards"]
-    assert [s["statusName"] for s in shards] == ["shard-upload-received"]
-    assert shards[0]["statusType"] == "info"
+    words = ShardVocabulary.drawn(7)
+    # Like the real service plausibly, the batch is not there for reads until a shard is processed.
+    for path in ("", "/count", "/shards", "/list"):
+        assert (await api.get(api.ds(f"/batches/later{path}"))).status == 404
+    assert api.emu.state()["batches"]["later"]["shards"][0]["statusName"] == words.received[0]
     await api.wait_count("later", 4)
     shards = (await api.get(api.ds("/batches/later/shards"))).body["shards"]
-    assert shards[0]["statusName"] == "shard-ingested"
+    assert (shards[0]["statusName"], shards[0]["statusType"]) == words.ingested
+    assert shards[0].get("statusMetadata") in (None, {})  # no per-file figures
     assert shards[0]["shardObjectsCount"] == 4
     assert shards[0]["eventTimestamp"].endswith("Z")
 
@@ -210,9 +216,30 @@ async def test_state_dir_none_uses_a_temporary_dir_removed_on_exit() -> None:
 # references ---------------------------------------------------------------------------------
 
 
+@pytest.fixture
+async def http_refs_api(tmp_path: Path) -> AsyncIterator[Api]:
+    """An emulator that accepts the plain-HTTP loopback file server's reference URLs."""
+    config = EmulatorConfig(
+        api_key="k", workspace="test-ws", state_dir=tmp_path / "s", allow_http_references=True
+    )
+    async with running_emulator(config) as emu, aiohttp.ClientSession() as session:
+        yield Api(emu, session)
+
+
+async def test_http_reference_urls_are_refused_by_default(api: Api) -> None:
+    for body in (
+        {"imageReferences": [{"name": "a.jpg", "url": "http://127.0.0.1/a.jpg"}]},
+        {"imageReferencesURL": "http://127.0.0.1/refs.jsonl"},
+    ):
+        reply = await api.post(api.ds("/batches/plain/bulk-upload/image-references"), body)
+        assert reply.status == 400, body
+        assert "https" in json.dumps(reply.body)
+
+
 async def test_image_references_are_fetched_from_loopback(
-    api: Api, file_server: FileServer, receiver: Receiver
+    http_refs_api: Api, file_server: FileServer, receiver: Receiver
 ) -> None:
+    api = http_refs_api
     file_server.files = {"one.jpg": b"1" * 50, "two.png": b"2" * 60}
     refs = [
         {"name": "one.jpg", "url": f"{file_server.url}/one.jpg"},
@@ -249,7 +276,10 @@ async def test_image_references_are_fetched_from_loopback(
     assert again.body["shardIds"] == reply.body["shardIds"]
 
 
-async def test_references_file_url_and_unsafe_file_url(api: Api, file_server: FileServer) -> None:
+async def test_references_file_url_and_unsafe_file_url(
+    http_refs_api: Api, file_server: FileServer
+) -> None:
+    api = http_refs_api
     file_server.files = {
         "v.mp4": b"video-bytes",
         "refs.jsonl": f'{{"name": "v.mp4", "url": "{file_server.url}/v.mp4"}}\n'.encode(),

@@ -122,7 +122,10 @@ def sync_command(
         listen = split_host_port(settings.webhook.listen) if settings.webhook.listen else None
     except (ConfigError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
-    target = UploadTarget(images, videos, upload_options(settings))
+    # With a receiver, the service is asked for ingest notifications at the URL it gives for
+    # jobs (as the daemon does): they carry the reasons for rejected files.
+    ingest_url = settings.job.notifications_url if listen is not None else None
+    target = UploadTarget(images, videos, upload_options(settings, ingest_webhook_url=ingest_url))
 
     async def main() -> int:
         async with (

@@ -33,6 +33,11 @@ class EmulatorConfig:
     publishable_key: str | None = field(default=None, repr=False)
     webhook_attempts: int = 3
     check_image_content: bool = False
+    # Lenient: accept http:// reference URLs (the official client refuses them, contract 3.10);
+    # tests that serve references from a plain-HTTP loopback server turn it on.
+    allow_http_references: bool = False
+    # Seeds the shard status words (``None``: a fresh draw per instance).
+    vocabulary_seed: int | None = None
 
     @property
     def webhook_bearer(self) -> str:

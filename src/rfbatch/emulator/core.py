@@ -21,7 +21,7 @@ from rfbatch.emulator.config import EmulatorConfig
 from rfbatch.emulator.faults import FaultInjector, FaultProfile
 from rfbatch.emulator.job_engine import JobEngine
 from rfbatch.emulator.job_model import Job
-from rfbatch.emulator.model import Counters, Store
+from rfbatch.emulator.model import Counters, ShardVocabulary, Store
 from rfbatch.emulator.pagination import PageTokens
 from rfbatch.emulator.signing import UrlSigner
 from rfbatch.emulator.tasks import TaskSet
@@ -49,7 +49,7 @@ class UploadIntent:
 class EmulatorCore:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
-        self.store = Store()
+        self.store = Store(ShardVocabulary.drawn(config.vocabulary_seed))
         self.signer = UrlSigner(config.url_ttl)
         self.tokens = PageTokens(secrets.token_bytes(16))
         self.counters = Counters()
@@ -117,7 +117,7 @@ class EmulatorCore:
             log.warning(
                 "emulator.state_unreadable", path=str(path), moved_to=str(aside), error=str(exc)
             )
-            self.store = Store()
+            self.store = Store(ShardVocabulary.drawn(self.config.vocabulary_seed))
             self.reference_ingests.clear()
             self.jobs = JobEngine(self)
             return []

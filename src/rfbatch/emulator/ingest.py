@@ -29,10 +29,6 @@ from rfbatch.emulator.sinks import Blob, TarResult, TooLargeError, store_blob
 if TYPE_CHECKING:
     from rfbatch.emulator.core import EmulatorCore
 
-SHARD_RECEIVED = ("shard-upload-received", "info")
-SHARD_INGESTED = ("shard-ingested", "success")
-SHARD_PARTIAL = ("shard-ingested-with-failures", "warning")
-SHARD_FAILED = ("shard-ingest-failed", "error")
 SHARD_QUEUED = ("references-ingest-queued", "info")
 
 REFERENCES_PER_SHARD = 500
@@ -57,10 +53,8 @@ async def unlink_quietly(core: EmulatorCore, *paths: Path | None) -> None:
 
 
 def mark_shard_received(batch: Batch, shard_id: str, size: int) -> None:
-    name, kind = SHARD_RECEIVED
-    batch.add_shard(
-        Shard(shard_id, name, kind, utcnow(), 0, {"receivedBytes": size}),
-    )
+    name, kind = batch.vocabulary.received
+    batch.add_shard(Shard(shard_id, name, kind, utcnow(), 0, {"receivedBytes": size}))
 
 
 async def ingest_tar_later(
@@ -79,7 +73,7 @@ async def commit_tar(core: EmulatorCore, batch_id: str, shard_id: str, res: TarR
         return
     now = utcnow()
     if res.error is not None:
-        name, kind = SHARD_FAILED
+        name, kind = batch.vocabulary.failed
         batch.add_shard(Shard(shard_id, name, kind, now, 0, {"reason": res.error}))
     else:
         stale: list[Path | None] = []
@@ -94,9 +88,9 @@ async def commit_tar(core: EmulatorCore, batch_id: str, shard_id: str, res: TarR
             stale.append(old)
         for fname, reason in res.failed:
             batch.failed.append(FailedItem(fname, reason, shard_id))
-        name, kind = SHARD_PARTIAL if res.failed else SHARD_INGESTED
-        meta: dict[str, Any] = {"ingestedFiles": len(res.members), "failedFiles": len(res.failed)}
-        batch.add_shard(Shard(shard_id, name, kind, now, len(res.members), meta))
+        # No per-file figures in the metadata: the real service documents none.
+        name, kind = batch.vocabulary.partial if res.failed else batch.vocabulary.ingested
+        batch.add_shard(Shard(shard_id, name, kind, now, len(res.members)))
         await unlink_quietly(core, *stale)
     config = res.notification or {}
     url = config.get("notificationsURL")
@@ -242,9 +236,9 @@ async def run_references_ingest(core: EmulatorCore, job: ReferencesIngest) -> No
                 batch.failed.append(FailedItem(name, outcome[0], shard_id))
                 first_error = first_error or outcome
         await unlink_quietly(core, *stale)
-        pair = SHARD_PARTIAL if failed and ingested else SHARD_FAILED if failed else SHARD_INGESTED
-        meta = {"ingestedFiles": len(ingested), "failedFiles": len(failed)}
-        batch.add_shard(Shard(shard_id, *pair, utcnow(), len(ingested), meta))
+        words = batch.vocabulary
+        pair = words.partial if failed and ingested else words.failed if failed else words.ingested
+        batch.add_shard(Shard(shard_id, *pair, utcnow(), len(ingested)))
         if job.notifications_url and "files-status" in job.categories:
             _send_files_status(
                 core,
@@ -276,7 +270,13 @@ def _fail_whole_ingest(
     shard_id = uuid.uuid4().hex
     job.shard_ids = [shard_id]
     batch.add_shard(
-        Shard(shard_id, *SHARD_FAILED, utcnow(), 0, {"reason": error_type, "details": reason})
+        Shard(
+            shard_id,
+            *batch.vocabulary.failed,
+            utcnow(),
+            0,
+            {"reason": error_type, "details": reason},
+        )
     )
     if job.notifications_url and "ingest-status" in job.categories:
         _send_ingest_status(

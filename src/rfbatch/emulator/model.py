@@ -8,6 +8,7 @@ the records themselves stay in memory.
 from __future__ import annotations
 
 import mimetypes
+import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -116,6 +117,35 @@ class FailedItem:
     shard_id: str | None = None
 
 
+@dataclass(frozen=True)
+class ShardVocabulary:
+    """The (statusName, statusType) pairs shard rows carry.
+
+    The real service documents neither, so each emulator seed draws its own words: a client
+    that keys on a name fails against some seed. Only a failed shard's type contains "error",
+    the one thing the contract states (section 6).
+    """
+
+    received: tuple[str, str]
+    ingested: tuple[str, str]
+    partial: tuple[str, str]
+    failed: tuple[str, str]
+
+    @classmethod
+    def drawn(cls, seed: int | None) -> ShardVocabulary:
+        rng = random.Random(seed)
+        stem = rng.choice(["shard", "part", "chunk", "segment", "tar"])
+        ok = rng.choice(["success", "ok", "complete", "done", "info"])
+        words = rng.sample(["received", "processed", "indexed", "finished", "settled", "ready"], 3)
+        tag = rng.randrange(16**4)
+        return cls(
+            received=(f"{stem}-{words[0]}-{tag:04x}", rng.choice(["info", "pending", "progress"])),
+            ingested=(f"{stem}-{words[1]}-{tag:04x}", ok),
+            partial=(f"{stem}-{words[2]}-{tag:04x}", rng.choice([ok, "warning", "notice"])),
+            failed=(f"{stem}-{rng.choice(['failed', 'rejected', 'aborted'])}-{tag:04x}", "error"),
+        )
+
+
 @dataclass(slots=True)
 class Shard:
     shard_id: str
@@ -172,6 +202,8 @@ class Batch:
     shards_by_id: dict[str, Shard] = field(default_factory=dict)
     parts: dict[str, Part] = field(default_factory=dict)
     failed: list[FailedItem] = field(default_factory=list)
+    vocabulary: ShardVocabulary = field(default_factory=lambda: ShardVocabulary.drawn(None))
+    processed: bool = False
 
     def wire(self) -> dict[str, Any]:
         return {
@@ -250,10 +282,22 @@ class Batch:
             existing.event_timestamp = shard.event_timestamp
             existing.objects = shard.objects
             existing.metadata = shard.metadata
+            self._note_processed(shard)
             return existing
+        self._note_processed(shard)
         self.shards.append(shard)
         self.shards_by_id[shard.shard_id] = shard
         return shard
+
+    def _note_processed(self, shard: Shard) -> None:
+        waiting = (self.vocabulary.received[0], "references-ingest-queued")
+        self.processed = self.processed or shard.status_name not in waiting
+
+    @property
+    def visible(self) -> bool:
+        """Whether reads see the batch: like the real service plausibly, not before its first
+        shard is processed (a direct image upload makes it visible at once)."""
+        return self.processed or bool(self.items)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -292,7 +336,8 @@ class Counters:
 class Store:
     """The batches of the one emulated workspace."""
 
-    def __init__(self) -> None:
+    def __init__(self, vocabulary: ShardVocabulary | None = None) -> None:
+        self.vocabulary = vocabulary or ShardVocabulary.drawn(None)
         self.batches: dict[str, Batch] = {}
         self.batch_list: list[Batch] = []
 
@@ -314,6 +359,7 @@ class Store:
             batch_type=batch_type,
             content_type=content_type,
             upload_mode=upload_mode,
+            vocabulary=self.vocabulary,
         )
         self.batches[batch_id] = batch
         self.batch_list.append(batch)

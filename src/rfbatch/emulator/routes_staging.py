@@ -46,7 +46,7 @@ MAX_REFERENCES = {"image": 20_000, "video": 5_000}
 
 def _batch(request: web.Request) -> Batch:
     batch = core_of(request).store.get(request.match_info["batch_id"])
-    if batch is None:
+    if batch is None or not batch.visible:
         raise Problem(404, f"batch {request.match_info['batch_id']!r} not found")
     return batch
 
@@ -137,7 +137,8 @@ def _signed_url_details(request: web.Request, intent: UploadIntent) -> dict[str,
 
 async def list_batches(request: web.Request) -> web.Response:
     core = core_of(request)
-    return paged(request, core.tokens, "batches", core.store.batch_list, "batches", Batch.wire)
+    seen = [b for b in core.store.batch_list if b.visible]  # none before a shard is processed
+    return paged(request, core.tokens, "batches", seen, "batches", Batch.wire)
 
 
 async def batch_metadata(request: web.Request) -> web.Response:
@@ -266,6 +267,14 @@ def _check_url(url: Any, what: str) -> str:
     return url
 
 
+def _check_reference_url(request: web.Request, url: Any, what: str) -> str:
+    """A reference must be https, as the official client requires (contract section 3.10)."""
+    checked = _check_url(url, what)
+    if checked.lower().startswith("http://") and not core_of(request).config.allow_http_references:
+        raise Problem(400, f"{what} must be an https URL")
+    return checked
+
+
 async def _references(request: web.Request, kind: str) -> web.Response:
     core = core_of(request)
     try:
@@ -289,10 +298,13 @@ async def _references(request: web.Request, kind: str) -> web.Response:
             if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
                 raise Problem(400, f"every entry of {list_key} needs a name and a url")
             refs.append(
-                {"name": _safe_ref_name(entry["name"]), "url": _check_url(entry.get("url"), "url")}
+                {
+                    "name": _safe_ref_name(entry["name"]),
+                    "url": _check_reference_url(request, entry.get("url"), "url"),
+                }
             )
     else:
-        _check_url(refs_url, url_key)
+        _check_reference_url(request, refs_url, url_key)
     notifications_url = body.get("notificationsURL")
     if notifications_url is not None:
         _check_url(notifications_url, "notificationsURL")

@@ -1,13 +1,33 @@
-"""Ingest confirmation: wait until the service's count holds what this batch was sent.
+"""Ingest confirmation, on what the service documents and nothing more.
 
 Bulk uploads are indexed in the background, so a 2xx on the PUT is not yet an ingested file. The
-count endpoint is polled until it reaches the number of distinct member names the manifest has
-sent to the batch (over all runs, since counts accumulate), less the files the service reported
-as failed in its shard status rows. Only then are the files marked ``ingested``.
+documented signals are: the batch's ``count``; its listing (``/list``), the one place that names
+what was kept; the ``files-status`` ingest notifications (with a receiver), whose
+``failed_files`` name each rejected file with a reason; and shard rows, whose status names and
+metadata are undocumented. So a shard row is read only as "this shard has been seen", never for
+per-file figures.
 
-With a webhook receiver, the batch's ingest notifications cut each pause short, and the files
-they name as failed (with the service's reasons) say which files were rejected without walking
-the batch's listing. Counts are still read from the API: a notification only says "look again".
+The count reaching the number of member names the ledger has sent to the batch (over all runs,
+since counts accumulate) confirms every file at once; this is the usual case and needs one call
+per poll. When files are rejected the count stays short for good, so confirmation must decide
+when ingest is over without knowing the service's vocabulary. It is taken as over when both:
+
+- the count has not moved for ``SETTLE_SECONDS`` (or ``SETTLE_POLLS`` polls, if longer): a
+  shard being indexed moves it, and the shard rows are not even listed while it moves. A row
+  may appear when a shard is received, before it is indexed, and nothing vocabulary-free tells
+  the two apart, so the pause covers the gap between one shard's indexing and the next; and
+- the batch has at least one shard row per shard rfbatch sent to it (rows are counted, their
+  vocabulary is not read).
+
+Or, sooner, when the ingest notifications name enough failed files to account for the gap.
+Then the listing is walked and every sent file missing from it is named: with the service's
+reason when a notification gave one, else "not in the batch after ingest". If the listing holds
+every sent file (the count lagged), polling goes on. A rejected file is so named about
+``SETTLE_SECONDS`` after the last shard is processed (at once with notifications), well within
+a minute with the default 2 s poll.
+
+A new batch may not exist until its first shard is processed: a 404 from ``count`` or the shard
+listing means "nothing ingested yet" and is waited through within the same deadline.
 """
 
 from __future__ import annotations
@@ -21,12 +41,18 @@ import anyio
 import structlog
 
 from rfbatch.api import RoboflowClient
+from rfbatch.errors import NotFoundError
 from rfbatch.state.ledger import Ledger
 
 if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot upload never needs
     from rfbatch.webhooks import IngestReport, WebhookReceiver
 
 log = structlog.get_logger("rfbatch.confirm")
+
+# How long the count must hold still (with every shard seen) before a shortfall is final.
+SETTLE_SECONDS = 15.0
+SETTLE_POLLS = 3
+NOT_KEPT = "not in the batch after ingest"
 
 
 @dataclass
@@ -46,24 +72,25 @@ async def expected_count(manifest: Ledger, batch_id: str) -> int:
     return counts["uploaded"] + counts["ingested"]
 
 
-async def _mark_ingested(manifest: Ledger, batch_id: str) -> None:
-    await manifest.move_state(["uploaded"], "ingested", batch_id=batch_id)
+async def _count(client: RoboflowClient, batch_id: str) -> int:
+    try:
+        return await client.count(batch_id)
+    except NotFoundError:
+        return 0  # the batch appears once its first shard is processed
 
 
-async def _failed_by_service(client: RoboflowClient, batch_id: str) -> tuple[int, str]:
-    """How many files the shard status rows say failed, and their status names."""
-    failed = 0
-    names: set[str] = set()
-    async for shard in client.list_shards(batch_id):
-        meta = shard.status_metadata or {}
-        value = meta.get("failedFiles", meta.get("failed_files", 0))
-        if isinstance(value, int):
-            failed += value
-        elif isinstance(value, list):
-            failed += len(value)
-        if shard.failed or value:
-            names.add(shard.status_name)
-    return failed, ", ".join(sorted(names))
+async def _every_shard_seen(client: RoboflowClient, manifest: Ledger, batch_id: str) -> bool:
+    """At least one shard row per shard sent: counted, never interpreted."""
+    sent = len(await manifest.list_shards(batch_id=batch_id, states=["uploaded", "ingested"]))
+    rows = 0
+    try:
+        async for _ in client.list_shards(batch_id):
+            rows += 1
+            if rows >= sent:
+                return True
+    except NotFoundError:
+        return False
+    return rows >= sent
 
 
 def _reported_reasons(report: IngestReport | None) -> dict[str, str]:
@@ -73,36 +100,28 @@ def _reported_reasons(report: IngestReport | None) -> dict[str, str]:
     return {f.file_name: f.reason or f.type for f in report.failed_files if f.file_name}
 
 
-async def _name_failures(
-    client: RoboflowClient,
-    manifest: Ledger,
-    batch_id: str,
-    failed: int,
-    status: str,
-    report: IngestReport | None,
+async def _missing_files(
+    client: RoboflowClient, manifest: Ledger, batch_id: str, reasons: dict[str, str]
 ) -> list[tuple[Path, str]]:
-    """Which sent files the service did not keep.
+    """Sent files the listing does not hold, with the service's reason when it gave one.
 
-    The ingest notifications name them, with a reason each; when they do not name all
-    ``failed`` files (no receiver, a lost or truncated notification), the batch's listing is the
-    one place that names what was ingested, and every sent file missing from it was rejected.
+    The listing is read a page at a time into a set of names only (no metadata kept); the
+    ledger side is streamed.
     """
-    reported = _reported_reasons(report)
+    kept: set[str] = set()
+    async for page in client.list_file_pages(batch_id):
+        kept.update(f.file_name for f in page.items)
     missing: list[tuple[Path, str]] = []
-    if reported:
-        missing = [
-            (row.path, f"rejected by the service at ingest ({why})")
-            async for row in manifest.files_in_state(["uploaded"], batch_id)
-            if (why := reported.get(row.member_name or ""))
-        ]
-    if len(missing) < failed:
-        present = {f.file_name async for f in client.list_files(batch_id)}
-        reason = f"rejected by the service at ingest ({status or 'shard error'})"
-        missing = [
-            (row.path, reason)
-            async for row in manifest.files_in_state(["uploaded"], batch_id)
-            if row.member_name is not None and row.member_name not in present
-        ]
+    async for row in manifest.files_in_state(["uploaded"], batch_id):
+        if row.member_name is not None and row.member_name not in kept:
+            why = reasons.get(row.member_name)
+            missing.append((row.path, f"rejected by the service at ingest ({why or NOT_KEPT})"))
+    return missing
+
+
+async def _record_rejected(
+    manifest: Ledger, batch_id: str, missing: list[tuple[Path, str]]
+) -> None:
     # The service will refuse the same bytes again: like a local skip, the file is not sent
     # again until it changes. This run still reports it as failed.
     by_reason: dict[str, list[Path]] = {}
@@ -112,7 +131,6 @@ async def _name_failures(
         await manifest.mark(paths, "skipped", error=why)
     for path, why in missing:
         log.warning("upload.rejected", batch=batch_id, path=str(path), reason=why)
-    return missing
 
 
 async def confirm_ingest(
@@ -124,23 +142,37 @@ async def confirm_ingest(
     poll_interval: float,
     receiver: WebhookReceiver | None = None,
 ) -> Confirmation:
-    """Poll until the batch holds what it was sent (less what the service rejected), or until
-    ``deadline_seconds``; a ``receiver`` wakes each pause early on the batch's notifications."""
+    """Poll until the batch holds what it was sent, or until ingest is over and the files it
+    did not keep are named, or until ``deadline_seconds``; a ``receiver`` wakes each pause early
+    on the batch's notifications and gives the service's reasons for rejected files."""
     started = time.monotonic()
     expected = await expected_count(manifest, batch_id)
     waker = receiver.ingest_waker(batch_id) if receiver is not None else None
-    count = failed = 0
-    status = ""
+    settle = max(SETTLE_SECONDS, SETTLE_POLLS * poll_interval)
+    count, last, moved_at = 0, -1, started
     rejected: list[tuple[Path, str]] = []
+    confirmed = False
     while True:
-        count = await client.count(batch_id)
-        if count < expected:
-            failed, status = await _failed_by_service(client, batch_id)
-        if count + failed >= expected:
-            if failed:
-                report = receiver.ingest_report(batch_id) if receiver is not None else None
-                rejected = await _name_failures(client, manifest, batch_id, failed, status, report)
-            await _mark_ingested(manifest, batch_id)
+        count = await _count(client, batch_id)
+        if count >= expected:
+            confirmed = True
+        else:
+            if count != last:
+                last, moved_at = count, time.monotonic()
+            report = receiver.ingest_report(batch_id) if receiver is not None else None
+            reasons = _reported_reasons(report)
+            settled = time.monotonic() - moved_at >= settle
+            over = count + len(reasons) >= expected or (
+                settled and await _every_shard_seen(client, manifest, batch_id)
+            )
+            if over:
+                rejected = await _missing_files(client, manifest, batch_id, reasons)
+                confirmed = bool(rejected)
+                moved_at = time.monotonic()  # an empty walk: the count lagged; settle again
+        if confirmed:
+            if rejected:
+                await _record_rejected(manifest, batch_id, rejected)
+            await manifest.move_state(["uploaded"], "ingested", batch_id=batch_id)
             break
         left = deadline_seconds - (time.monotonic() - started)
         if left <= 0:
@@ -153,8 +185,8 @@ async def confirm_ingest(
         batch_id=batch_id,
         expected=expected,
         count=count,
-        failed_by_service=failed,
-        confirmed=count + failed >= expected,
+        failed_by_service=len(rejected),
+        confirmed=confirmed,
         seconds=round(time.monotonic() - started, 3),
         failed_files=rejected,
     )
@@ -164,7 +196,7 @@ async def confirm_ingest(
         batch=batch_id,
         expected=expected,
         count=count,
-        failed=failed,
+        failed=len(rejected),
         confirmed=result.confirmed,
         seconds=result.seconds,
     )
