@@ -8,6 +8,7 @@ from the count, the listing (and the ingest notifications when it receives webho
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,33 @@ async def test_one_corrupt_image_is_named_and_every_good_one_is_processed(
     (batch,) = [b for k, b in emulator.state()["batches"].items() if k.startswith("images-")]
     assert batch["failedItems"] == [{"name": "corrupt.png", "reason": "invalid-image-content"}]
     assert all(not shard.get("metadata") for shard in batch["shards"])
+
+
+async def test_with_webhooks_the_rejected_image_carries_the_services_reason(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "images"
+    make_tree(src, 40)
+    corrupt = src / "corrupt.png"
+    corrupt.write_bytes(b"plain text, not an image")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = cli_env(emulator, tmp_path / "state")
+    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env["RFBATCH_UPLOAD__INGEST_POLL_SECONDS"] = "30"  # only a notification can end the wait soon
+    env["RFBATCH_WEBHOOK__LISTEN"] = f"127.0.0.1:{port}"
+    env["RFBATCH_JOB__NOTIFICATIONS_URL"] = f"http://127.0.0.1:{port}/webhook"
+    out = tmp_path / "results"
+
+    done = await run_cli(
+        ["sync", str(src), "--workflow", "wf", "--output", str(out), "--json"], env
+    )
+
+    assert done.returncode == 1, done.stderr.decode()
+    summary = json.loads(done.stdout)
+    failed = summary["upload"]["failed"]
+    assert [f["path"] for f in failed] == [str(corrupt)]
+    assert "invalid-image-content" in failed[0]["reason"]
+    assert len(result_records(out)) == 40
+    assert emulator.state()["counters"]["webhooksSent"] > 0

@@ -37,7 +37,6 @@ from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
 from rfbatch.obs.tally import Tally
-from rfbatch.pipeline.jobs import Wake
 from rfbatch.pipeline.sync import SyncResult, default_batch_id, sync
 from rfbatch.pipeline.upload_pass import UploadTarget, source_specs, upload_options
 from rfbatch.settings import split_host_port
@@ -139,9 +138,6 @@ def sync_command(
                 )
                 await stack.enter_async_context(serve_webhooks(receiver, *listen))
 
-            def wake_for(job_id: str) -> Wake | None:
-                return receiver.job_waker(job_id) if receiver is not None else None
-
             tally = Tally()
             specs = source_specs(services, [str(s) for s in sources])
             async with (
@@ -154,7 +150,7 @@ def sync_command(
                     target,
                     output_dir=output,
                     tally=tally,
-                    wake_for=wake_for,
+                    receiver=receiver,
                     on_job_update=live,
                 )
         sync_report(result, json_out)

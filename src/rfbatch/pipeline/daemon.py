@@ -87,7 +87,6 @@ class Daemon:
             output_dir=cfg.output_dir,
             source_cleanup=source_cleanup(self.settings),
             receiver=receiver,
-            wake_for=receiver.job_waker if receiver is not None else None,
             job_notifications_url=job_notifications_url,
         )
         # The receiver takes ingest notifications at the same URL as job notifications.

@@ -24,7 +24,7 @@ from rfbatch.ids import job_id_for_batch
 from rfbatch.localfs.after_ingest import Ingested, SourceCleanup
 from rfbatch.pipeline.batches import InFlight
 from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
-from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake, follow_job, job_spec_from, start_job
+from rfbatch.pipeline.jobs import JobOutcome, JobView, follow_job, job_spec_from, start_job
 from rfbatch.state.records import BatchRow, BatchState
 
 if TYPE_CHECKING:  # a one-shot upload only confirms: it should not load the server or export
@@ -44,7 +44,7 @@ class Lifecycle:
     ``output_dir``: export results under ``<output_dir>/<batch>``; ``None`` stops at ``job_done``.
     ``source_cleanup``: what happens to source files once their ingest is confirmed.
     ``receiver``: wakes confirmation on the batch's ingest notifications; what it keeps for a
-    batch or job is dropped once that step is done. ``wake_for``: a waker per job (its webhook).
+    batch or job is dropped once that step is done; it wakes job waits on their notifications.
     ``job_notifications_url``: where the service sends job notifications (else the settings').
     The ``on_*`` hooks hear each step's outcome: ``on_job_update`` every poll of a job (its
     stages are only listed when it is set), the others once per step taken.
@@ -55,7 +55,6 @@ class Lifecycle:
     output_dir: Path | None = None
     source_cleanup: SourceCleanup | None = None
     receiver: WebhookReceiver | None = None
-    wake_for: Callable[[str], Wake | None] | None = None
     job_notifications_url: str | None = None
     on_confirmation: Callable[[Confirmation], None] | None = None
     on_job_update: Callable[[JobView], None] | None = None
@@ -146,7 +145,7 @@ class Lifecycle:
     async def _from_job_started(self, row: BatchRow) -> bool:
         settings = self.services.settings
         assert row.job_id is not None
-        waker = self.wake_for(row.job_id) if self.wake_for is not None else None
+        waker = self.receiver.job_waker(row.job_id) if self.receiver is not None else None
         outcome = await follow_job(  # logs job.done
             self.services.client,
             row.job_id,

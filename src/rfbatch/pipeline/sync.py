@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -23,11 +24,14 @@ from rfbatch.media import SourceSpec
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import InFlight
 from rfbatch.pipeline.export import ExportResult
-from rfbatch.pipeline.jobs import JobOutcome, JobView, Wake
+from rfbatch.pipeline.jobs import JobOutcome, JobView
 from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.upload_pass import PassResult, UploadTarget, upload_and_confirm
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchState
+
+if TYPE_CHECKING:  # the webhook server is loaded only by a sync that listens
+    from rfbatch.webhooks import WebhookReceiver
 
 # Batch states after a job's end.
 _JOB_ENDED: frozenset[BatchState] = frozenset({"job_done", "exported", "failed"})
@@ -63,11 +67,16 @@ async def sync(
     *,
     output_dir: Path | None,
     tally: Tally | None = None,
-    wake_for: Callable[[str], Wake | None] = lambda _job: None,
+    receiver: WebhookReceiver | None = None,
     on_job_update: Callable[[JobView], None] | None = None,
 ) -> SyncResult:
-    """Upload; then, when a workflow is set and ingest is confirmed, run and export its jobs."""
-    result = SyncResult(await upload_and_confirm(services, specs, target, tally=tally))
+    """Upload; then, when a workflow is set and ingest is confirmed, run and export its jobs.
+
+    A ``receiver`` (``--webhook-listen``) wakes both the ingest confirmation and the job waits.
+    """
+    result = SyncResult(
+        await upload_and_confirm(services, specs, target, tally=tally, receiver=receiver)
+    )
     if not services.settings.job.workflow_id or not all(
         c.confirmed for c in result.upload.confirmations
     ):
@@ -80,7 +89,7 @@ async def sync(
         services,
         InFlight(),
         output_dir=output_dir,
-        wake_for=wake_for,
+        receiver=receiver,
         on_job_update=on_job_update,
         on_job_end=result.jobs.__setitem__,
         on_export=exported,

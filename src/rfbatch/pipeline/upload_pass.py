@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -34,6 +34,9 @@ from rfbatch.pipeline.upload import Uploader, UploadOptions
 from rfbatch.settings import Settings
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchKind, BatchState, FileRow
+
+if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot upload never needs
+    from rfbatch.webhooks import WebhookReceiver
 
 STREAM_DEPTH = 1024
 MAX_PASSES = 4
@@ -276,11 +279,13 @@ async def upload_and_confirm(
     target: UploadTarget,
     *,
     tally: Tally | None = None,
+    receiver: WebhookReceiver | None = None,
 ) -> PassResult:
     """Repeat passes until nothing was re-queued, then seal both batches and confirm their ingest.
 
     The batches are taken through the same steps as the daemon's (:class:`Lifecycle`), up to
-    ``confirmed``; :func:`seal_batches` says where each one resumes.
+    ``confirmed``; :func:`seal_batches` says where each one resumes. A ``receiver`` wakes the
+    confirmation on the batches' ingest notifications and names rejected files with reasons.
     """
     result = PassResult(tally if tally is not None else Tally())
     await release_in_flight(services.manifest)
@@ -303,7 +308,7 @@ async def upload_and_confirm(
             result.tally.fail(str(path), reason)
         result.confirmations.append(confirmation)
 
-    lifecycle = Lifecycle(services, InFlight(), on_confirmation=confirmed)
+    lifecycle = Lifecycle(services, InFlight(), receiver=receiver, on_confirmation=confirmed)
     result.batches = await seal_batches(services.manifest, target)
     for batch_id in result.batches:
         await lifecycle.advance(batch_id, stop_at="confirmed")
