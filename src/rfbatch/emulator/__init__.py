@@ -16,6 +16,7 @@ Modules:
 - ``core``: ``EmulatorCore``, the state of a running emulator that every route shares.
 - ``routes_staging``: data-staging routes: batches, listings, uploads, signed URLs, references.
 - ``routes_jobs``: batch-processing routes: start, status, stages, tasks, abort, restart, logs.
+- ``routes_roboql``: RoboQL ingest: a batch built from a small built-in asset library.
 - ``routes_transfer``: signed-URL PUTs and downloads, and ``GET /_emulator/state``.
 - ``responses``: JSON answers (``ok``, ``fail``, ``paged``) and ``Problem``, a handler's error.
 - ``model``: batches, items, shards, parts, counters and the store that holds them.
