@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,9 +28,16 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         pytest.mark.anyio(obj)
 
 
+def emulator_config_with(tmp_path: Path, **options: Any) -> EmulatorConfig:
+    """The tests' emulator configuration, with ``options`` (a module's fixture overrides it)."""
+    return EmulatorConfig(
+        api_key=API_KEY, workspace=WORKSPACE, state_dir=tmp_path / "emulator", **options
+    )
+
+
 @pytest.fixture
-def emulator_config(tmp_path: Any) -> EmulatorConfig:
-    return EmulatorConfig(api_key=API_KEY, workspace=WORKSPACE, state_dir=tmp_path / "emulator")
+def emulator_config(tmp_path: Path) -> EmulatorConfig:
+    return emulator_config_with(tmp_path)
 
 
 @pytest.fixture

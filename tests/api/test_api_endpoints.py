@@ -24,7 +24,7 @@ from rfbatch.errors import NotFoundError
 from rfbatch.transfer import BytesBody, Transfer
 from tests.api.stub import stub_server
 from tests.api.support import client_config, image_bytes
-from tests.conftest import API_KEY, WORKSPACE
+from tests.conftest import emulator_config_with
 from tests.tars import tar_of
 from tests.waiting import wait_for
 
@@ -42,12 +42,7 @@ async def _counted(client: RoboflowClient, batch_id: str) -> int:
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
     # The reference tests serve their files from a plain-HTTP loopback server, which the strict
     # emulator (like the official client) refuses; nothing else here depends on the scheme.
-    return EmulatorConfig(
-        api_key=API_KEY,
-        workspace=WORKSPACE,
-        state_dir=tmp_path / "emulator",
-        allow_http_references=True,
-    )
+    return emulator_config_with(tmp_path, allow_http_references=True)
 
 
 async def upload_images(client: RoboflowClient, batch_id: str, count: int) -> dict[str, bytes]:

@@ -22,7 +22,7 @@ from rfbatch.emulator import Emulator, EmulatorConfig
 from rfbatch.localfs.scan import iter_scan
 from rfbatch.media import FoundFile, SourceSpec
 from rfbatch.samples import png_bytes
-from tests.conftest import API_KEY, WORKSPACE
+from tests.conftest import API_KEY, emulator_config_with
 from tests.e2e.support import batch_items, cli_env, run_cli
 from tests.reliability.support_b import self_signed, server_context
 
@@ -33,12 +33,7 @@ _VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(2000)
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
     # The reference files are served over plain HTTP on loopback, which the strict emulator (like
     # the official client) refuses for references; the https path has a test of its own below.
-    return EmulatorConfig(
-        api_key=API_KEY,
-        workspace=WORKSPACE,
-        state_dir=tmp_path / "emulator",
-        allow_http_references=True,
-    )
+    return emulator_config_with(tmp_path, allow_http_references=True)
 
 
 @asynccontextmanager

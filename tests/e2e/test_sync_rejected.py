@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rfbatch.emulator import Emulator, EmulatorConfig
-from tests.conftest import API_KEY, WORKSPACE
+from tests.conftest import emulator_config_with
 from tests.e2e.support import cli_env, make_tree, result_records, run_cli
 
 GOOD = 300
@@ -22,27 +23,26 @@ GOOD = 300
 
 @pytest.fixture
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(
-        api_key=API_KEY,
-        workspace=WORKSPACE,
-        state_dir=tmp_path / "emulator",
-        check_image_content=True,
-        # Indexing lags the PUT: the batch answers 404 until its shard is processed, and
-        # confirmation must wait through that.
-        ingest_delay=0.2,
-        vocabulary_seed=3,
+    # Indexing lags the PUT: the batch answers 404 until its shard is processed, and
+    # confirmation must wait through that.
+    return emulator_config_with(
+        tmp_path, check_image_content=True, ingest_delay=0.2, vocabulary_seed=3
     )
 
 
-async def test_one_corrupt_image_is_named_and_every_good_one_is_processed(
-    emulator: Emulator, tmp_path: Path
-) -> None:
+async def _sync_with_one_corrupt(
+    emulator: Emulator, tmp_path: Path, good: int, at: str, **env_extra: str
+) -> tuple[Path, dict[str, Any], Path]:
+    """Sync ``good`` images plus one corrupt file at ``at``; expect exit 1 naming only that file.
+
+    Returns the corrupt file's path, the JSON summary and the output folder.
+    """
     src = tmp_path / "images"
-    make_tree(src, GOOD)
-    corrupt = src / "cam1" / "corrupt.png"
+    make_tree(src, good)
+    corrupt = src / at
     corrupt.write_bytes(b"plain text, not an image")
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
+    env = {**cli_env(emulator, tmp_path / "state"), "RFBATCH_JOB__POLL_SECONDS": "0.05"}
+    env.update(env_extra)
     out = tmp_path / "results"
 
     done = await run_cli(
@@ -50,10 +50,17 @@ async def test_one_corrupt_image_is_named_and_every_good_one_is_processed(
     )
 
     assert done.returncode == 1, done.stderr.decode()
-    summary = json.loads(done.stdout)
-    failed = summary["upload"]["failed"]
-    assert [f["path"] for f in failed] == [str(corrupt)]
-    assert "rejected by the service at ingest" in failed[0]["reason"]
+    summary: dict[str, Any] = json.loads(done.stdout)
+    assert [f["path"] for f in summary["upload"]["failed"]] == [str(corrupt)]
+    return corrupt, summary, out
+
+
+async def test_one_corrupt_image_is_named_and_every_good_one_is_processed(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    _, summary, out = await _sync_with_one_corrupt(emulator, tmp_path, GOOD, "cam1/corrupt.png")
+
+    assert "rejected by the service at ingest" in summary["upload"]["failed"][0]["reason"]
     (job,) = summary["jobs"].values()
     assert job["state"] == "succeeded"
     records = result_records(out)
@@ -68,28 +75,21 @@ async def test_one_corrupt_image_is_named_and_every_good_one_is_processed(
 async def test_with_webhooks_the_rejected_image_carries_the_services_reason(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    src = tmp_path / "images"
-    make_tree(src, 40)
-    corrupt = src / "corrupt.png"
-    corrupt.write_bytes(b"plain text, not an image")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = cli_env(emulator, tmp_path / "state")
-    env["RFBATCH_JOB__POLL_SECONDS"] = "0.05"
-    env["RFBATCH_UPLOAD__INGEST_POLL_SECONDS"] = "30"  # only a notification can end the wait soon
-    env["RFBATCH_WEBHOOK__LISTEN"] = f"127.0.0.1:{port}"
-    env["RFBATCH_JOB__NOTIFICATIONS_URL"] = f"http://127.0.0.1:{port}/webhook"
-    out = tmp_path / "results"
 
-    done = await run_cli(
-        ["sync", str(src), "--workflow", "wf", "--output", str(out), "--json"], env
+    _, summary, out = await _sync_with_one_corrupt(
+        emulator,
+        tmp_path,
+        40,
+        "corrupt.png",
+        # Only a notification can end the ingest wait soon: the poll is half a minute.
+        RFBATCH_UPLOAD__INGEST_POLL_SECONDS="30",
+        RFBATCH_WEBHOOK__LISTEN=f"127.0.0.1:{port}",
+        RFBATCH_JOB__NOTIFICATIONS_URL=f"http://127.0.0.1:{port}/webhook",
     )
 
-    assert done.returncode == 1, done.stderr.decode()
-    summary = json.loads(done.stdout)
-    failed = summary["upload"]["failed"]
-    assert [f["path"] for f in failed] == [str(corrupt)]
-    assert "invalid-image-content" in failed[0]["reason"]
+    assert "invalid-image-content" in summary["upload"]["failed"][0]["reason"]
     assert len(result_records(out)) == 40
     assert emulator.state()["counters"]["webhooksSent"] > 0

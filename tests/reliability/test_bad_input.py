@@ -34,7 +34,7 @@ from rfbatch.pipeline.upload_pass import (
 )
 from rfbatch.samples import png_bytes
 from rfbatch.transfer.body import BodySource
-from tests.conftest import API_KEY, WORKSPACE
+from tests.conftest import emulator_config_with
 from tests.e2e.support import (
     RFBATCH,
     batch_items,
@@ -54,12 +54,7 @@ Kind = Literal["image", "video"]
 
 @pytest.fixture
 def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return EmulatorConfig(
-        api_key=API_KEY,
-        workspace=WORKSPACE,
-        state_dir=tmp_path / "emulator",
-        check_image_content=True,
-    )
+    return emulator_config_with(tmp_path, check_image_content=True)
 
 
 def image(seed: int, size: int = 2000) -> bytes:
