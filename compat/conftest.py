@@ -42,7 +42,13 @@ def compat_python(inference_bin: Path) -> Path:
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
     config = EmulatorConfig(
-        api_key=API_KEY, workspace=WORKSPACE, state_dir=tmp_path / "emulator", job_tick=0.02
+        api_key=API_KEY,
+        workspace=WORKSPACE,
+        state_dir=tmp_path / "emulator",
+        job_tick=0.02,
+        # The references tests serve their files from a plain-HTTP loopback server: the official
+        # client sends such URLs as they are (it refuses only an http:// references-file URL).
+        allow_http_references=True,
     )
     with emulator_in_thread(config) as emu:
         yield emu
