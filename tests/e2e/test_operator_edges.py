@@ -230,3 +230,43 @@ async def test_a_folder_of_unsupported_files_says_what_was_ignored_and_exits_0(
     summary = json.loads(as_json.stdout)
     assert summary["files_ignored"] == 3
     assert summary["files_sent"] == 0
+
+
+def _unusable_output(tmp_path: Path, fault: str) -> Iterator[Path]:
+    out = tmp_path / "results"
+    if fault == "a file":
+        out.write_bytes(b"not a folder")
+        yield out
+    elif fault == "read-only":
+        with small_disk(out, "1m", read_only=True):
+            yield out
+    else:  # full
+        with small_disk(out, "4k"):
+            (out / "filler").write_bytes(b"x" * 4096)
+            yield out
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("a file", "exists and is not a folder"),
+        ("read-only", "cannot be written"),
+        ("full", "cannot be written"),
+    ],
+)
+async def test_sync_checks_its_output_before_any_upload(
+    emulator: Emulator, tmp_path: Path, fault: str, says: str
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 3)
+    env = cli_env(emulator, tmp_path / "state")
+    for out in _unusable_output(tmp_path, fault):
+        done = await run_cli(
+            ["sync", str(src), "--batch", "early", "--workflow", "wf", "--output", str(out)], env
+        )
+        err = done.stderr.decode().strip()
+        assert done.returncode == 2, err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith(f"rfbatch: error: output {out} {says}"), err
+    assert emulator.state()["batches"] == {}  # nothing was uploaded, no job was started
+    assert emulator.state()["jobs"] == {}

@@ -14,6 +14,7 @@ from rfbatch.cli.options import ConfigOpt, JsonOpt, LogFormatOpt, LogLevelOpt, S
 from rfbatch.cli.render import export_progress, export_report
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
+from rfbatch.localfs.diskspace import check_output_folder
 from rfbatch.pipeline.export import export_batch, export_batches
 
 BatchesArg = Annotated[
@@ -53,9 +54,8 @@ def export(
     )
     try:
         ids = [validate_batch_id(b) for b in batches]
-        if output.exists() and not output.is_dir():
-            raise ConfigError(f"output {output} exists and is not a folder")
         key = settings.api_key()
+        check_output_folder(output)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     unpack = settings.export.unpack and not no_unpack

@@ -35,6 +35,7 @@ from rfbatch.cli.render import job_progress, sync_report
 from rfbatch.cli.webhook import webhook_receiver
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
+from rfbatch.localfs.diskspace import check_output_folder
 from rfbatch.obs.progress import upload_progress
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.sync import SyncResult, default_batch_id, sync
@@ -118,6 +119,8 @@ def sync_command(
         videos = validate_batch_id(videos_batch or videos_batch_for(images))
         if settings.job.workflow_id and output is None:
             raise ConfigError("--output is required with --workflow (where should results go?)")
+        if output is not None:
+            check_output_folder(output)  # found now, not after the upload and a paid job
         listen = split_host_port(settings.webhook.listen) if settings.webhook.listen else None
     except (ConfigError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import anyio.to_thread
+
+from rfbatch.errors import ConfigError
 
 
 def free_bytes(path: Path) -> int:
@@ -49,3 +52,24 @@ class DiskGuard:
             f"not enough free disk space under {self.root}: {free} bytes free, "
             f"{wanted}the floor of {self.floor} bytes (export.min_free_bytes) needed"
         )
+
+
+def check_output_folder(folder: Path) -> None:
+    """Before any work: results can be written into ``folder`` (made if missing).
+
+    A byte is written and flushed into a probe file, so a read-only or full file system is found
+    now, not after an upload and a paid job: a ConfigError naming the folder and the reason.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".rfbatch-probe-", dir=folder)
+        try:
+            os.write(fd, b"\0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"output {folder} cannot be written: {exc.strerror or exc}") from None
