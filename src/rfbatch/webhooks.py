@@ -449,7 +449,12 @@ class WebhookReceiver:
 
     def _on_job(self, notice: JobNotice) -> None:
         if notice.job_id in self._forgotten_jobs:
-            log.info("webhook.late", event_id=notice.event_id, job=notice.job_id)
+            log.info(
+                "webhook.late",
+                event_id=notice.event_id,
+                job=notice.job_id,
+                job_state=notice.job_state,
+            )
             return
         self._jobs[notice.job_id] = notice
         log.info(

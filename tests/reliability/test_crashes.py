@@ -90,6 +90,10 @@ def _slow(*routes: str, seconds: float) -> FaultProfile:
     return FaultProfile(routes={r: FaultRates(slow=1.0) for r in routes}, slow_seconds=seconds)
 
 
+def _downloads_left(p: Probe) -> int:
+    return sum(p.manifest.downloads.values()) - p.manifest.downloads.get("done", 0)
+
+
 def _some_downloads_done(p: Probe) -> bool:
     done = p.manifest.downloads.get("done", 0)
     return done >= 1 and sum(p.manifest.downloads.values()) > done
@@ -314,7 +318,9 @@ DAEMON_POINTS = [
         # larger than one write chunk reaches its temporary file only once it is whole). What
         # must hold after the kill is that the export was cut midway: some results done, some
         # not.
-        trigger=_some_downloads_done,
+        # The kill lands a moment after the trigger is seen, time enough on a loaded machine
+        # for one more small result to finish: trigger with two still to go.
+        trigger=lambda p: _some_downloads_done(p) and _downloads_left(p) >= 2,
         landed=_some_downloads_done,
         export={"bytes_per_second": 4096, "workers": 2},
     ),

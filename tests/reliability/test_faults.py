@@ -298,15 +298,19 @@ async def test_sync_completes_when_webhooks_misbehave(
         assert len(accepted) == 2
         assert len(duplicates) == 4
     else:
-        assert sorted(e["job_state"] for e in accepted) == [
+        # A notice that arrives after its follower has read the job's end from the API is logged
+        # as late instead of taken: both are right, and neither changes the outcome.
+        late = [e for e in proc.saw("webhook.late") if "job" in e]
+        assert sorted(e["job_state"] for e in accepted + late) == [
             "fail",
             "fail",
             "success",
             "success",
             "success",
             "success",
-        ]
-        # Woken by the early notice (still running: keep following) and by the real one.
-        assert all(j["webhookWakeups"] >= 2 for j in jobs)
+        ], (accepted, late)
+        # Woken by the early notice at least (still running: keep following); the real one may
+        # find the job already read as ended.
+        assert all(j["webhookWakeups"] >= 1 for j in jobs)
     check_delivered(state, sources)
     check_results(state, emulator_dir, output)
