@@ -32,19 +32,36 @@ def validate_job_id(job_id: str) -> str:
     return job_id
 
 
-def job_id_for_batch(batch_id: str) -> str:
+def job_id_for_batch(batch_id: str, definition: str | None = None) -> str:
     """A job id derived from a batch id, so that a retried start is idempotent.
 
     Short batch ids are kept readable (``j-<batch>``); longer ones keep a readable prefix and
-    add a hash of the whole id so that two batches never share a job id.
+    add a hash of the whole id so that two batches never share a job id. ``definition`` (a
+    digest of a job definition) gives the batch another job: one per definition, so a
+    corrected workflow runs as a new job instead of meeting the old one's 409.
     """
     validate_batch_id(batch_id)
-    candidate = f"j-{batch_id}"
-    if len(candidate) <= JOB_ID_MAX:
-        return candidate
-    digest = hashlib.sha256(batch_id.encode()).hexdigest()[:8]
-    head = batch_id[: JOB_ID_MAX - len(digest) - 3].rstrip("-_")
-    return f"j-{head}-{digest}"
+    if definition is None:
+        return _fit(f"j-{batch_id}", batch_id)
+    return _hashed(f"j-{batch_id}", f"{batch_id}\0{definition}")
+
+
+def videos_job_for(job_id: str) -> str:
+    """The videos batch's job id when the operator named the images batch's job."""
+    validate_job_id(job_id)
+    return _fit(f"{job_id}-videos", f"{job_id}\0videos")
+
+
+def _fit(readable: str, key: str) -> str:
+    """``readable`` when it is short enough for a job id, else :func:`_hashed`."""
+    return readable if len(readable) <= JOB_ID_MAX else _hashed(readable, key)
+
+
+def _hashed(readable: str, key: str) -> str:
+    """A readable head and a hash of ``key``: distinct keys never share a job id."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    head = readable[: JOB_ID_MAX - len(digest) - 1].rstrip("-_")
+    return f"{head}-{digest}"
 
 
 KEY_SOURCES = "ROBOFLOW_API_KEY, RFBATCH_API__KEY or [api] key in the config"

@@ -86,6 +86,7 @@ async def test_a_failed_job_exits_1_with_the_service_message(
 
     assert done.returncode == 1
     assert "failed" in done.stdout.decode()
+    assert "pass --job-id NEW to run it again" in done.stderr.decode()
     job = next(iter(emulator.state()["jobs"].values()))
     assert job["state"] == "failed"
 
@@ -143,3 +144,30 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
     # Each output file is fetched once in all: what the killed run finished is not fetched again.
     assert fetched_after - fetched_before == sum(e["files_downloaded"] for e in summary["exports"])
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+async def test_job_id_names_the_jobs_and_a_bad_one_is_refused_before_any_work(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "mixed"
+    make_tree(src, 4)
+    (src / "clip.mp4").write_bytes(os.urandom(50_000))
+    env = _sync_env(emulator, tmp_path)
+    out = tmp_path / "results"
+
+    bad = await run_cli(
+        ["sync", str(src), "--workflow", "wf", "-o", str(out), "--job-id", "No!"], env
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.decode().strip().splitlines() == [
+        "rfbatch: error: invalid job id 'No!': use 1-20 characters from a-z, 0-9, '-' and '_'"
+    ]
+    assert emulator.state()["counters"]["puts"] == 0
+
+    done = await run_cli(
+        ["sync", str(src), "--workflow", "wf", "-o", str(out), "--job-id", "nightly-7", "--json"],
+        env,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert set(emulator.state()["jobs"]) == {"nightly-7", "nightly-7-videos"}
+    assert len(result_records(out)) == 5

@@ -120,3 +120,44 @@ async def test_a_failed_job_is_reported_again_by_a_rerun_not_run_again(
         assert result.jobs["imgs"].message == first.jobs["imgs"].message
     assert not events(logs, "job.started")
     assert len(emulator.state()["jobs"]) == 1
+
+
+async def test_a_corrected_workflow_runs_as_a_new_job_without_uploading_again(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 5)
+    out = tmp_path / "out"
+
+    def with_workflow(workflow: str) -> Settings:
+        return settings_for(
+            emulator, tmp_path / "state", job={"workflow_id": workflow, "poll_seconds": 0.05}
+        )
+
+    async with open_services(with_workflow("fail-me")) as services:
+        first = await run_sync(services, src, out)
+    with capture_logs() as logs:
+        async with open_services(with_workflow("wf-fixed")) as services:
+            second = await run_sync(services, src, out)
+            row = await services.manifest.get_batch("imgs")
+
+    assert first.jobs["imgs"].state == "failed"
+    assert second.complete, second.jobs
+    assert second.upload.tally.sent == 0  # nothing uploaded again
+    old = job_id_for_batch("imgs")
+    [replaced] = events(logs, "job.replaced")
+    assert (replaced["job"], replaced["next_job"]) == (old, row.job_id if row else None)
+    assert row is not None and row.state == "exported" and row.job_id != old
+    jobs = emulator.state()["jobs"]
+    assert (jobs[old]["state"], jobs[row.job_id]["state"]) == ("failed", "succeeded")
+    # The new job's results are on disk, in folders of their own.
+    assert len(result_records(out / "imgs")) == 5
+    assert all(p.name.startswith(row.job_id) for p in (out / "imgs").iterdir())
+
+    # Run again with the same corrected workflow: the new job is followed, not started again.
+    with capture_logs() as logs:
+        async with open_services(with_workflow("wf-fixed")) as services:
+            third = await run_sync(services, src, out)
+    assert third.complete
+    assert not events(logs, "job.started") and not events(logs, "job.replaced")
+    assert len(emulator.state()["jobs"]) == 2

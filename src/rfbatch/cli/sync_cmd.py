@@ -34,7 +34,7 @@ from rfbatch.cli.options import (
 from rfbatch.cli.render import job_progress, sync_report
 from rfbatch.cli.webhook import webhook_receiver
 from rfbatch.errors import ConfigError
-from rfbatch.ids import validate_batch_id
+from rfbatch.ids import validate_batch_id, validate_job_id, videos_job_for
 from rfbatch.localfs.diskspace import check_output_folder
 from rfbatch.obs.progress import upload_progress
 from rfbatch.obs.tally import Tally
@@ -52,6 +52,14 @@ def sync_command(
     videos_batch: VideosBatchOpt = None,
     workflow: Annotated[
         str | None, typer.Option(help="Workflow id; without it, sync uploads and confirms only.")
+    ] = None,
+    job_id: Annotated[
+        str | None,
+        typer.Option(
+            "--job-id",
+            help="The images batch's job id (the videos batch's is derived from it). Default: "
+            "derived from the batch id, and anew when the job definition changes.",
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Where the results go.")
@@ -117,6 +125,9 @@ def sync_command(
         check_sources(sources)
         images = validate_batch_id(batch or default_batch_id(sources))
         videos = validate_batch_id(videos_batch or videos_batch_for(images))
+        job_ids = (
+            {images: validate_job_id(job_id), videos: videos_job_for(job_id)} if job_id else {}
+        )
         if settings.job.workflow_id and output is None:
             raise ConfigError("--output is required with --workflow (where should results go?)")
         if output is not None:
@@ -155,9 +166,16 @@ def sync_command(
                     tally=tally,
                     receiver=receiver,
                     on_job_update=live,
+                    job_ids=job_ids,
                 )
         sync_report(result, json_out)
         print_stopped(result)
+        if not json_out and any(not o.succeeded for o in result.jobs.values()):
+            print(
+                "rfbatch: a rerun follows the same job: change the job definition (it then runs "
+                "as a new job) or pass --job-id NEW to run it again; nothing is uploaded again",
+                file=sys.stderr,
+            )
         return EXIT_OK if result.complete else EXIT_ITEMS_FAILED
 
     run(main, key)

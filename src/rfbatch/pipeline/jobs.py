@@ -12,6 +12,8 @@ means "not registered yet" (0). The average is over the stage's ``tasksNumber``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -110,6 +112,17 @@ def job_spec_from(
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "job"
         raise ConfigError(f"invalid job option {where}: {first['msg']}") from None
+
+
+def definition_digest(spec: ImageJobSpec | VideoJobSpec) -> str:
+    """A digest of what a job computes: equal for equal definitions.
+
+    The notification URL is left out: where the service reports to (a ``--webhook-listen``
+    port, say) changes nothing about the results.
+    """
+    body = spec.model_dump(mode="json", exclude={"notifications_url"})
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 async def start_job(

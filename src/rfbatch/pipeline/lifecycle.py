@@ -12,19 +12,27 @@ hooks that hear what each step ended with.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
+from rfbatch.api.schemas import ImageJobSpec, VideoJobSpec
 from rfbatch.app import Services
 from rfbatch.ids import job_id_for_batch
 from rfbatch.localfs.after_ingest import Ingested, SourceCleanup
 from rfbatch.pipeline.batches import InFlight
 from rfbatch.pipeline.confirm import Confirmation, confirm_ingest, expected_count
-from rfbatch.pipeline.jobs import JobOutcome, JobView, follow_job, job_spec_from, start_job
+from rfbatch.pipeline.jobs import (
+    JobOutcome,
+    JobView,
+    definition_digest,
+    follow_job,
+    job_spec_from,
+    start_job,
+)
 from rfbatch.state.records import BatchRow, BatchState
 
 if TYPE_CHECKING:  # a one-shot upload only confirms: it should not load the server or export
@@ -32,6 +40,11 @@ if TYPE_CHECKING:  # a one-shot upload only confirms: it should not load the ser
     from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.lifecycle")
+
+# Keys of a batch row's ``info``: the digest of its job's definition, and the job that is to
+# replace the recorded one.
+JOB_DEFINITION = "job_definition"
+NEXT_JOB = "next_job"
 
 # The steps of a batch, in order (any of them may end in ``failed`` instead).
 STEPS: tuple[BatchState, ...] = ("sealed", "confirmed", "job_started", "job_done", "exported")
@@ -46,6 +59,7 @@ class Lifecycle:
     ``receiver``: wakes confirmation on the batch's ingest notifications; what it keeps for a
     batch or job is dropped once that step is done; it wakes job waits on their notifications.
     ``job_notifications_url``: where the service sends job notifications (else the settings').
+    ``job_ids``: job ids an operator chose, by batch id (else derived from the batch id).
     The ``on_*`` hooks hear each step's outcome: ``on_job_update`` every poll of a job (its
     stages are only listed when it is set), the others once per step taken.
     """
@@ -56,6 +70,7 @@ class Lifecycle:
     source_cleanup: SourceCleanup | None = None
     receiver: WebhookReceiver | None = None
     job_notifications_url: str | None = None
+    job_ids: Mapping[str, str] = field(default_factory=dict)
     on_confirmation: Callable[[Confirmation], None] | None = None
     on_job_update: Callable[[JobView], None] | None = None
     on_job_end: Callable[[str, JobOutcome], None] | None = None
@@ -122,24 +137,33 @@ class Lifecycle:
         await self._after_ingest(row.batch_id)
         return True
 
+    def job_spec(self, row: BatchRow) -> ImageJobSpec | VideoJobSpec:
+        """The definition of the job this batch gets under the current settings."""
+        settings = self.services.settings
+        return job_spec_from(
+            settings.job,
+            batch_id=row.batch_id,
+            kind=row.kind,
+            notifications_url=self.job_notifications_url or settings.job.notifications_url,
+        )
+
     async def _from_confirmed(self, row: BatchRow) -> bool:
         # A batch confirmed again after more files came (``sync`` on a grown folder) may have
-        # a job already: it is followed, never started twice.
-        if row.job_id is None:
-            settings = self.services.settings
-            job_id = job_id_for_batch(row.batch_id)
-            spec = job_spec_from(
-                settings.job,
-                batch_id=row.batch_id,
-                kind=row.kind,
-                notifications_url=self.job_notifications_url or settings.job.notifications_url,
-            )
-            await start_job(self.services.client, job_id, spec)  # logs job.started
-            await self.services.manifest.update_batch(
-                row.batch_id, state="job_started", job_id=job_id
-            )
-        else:
+        # a job already: it is followed, never started twice. One whose job is to be replaced
+        # (a changed definition, an operator's job id) names the next job in ``info``.
+        planned = row.info.get(NEXT_JOB)
+        if row.job_id is not None and not planned:
             await self.services.manifest.update_batch(row.batch_id, state="job_started")
+            return True
+        spec = self.job_spec(row)
+        job_id = str(planned or self.job_ids.get(row.batch_id) or job_id_for_batch(row.batch_id))
+        await start_job(self.services.client, job_id, spec)  # logs job.started
+        await self.services.manifest.update_batch(
+            row.batch_id,
+            state="job_started",
+            job_id=job_id,
+            info={NEXT_JOB: None, JOB_DEFINITION: definition_digest(spec)},
+        )
         return True
 
     async def _from_job_started(self, row: BatchRow) -> bool:

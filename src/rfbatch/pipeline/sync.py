@@ -11,27 +11,30 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import structlog
 
 from rfbatch.app import Services
+from rfbatch.ids import job_id_for_batch
 from rfbatch.media import SourceSpec
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import InFlight
 from rfbatch.pipeline.export import ExportResult
-from rfbatch.pipeline.jobs import JobOutcome, JobView
-from rfbatch.pipeline.lifecycle import Lifecycle
+from rfbatch.pipeline.jobs import JobOutcome, JobView, definition_digest
+from rfbatch.pipeline.lifecycle import JOB_DEFINITION, NEXT_JOB, Lifecycle
 from rfbatch.pipeline.upload_pass import PassResult, UploadTarget, upload_and_confirm
-from rfbatch.state.ledger import Ledger
-from rfbatch.state.records import BatchState
+from rfbatch.state.records import BatchRow, BatchState
 
 if TYPE_CHECKING:  # the webhook server is loaded only by a sync that listens
     from rfbatch.webhooks import WebhookReceiver
+
+log = structlog.get_logger("rfbatch.sync")
 
 # Batch states after a job's end.
 _JOB_ENDED: frozenset[BatchState] = frozenset({"job_done", "exported", "failed"})
@@ -69,10 +72,12 @@ async def sync(
     tally: Tally | None = None,
     receiver: WebhookReceiver | None = None,
     on_job_update: Callable[[JobView], None] | None = None,
+    job_ids: Mapping[str, str] | None = None,
 ) -> SyncResult:
     """Upload; then, when a workflow is set and ingest is confirmed, run and export its jobs.
 
     A ``receiver`` (``--webhook-listen``) wakes both the ingest confirmation and the job waits.
+    ``job_ids`` are the operator's job ids by batch id (``--job-id``).
     """
     result = SyncResult(
         await upload_and_confirm(services, specs, target, tally=tally, receiver=receiver)
@@ -91,10 +96,11 @@ async def sync(
         output_dir=output_dir,
         receiver=receiver,
         on_job_update=on_job_update,
+        job_ids=job_ids or {},
         on_job_end=result.jobs.__setitem__,
         on_export=exported,
     )
-    await _follow_again(services.manifest, result.upload.batches)
+    await _follow_again(lifecycle, result.upload.batches)
     # The jobs run side by side; the exports one batch after another.
     async with anyio.create_task_group() as tg:
         for batch_id in result.upload.batches:
@@ -106,13 +112,44 @@ async def sync(
     return result
 
 
-async def _follow_again(manifest: Ledger, batch_ids: Sequence[str]) -> None:
-    """Take batches whose job ended in an earlier run back to following it.
+async def _follow_again(lifecycle: Lifecycle, batch_ids: Sequence[str]) -> None:
+    """Take batches whose job ended in an earlier run back to following it, or to a new job.
 
-    Its outcome is this run's to report (a failed job stays failed; one that succeeded costs a
-    poll, and its export fetches only what is missing); the job is never started again.
+    The recorded job's outcome is this run's to report (a failed job stays failed; one that
+    succeeded costs a poll, and its export fetches only what is missing); it is never started
+    again. A new job replaces it when the operator names another job id, or when the job
+    definition changed (a corrected workflow, say): it gets a job id of its own (never the old
+    one's 409), its results go to folders of its own, and the switch is logged.
     """
+    manifest = lifecycle.services.manifest
     for batch_id in batch_ids:
         row = await manifest.get_batch(batch_id)
-        if row is not None and row.job_id is not None and row.state in _JOB_ENDED:
+        if row is None or row.job_id is None:
+            continue
+        replacement = _replacement_job(lifecycle, row)
+        ended = row.state in _JOB_ENDED
+        if replacement is not None and not ended:
+            log.warning(
+                "job.kept",
+                batch=batch_id,
+                job=row.job_id,
+                reason=f"still running; abort it (rfbatch job abort {row.job_id}) to start "
+                f"{replacement} instead",
+            )
+        elif replacement is not None:
+            log.warning("job.replaced", batch=batch_id, job=row.job_id, next_job=replacement)
+            await manifest.update_batch(batch_id, state="confirmed", info={NEXT_JOB: replacement})
+        elif ended:
             await manifest.update_batch(batch_id, state="job_started")
+
+
+def _replacement_job(lifecycle: Lifecycle, row: BatchRow) -> str | None:
+    """The job that is to replace ``row``'s recorded one, if any."""
+    chosen = lifecycle.job_ids.get(row.batch_id)
+    if chosen is not None:
+        return chosen if chosen != row.job_id else None
+    recorded = row.info.get(JOB_DEFINITION)
+    digest = definition_digest(lifecycle.job_spec(row))
+    if recorded is None or recorded == digest:
+        return None  # the same job (or one started before definitions were recorded)
+    return job_id_for_batch(row.batch_id, digest)
