@@ -65,6 +65,7 @@ def kind_of(
 DEFAULT_IGNORE_NAMES: tuple[str, ...] = ("*.part", "*.tmp", "*.partial", ".*", "~*")
 
 SkipReason = Literal[
+    "empty-file",
     "too-large",
     "unreadable",
     "unreadable-directory",

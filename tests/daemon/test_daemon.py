@@ -33,7 +33,9 @@ def image_batches(emulator: Emulator) -> dict[str, int]:
 async def test_files_dropped_over_time_arrive_and_metrics_match(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path / "c.toml", emulator, tmp_path)
+    config = write_config(
+        tmp_path / "c.toml", emulator, tmp_path, scan={"rescan_interval_seconds": 0.5}
+    )
     sent: dict[str, bytes] = {}
     async with daemon(config, emulator, tmp_path / "state") as d:
         assert d.get("/healthz")[0] == 200
@@ -47,6 +49,15 @@ async def test_files_dropped_over_time_arrive_and_metrics_match(
         status, body = await d.fetch("/readyz")
         assert status == 200, body
         assert await d.metric('rfbatch_files_total{outcome="uploaded"}') == 75
+        # Files that cannot be sent, met again by every rescan: each counted and logged once.
+        (tmp_path / "src" / "empty.png").write_bytes(b"")
+        (tmp_path / "src" / "link.png").symlink_to(tmp_path / "src" / "wave0")
+        rescans = len(d.saw("watch.rescan"))
+        await wait_for(lambda: len(d.saw("watch.rescan")) >= rescans + 3, "three rescans")
+        assert await d.metric('rfbatch_files_total{outcome="discovered"}') == 76
+        assert await d.metric('rfbatch_files_total{outcome="skipped"}') == 2
+        skipped = sorted(Path(e["path"]).name for e in d.saw("upload.skipped"))
+        assert skipped == ["empty.png", "link.png"]
         assert await d.metric("rfbatch_bytes_uploaded_total") >= sum(map(len, sent.values()))
         assert await d.terminate() == 0
     assert all_digests(emulator) == {sha(v): 1 for v in sent.values()}

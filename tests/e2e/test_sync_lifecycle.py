@@ -147,12 +147,14 @@ async def test_a_corrected_workflow_runs_as_a_new_job_without_uploading_again(
     old = job_id_for_batch("imgs")
     [replaced] = events(logs, "job.replaced")
     assert (replaced["job"], replaced["next_job"]) == (old, row.job_id if row else None)
-    assert row is not None and row.state == "exported" and row.job_id != old
+    assert row is not None and row.state == "exported"
+    new = row.job_id
+    assert new is not None and new != old
     jobs = emulator.state()["jobs"]
-    assert (jobs[old]["state"], jobs[row.job_id]["state"]) == ("failed", "succeeded")
+    assert (jobs[old]["state"], jobs[new]["state"]) == ("failed", "succeeded")
     # The new job's results are on disk, in folders of their own.
     assert len(result_records(out / "imgs")) == 5
-    assert all(p.name.startswith(row.job_id) for p in (out / "imgs").iterdir())
+    assert all(p.name.startswith(new) for p in (out / "imgs").iterdir())
 
     # Run again with the same corrected workflow: the new job is followed, not started again.
     with capture_logs() as logs:

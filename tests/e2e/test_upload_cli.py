@@ -115,3 +115,32 @@ async def test_killed_midway_then_rerun_loses_nothing(emulator: Emulator, tmp_pa
     # Only what was in flight at the kill may arrive twice: at most one shard per worker.
     twice = sum(1 for n in digests.values() if n > 1)
     assert twice <= 2 * 100
+
+
+async def test_every_run_counts_each_file_once_and_reports_every_skip(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 6)
+    (src / "empty.png").write_bytes(b"")
+    (src / "link.png").symlink_to(src / "empty.png")
+    (src / "scan.tif").write_bytes(b"II*\0")
+    env = cli_env(emulator, tmp_path / "state")
+
+    runs = [await run_cli(["upload", str(src), "--batch", "counted", "--json"], env) for _ in "12"]
+
+    summaries = [json.loads(done.stdout) for done in runs]
+    # The same skips, the same exit status, on the first run and on the rerun.
+    assert [done.returncode for done in runs] == [1, 1]
+    for summary in summaries:
+        assert (summary["files_found"], summary["files_skipped"], summary["files_ignored"]) == (
+            7,
+            2,
+            1,
+        )
+        assert sorted(Path(s["path"]).name for s in summary["skipped"]) == [
+            "empty.png",
+            "link.png",
+        ]
+    assert [s["files_sent"] for s in summaries] == [6, 0]
+    assert [s["files_unchanged"] for s in summaries] == [0, 6]

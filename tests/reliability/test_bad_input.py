@@ -93,10 +93,12 @@ def bad_tree(src: Path) -> tuple[dict[str, bytes], dict[str, str]]:
 
     skipped: dict[str, str] = {}
     write(src / "empty.png", b"")
-    skipped[str(src / "empty.png")] = "empty file"
+    skipped[str(src / "empty.png")] = "empty-file"
     with open(src / "over.jpg", "wb") as fh:  # sparse: only its size matters
         fh.truncate(LIMIT + 1)
-    skipped[str(src / "over.jpg")] = f"image of {LIMIT + 1} bytes is over the {LIMIT}-byte limit"
+    skipped[str(src / "over.jpg")] = (
+        f"too-large: image of {LIMIT + 1} bytes is over the {LIMIT}-byte limit"
+    )
     write(src / "locked.png", image(9))
     (src / "locked.png").chmod(0)
     skipped[str(src / "locked.png")] = "Permission denied"
@@ -224,7 +226,7 @@ async def test_a_summary_naming_a_file_that_is_not_utf8_prints_on_a_utf8_termina
 
     assert "Traceback" not in done.stderr.decode("utf-8", "replace")
     assert done.returncode == 1
-    assert b"empty file" in done.stdout
+    assert b"empty-file" in done.stdout
 
 
 # --- races: deleted or growing after discovery ---------------------------------------------
@@ -323,6 +325,8 @@ async def test_a_file_swapped_for_a_link_to_another_file_is_never_sent(
     assert received_digests(emulator, "swapped") == {sha(d): 1 for d in others.values()}
     # Caught as replaced, put back, and on the next pass seen for what it now is: a link.
     assert result.tally.requeued == 1
+    # Seen in two passes, counted once.
+    assert result.tally.found == len(others) + 1
     assert [(f.path, f.reason.split(":")[0]) for f in result.tally.skipped] == [
         (str(victim), "symlink-not-followed")
     ]

@@ -97,9 +97,13 @@ async def test_mark_sets_fields_and_counts_attempts(ledger: Ledger) -> None:
 
 async def test_record_skipped(ledger: Ledger) -> None:
     big = ff("big.jpg", size=999)
-    await ledger.record_skipped(
-        [Skipped(big.path, "too-large", "over 20 MiB", size=999, mtime_ns=1_000, kind="image")]
-    )
+    item = Skipped(big.path, "too-large", "over 20 MiB", size=999, mtime_ns=1_000, kind="image")
+    assert await ledger.record_skipped([item]) == [item]
+    # The same file met again (a rescan) is nothing new; a changed one is.
+    assert await ledger.record_skipped([item]) == []
+    changed = Skipped(big.path, "too-large", "over 20 MiB", size=999, mtime_ns=2_000)
+    assert await ledger.record_skipped([changed]) == [changed]
+    await ledger.record_skipped([item])
     row = await ledger.get_file(big.path)
     assert row is not None
     assert (row.state, row.last_error, row.size) == ("skipped", "too-large: over 20 MiB", 999)

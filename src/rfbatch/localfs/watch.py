@@ -20,10 +20,13 @@ from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 
 import anyio
 import anyio.to_thread
+import structlog
 from watchfiles import Change, awatch
 
 from rfbatch.localfs.scan import drain_in_thread, examine_path, iter_scan
 from rfbatch.media import FoundFile, Skipped, SourceSpec
+
+log = structlog.get_logger("rfbatch.watch")
 
 Clock = Callable[[], float]
 
@@ -85,12 +88,15 @@ async def watch(
     async def rescan() -> AsyncGenerator[FoundFile | Skipped, None]:
         nonlocal next_rescan, scan_due
         scan_due = False
+        started, seen = clock(), 0
         async with contextlib.aclosing(iter_scan(specs)) as items:
             async for item in items:
+                seen += 1
                 yield item
                 if stop.is_set():
                     return
         next_rescan = clock() + rescan_interval
+        log.info("watch.rescan", entries=seen, seconds=round(clock() - started, 3))
 
     if not roots:
         # Nothing to watch yet (an unmounted share, say): rescans alone report and catch up.

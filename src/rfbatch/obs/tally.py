@@ -40,6 +40,13 @@ class Tally:
     failed_count: int = 0
     skipped: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_PROBLEMS))
     failed: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_PROBLEMS))
+    # Each file is counted once per outcome, however often it is seen. A one-shot run counts
+    # the tree it found: every file, with its skips, in its first pass (``repeat_pass`` is set
+    # for the passes that only resend what was requeued). The daemon (``new_only``) sees its
+    # tree again on every rescan: it counts only files that are new or changed, and skips
+    # that were not recorded before.
+    repeat_pass: bool = False
+    new_only: bool = False
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped_count += 1
@@ -55,7 +62,9 @@ class Tally:
 
     def snapshot(self) -> dict[str, object]:
         out: dict[str, object] = {
-            k: v for k, v in vars(self).items() if isinstance(v, int) and k != "started"
+            k: v
+            for k, v in vars(self).items()
+            if isinstance(v, int) and not isinstance(v, bool) and k != "started"
         }
         out["seconds"] = round(self.seconds, 3)
         return out

@@ -71,7 +71,7 @@ class Daemon:
         self.settings = services.settings
         self.specs = list(specs)
         self.receiver = receiver
-        self.tally = Tally()
+        self.tally = Tally(new_only=True)  # it sees its tree again on every rescan
         self.in_flight = InFlight()
         cfg = self.settings.daemon
         self.batches = RotatingBatches(

@@ -13,7 +13,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from rfbatch.media import FoundFile, Skipped
+from rfbatch.media import FoundFile, Skipped, SkipReason
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, InFlight
 from rfbatch.state.ledger import Ledger
@@ -44,24 +44,63 @@ async def select_new(
     tally: Tally,
     in_flight: InFlight,
     batch_of: Callable[[FoundFile], str] | None = None,
+    refusal: Callable[[FoundFile], Skipped | None] | None = None,
 ) -> None:
     """Pass on only the files that are new or changed since the manifest last saw them.
 
     A file already on its way (a watcher event and a rescan can both report it) is dropped
-    here, before the manifest is asked, so it is never packed twice.
+    here, before the manifest is asked, so it is never packed twice. A one-shot run (not
+    ``tally.new_only``) reports every file of its tree that ``refusal`` refuses, also one an
+    earlier run already refused: each run says what it did not send (see :class:`Tally`).
     """
     async with receive, send:
         while batch := await next_batch(receive, SELECT_BATCH):
             batch = [f for f in batch if f.location not in in_flight]
             if not batch:
                 continue
-            tally.found += len(batch)
-            tally.found_bytes += sum(f.size for f in batch)
+            counting = not tally.new_only and not tally.repeat_pass
+            if counting:
+                tally.found += len(batch)
+                tally.found_bytes += sum(f.size for f in batch)
+            if refusal is not None and not tally.new_only:
+                batch = await _refuse(batch, refusal, manifest, tally)
             fresh = await manifest.filter_new(batch, batch_of)
-            tally.unchanged += len(batch) - len(fresh)
+            if counting:
+                tally.unchanged += len(batch) - len(fresh)
+            if tally.new_only:
+                tally.found += len(fresh)
+                tally.found_bytes += sum(f.size for f in fresh)
             for file in fresh:
                 if in_flight.claim(file.location):
                     await send.send(file)
+
+
+async def _refuse(
+    batch: list[FoundFile],
+    refusal: Callable[[FoundFile], Skipped | None],
+    manifest: Ledger,
+    tally: Tally,
+) -> list[FoundFile]:
+    """Record and report the files ``refusal`` refuses; return the others."""
+    kept: list[FoundFile] = []
+    for file in batch:
+        refused = refusal(file)
+        if refused is None:
+            kept.append(file)
+        else:
+            await _skip(refused, manifest, tally)
+    return kept
+
+
+async def _skip(item: Skipped, manifest: Ledger, tally: Tally) -> None:
+    """Record a file that cannot be sent; count and log it once (see :class:`Tally`): in a
+    one-shot run's first pass always, else only when the manifest did not have it so."""
+    new = await manifest.record_skipped([item])
+    if (tally.repeat_pass or tally.new_only) and not new:
+        return
+    reason = f"{item.reason}: {item.detail}" if item.detail else item.reason
+    tally.skip(str(item.path), reason)
+    log.warning("upload.skipped", path=str(item.path), reason=reason)
 
 
 async def record_skips(
@@ -70,10 +109,7 @@ async def record_skips(
     """Remember every file the scan could not take, with its reason."""
     async with receive:
         async for item in receive:
-            reason = f"{item.reason}: {item.detail}" if item.detail else item.reason
-            await manifest.record_skipped([item])
-            tally.skip(str(item.path), reason)
-            log.warning("upload.skipped", path=str(item.path), reason=reason)
+            await _skip(item, manifest, tally)
 
 
 async def route(
@@ -90,12 +126,10 @@ async def route(
     """Give each settled file its batch and send it on; skip what cannot be sent."""
     async with receive, images, videos:
         async for file in receive:
-            reason = _refusal(file, max_image_bytes)
-            if reason is not None:
-                await manifest.mark([file.path], "skipped", error=reason)
+            refused = refusal(file, max_image_bytes)
+            if refused is not None:
+                await _skip(refused, manifest, tally)
                 in_flight.release([file.path])
-                tally.skip(str(file.path), reason)
-                log.warning("upload.skipped", path=str(file.path), reason=reason)
                 continue
             batch_id = await batches.batch_for(file)
             in_flight.assign(batch_id)
@@ -104,9 +138,16 @@ async def route(
             await (images if file.kind == "image" else videos).send(Assigned(batch_id, file))
 
 
-def _refusal(file: FoundFile, max_image_bytes: int) -> str | None:
+def refusal(file: FoundFile, max_image_bytes: int) -> Skipped | None:
+    """Why ``file`` cannot be sent as it is, or ``None``."""
     if file.size == 0:
-        return "empty file"
-    if file.kind == "image" and file.size > max_image_bytes:
-        return f"image of {file.size} bytes is over the {max_image_bytes}-byte limit"
-    return None
+        reason: SkipReason = "empty-file"
+        detail = ""
+    elif file.kind == "image" and file.size > max_image_bytes:
+        reason = "too-large"
+        detail = f"image of {file.size} bytes is over the {max_image_bytes}-byte limit"
+    else:
+        return None
+    return Skipped(
+        file.path, reason, detail, size=file.size, mtime_ns=file.mtime_ns, kind=file.kind
+    )

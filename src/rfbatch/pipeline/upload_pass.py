@@ -27,7 +27,7 @@ from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, FixedBatches, InFlight
 from rfbatch.pipeline.confirm import Confirmation, expected_count
-from rfbatch.pipeline.discover import record_skips, route, select_new
+from rfbatch.pipeline.discover import record_skips, refusal, route, select_new
 from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.pack import Shard, pack_shards
 from rfbatch.pipeline.upload import Uploader, UploadOptions
@@ -156,7 +156,8 @@ async def run_intake(
         tg.start_soon(source, found_tx, skip_tx)
         tg.start_soon(record_skips, skip_rx, manifest, tally)
         batch_of = batches.batch_of if isinstance(batches, FixedBatches) else None
-        tg.start_soon(select_new, found_rx, new_tx, manifest, tally, in_flight, batch_of)
+        refused = partial(refusal, max_image_bytes=cfg.max_image_bytes)
+        tg.start_soon(select_new, found_rx, new_tx, manifest, tally, in_flight, batch_of, refused)
         tg.start_soon(partial(settle_files, new_rx, settled_tx, settler, poll_interval=poll))
         tg.start_soon(
             partial(
@@ -290,7 +291,9 @@ async def upload_and_confirm(
     result = PassResult(tally if tally is not None else Tally())
     await release_in_flight(services.manifest)
     batches = FixedBatches(target.image_batch, target.video_batch)
-    for _ in range(MAX_PASSES):
+    for number in range(MAX_PASSES):
+        # Later passes resend what was requeued; the tree was counted by the first.
+        result.tally.repeat_pass = number > 0
         before = result.tally.requeued
         await run_intake(
             services,

@@ -139,33 +139,43 @@ class FileStore(Database):
             )
         return out
 
-    async def record_skipped(self, items: Sequence[Skipped]) -> None:
-        """Record files that cannot be sent (state ``skipped``, the reason in ``last_error``)."""
+    async def record_skipped(self, items: Sequence[Skipped]) -> list[Skipped]:
+        """Record files that cannot be sent (state ``skipped``, the reason in ``last_error``).
+
+        Returns the items that were not recorded so already (same size, mtime and reason): a
+        rescan that meets the same bad file again changes nothing, and says so.
+        """
         now = self._clock()
 
-        def write() -> None:
-            rows = [
-                (
-                    _key(s.path),
-                    s.size if s.size is not None else -1,
-                    s.mtime_ns if s.mtime_ns is not None else -1,
-                    s.kind,
-                    _text(f"{s.reason}: {s.detail}" if s.detail else s.reason),
-                    now,
-                )
-                for s in items
-            ]
+        def write() -> list[Skipped]:
+            changed: list[Skipped] = []
             with self._tx() as conn:
-                conn.executemany(
-                    "INSERT INTO files (path, size, mtime_ns, kind, last_error, updated_at, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'skipped') ON CONFLICT (path) DO UPDATE SET"
-                    " size = excluded.size, mtime_ns = excluded.mtime_ns,"
-                    " kind = COALESCE(excluded.kind, kind), last_error = excluded.last_error,"
-                    " updated_at = excluded.updated_at, state = 'skipped', shard_id = NULL",
-                    rows,
-                )
+                for s in items:
+                    row = (
+                        _key(s.path),
+                        s.size if s.size is not None else -1,
+                        s.mtime_ns if s.mtime_ns is not None else -1,
+                        s.kind,
+                        _text(f"{s.reason}: {s.detail}" if s.detail else s.reason),
+                        now,
+                    )
+                    cursor = conn.execute(
+                        "INSERT INTO files"
+                        " (path, size, mtime_ns, kind, last_error, updated_at, state)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'skipped') ON CONFLICT (path) DO UPDATE SET"
+                        " size = excluded.size, mtime_ns = excluded.mtime_ns,"
+                        " kind = COALESCE(excluded.kind, kind), last_error = excluded.last_error,"
+                        " updated_at = excluded.updated_at, state = 'skipped', shard_id = NULL"
+                        " WHERE state != 'skipped' OR size != excluded.size"
+                        " OR mtime_ns != excluded.mtime_ns"
+                        " OR last_error IS NOT excluded.last_error",
+                        row,
+                    )
+                    if cursor.rowcount:
+                        changed.append(s)
+            return changed
 
-        await self._run(write)
+        return await self._run(write)
 
     async def move_state(
         self,

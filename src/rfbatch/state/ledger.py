@@ -65,9 +65,10 @@ class FileLedger(Protocol):
         than ``batch_of(file)`` is returned and reset too.
         """
 
-    async def record_skipped(self, items: Sequence[Skipped]) -> None:
+    async def record_skipped(self, items: Sequence[Skipped]) -> list[Skipped]:
         """Record files that can never be sent: state ``skipped``, ``last_error`` the reason
-        (``"reason: detail"``), created if unknown, shard cleared."""
+        (``"reason: detail"``), created if unknown, shard cleared. Returns the items not
+        recorded so already (same size, mtime and reason)."""
 
     async def mark(
         self,
