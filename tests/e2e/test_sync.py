@@ -37,7 +37,7 @@ async def test_sync_of_images_ends_with_every_result_on_disk(
     summary = json.loads(done.stdout)
     assert summary["complete"] is True
     assert summary["upload"]["files_sent"] == 120
-    (job,) = summary["jobs"].values()
+    (job,) = summary["jobs"]
     assert job["state"] == "succeeded"
     assert len(result_records(out)) == 120
     # Archives from the export stage were unpacked, and no temporary file is left behind.
@@ -50,7 +50,7 @@ async def test_sync_of_images_ends_with_every_result_on_disk(
     assert again.returncode == 0, again.stderr.decode()
     rerun = json.loads(again.stdout)
     assert rerun["upload"]["files_sent"] == 0
-    assert sum(e["files_downloaded"] for e in rerun["exports"]) == 0
+    assert sum(e["files_downloaded"] for e in rerun["export"]["batches"]) == 0
 
 
 async def test_sync_of_videos(emulator: Emulator, tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ async def test_sync_of_videos(emulator: Emulator, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr.decode()
     summary = json.loads(done.stdout)
     assert summary["upload"]["videos"] == 3
-    assert set(summary["jobs"]) == {"clips-videos"}
+    assert [j["batch_id"] for j in summary["jobs"]] == ["clips-videos"]
     assert len(result_records(out)) == 3
 
 
@@ -100,7 +100,7 @@ async def test_without_workflow_sync_uploads_and_confirms_only(
     assert done.returncode == 0, done.stderr.decode()
     summary = json.loads(done.stdout)
     assert summary["upload"]["confirmed"] is True
-    assert summary["jobs"] == {}
+    assert summary["jobs"] == []
     assert not emulator.state()["jobs"]
 
 
@@ -142,7 +142,9 @@ async def test_killed_during_download_then_rerun_fetches_nothing_twice(
     assert len(result_records(out)) == 60
     fetched_after = emulator.state()["counters"]["downloads"]
     # Each output file is fetched once in all: what the killed run finished is not fetched again.
-    assert fetched_after - fetched_before == sum(e["files_downloaded"] for e in summary["exports"])
+    assert fetched_after - fetched_before == sum(
+        e["files_downloaded"] for e in summary["export"]["batches"]
+    )
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
 
 

@@ -147,9 +147,11 @@ async def test_a_corrected_workflow_runs_as_a_new_job_without_uploading_again(
     old = job_id_for_batch("imgs")
     [replaced] = events(logs, "job.replaced")
     assert (replaced["job"], replaced["next_job"]) == (old, row.job_id if row else None)
-    assert row is not None and row.state == "exported"
+    assert row is not None
+    assert row.state == "exported"
     new = row.job_id
-    assert new is not None and new != old
+    assert new is not None
+    assert new != old
     jobs = emulator.state()["jobs"]
     assert (jobs[old]["state"], jobs[new]["state"]) == ("failed", "succeeded")
     # The new job's results are on disk, in folders of their own.
@@ -161,5 +163,6 @@ async def test_a_corrected_workflow_runs_as_a_new_job_without_uploading_again(
         async with open_services(with_workflow("wf-fixed")) as services:
             third = await run_sync(services, src, out)
     assert third.complete
-    assert not events(logs, "job.started") and not events(logs, "job.replaced")
+    assert not events(logs, "job.started")
+    assert not events(logs, "job.replaced")
     assert len(emulator.state()["jobs"]) == 2

@@ -61,7 +61,7 @@ async def test_one_corrupt_image_is_named_and_every_good_one_is_processed(
     _, summary, out = await _sync_with_one_corrupt(emulator, tmp_path, GOOD, "cam1/corrupt.png")
 
     assert "rejected by the service at ingest" in summary["upload"]["failed"][0]["reason"]
-    (job,) = summary["jobs"].values()
+    (job,) = summary["jobs"]
     assert job["state"] == "succeeded"
     records = result_records(out)
     assert len(records) == GOOD

@@ -211,7 +211,7 @@ async def test_wait_succeeds_and_the_job_can_be_inspected(
 
     waited = _json(await job_cli(["wait", "j1", "--json", "--timeout", "60"], env))
     assert waited["state"] == "succeeded"
-    assert waited["outputBatches"] == ["j1-export", "j1-processing"]
+    assert waited["output_batches"] == ["j1-export", "j1-processing"]
     assert waited["job"]["isTerminal"] is True
 
     runs = await job_cli_all(
@@ -278,7 +278,7 @@ async def test_abort_restart_with_overrides_and_a_wait_timeout(tmp_path: Path) -
 
         timed_out = await job_cli(["wait", "long", "--timeout", "0.5", "--json"], env)
         assert timed_out.returncode == 1
-        assert json.loads(timed_out.stdout)["timedOut"] is True
+        assert json.loads(timed_out.stdout)["timed_out"] is True
         assert "timed out" in timed_out.stderr.decode()
 
         assert (await job_cli(["abort", "long"], env)).returncode == 0
@@ -355,8 +355,8 @@ async def test_wait_with_a_webhook_listener_wakes_on_the_notification(tmp_path: 
     assert code == 1, stderr
     result = json.loads(out)
     assert result["message"] == "stopped by the test"
-    assert result["timedOut"] is False
-    assert (result["polls"], result["webhookWakeups"]) == (2, 1)
+    assert result["timed_out"] is False
+    assert (result["polls"], result["webhook_wakeups"]) == (2, 1)
     assert "rf_test-ws" not in stderr
     assert '"webhook.job"' in stderr
 
@@ -406,5 +406,10 @@ async def test_abort_of_an_ended_job_says_so_and_changes_nothing(
     assert "had already ended (succeeded)" in human.stdout.decode()
     assert "aborted" not in human.stdout.decode().replace("nothing to abort", "")
     answer = _json(await job_cli(["abort", "ended", "--json"], env))
-    assert answer == {"jobId": "ended", "aborted": False, "state": "succeeded"}
+    assert answer == {
+        "schema_version": 1,
+        "job_id": "ended",
+        "aborted": False,
+        "state": "succeeded",
+    }
     assert emulator.state()["jobs"]["ended"]["state"] != "aborted"

@@ -11,6 +11,7 @@ of, the read of the file, so the race is decided, not hoped for.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -431,3 +432,24 @@ async def test_a_folder_of_100000_files_is_scanned_and_listed(
     finally:
         # 100,000 inodes are not left for pytest's kept temporary folders.
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(src, ignore_errors=True))
+
+
+async def test_json_names_a_file_that_is_not_utf8_readably_and_exactly(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    raw = os.fsencode(src) + b"/empty-\xff.png"
+    with open(raw, "wb"):
+        pass  # empty: skipped, so the report names it
+
+    done = await run_cli(
+        ["upload", str(src), "--batch", "utf8", "--json"], cli_env(emulator, tmp_path / "state")
+    )
+
+    assert done.returncode == 1
+    text = done.stdout.decode("utf-8")  # strict: nothing a JSON tool would turn into U+FFFD
+    assert "\\ud" not in text
+    [skipped] = json.loads(text)["skipped"]
+    assert skipped["path"] == f"{src}/empty-\\xff.png"
+    assert base64.b64decode(skipped["path_base64"]) == raw

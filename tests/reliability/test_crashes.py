@@ -278,7 +278,10 @@ async def test_sync_killed_twice_in_a_row_still_completes(sources: Sources, tmp_
         state = emulator.state()
 
     # The downloads finished before the second kill were not fetched again.
-    assert sum(e["files_skipped"] for e in summary["exports"]) >= second.manifest.downloads["done"]
+    assert (
+        sum(e["files_skipped"] for e in summary["export"]["batches"])
+        >= second.manifest.downloads["done"]
+    )
     delivery = check_delivered(state, sources)
     check_results(state, emulator_dir, output)
     assert delivery.extra_receipts <= first.manifest.in_flight + second.manifest.in_flight

@@ -80,7 +80,7 @@ async def test_a_real_full_disk_stops_with_a_clear_error_and_the_rerun_completes
 
         assert summary["complete"] is True
         assert summary["upload"]["files_sent"] == 0
-        assert sum(e["files_skipped"] for e in summary["exports"]) == placed
+        assert sum(e["files_skipped"] for e in summary["export"]["batches"]) == placed
         check_results(state, emulator_dir, output)
 
 

@@ -285,7 +285,7 @@ async def test_sync_completes_when_webhooks_misbehave(
     assert status == 0, proc.events[-10:]
     summary = json.loads(proc.stdout)
     assert summary["complete"] is True
-    jobs = summary["jobs"].values()
+    jobs = summary["jobs"]
     assert [j["state"] for j in jobs] == ["succeeded", "succeeded"]
     # The emulator told the relay once per job; what reached rfbatch depends on the mode.
     assert sorted(p["job_state"] for p in relay.received) == ["success", "success"]
@@ -293,7 +293,7 @@ async def test_sync_completes_when_webhooks_misbehave(
     duplicates = proc.saw("webhook.duplicate")
     if mode == "lost":
         assert not accepted
-        assert all(j["webhookWakeups"] == 0 for j in jobs)
+        assert all(j["webhook_wakeups"] == 0 for j in jobs)
     elif mode == "redelivered":
         assert len(accepted) == 2
         assert len(duplicates) == 4
@@ -311,6 +311,6 @@ async def test_sync_completes_when_webhooks_misbehave(
         ], (accepted, late)
         # Woken by the early notice at least (still running: keep following); the real one may
         # find the job already read as ended.
-        assert all(j["webhookWakeups"] >= 1 for j in jobs)
+        assert all(j["webhook_wakeups"] >= 1 for j in jobs)
     check_delivered(state, sources)
     check_results(state, emulator_dir, output)

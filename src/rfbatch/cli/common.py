@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import anyio
 import typer
 
-from rfbatch.cli.render import print_json
+from rfbatch.cli.render import print_json, print_report
 from rfbatch.errors import ApiError, ConfigError, FatalError, RfbatchError
 from rfbatch.obs.logging import configure_logging
 from rfbatch.redact import redact_text
@@ -98,8 +98,15 @@ def _most_severe(exc: BaseException) -> RfbatchError | None:
     return None
 
 
+# Set by ``main`` when the command line asks for ``--json``: errors then also come as a JSON
+# document on stdout, so a script that parses stdout always gets one.
+errors_as_json = False
+
+
 def fail(message: str, code: int) -> NoReturn:
     print(f"rfbatch: error: {message}", file=sys.stderr, flush=True)
+    if errors_as_json:
+        print_report({"error": {"exit_code": code, "message": message}})
     raise typer.Exit(code)
 
 

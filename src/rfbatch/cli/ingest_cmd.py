@@ -15,7 +15,7 @@ import typer
 from rfbatch.api.schemas import NotificationCategory
 from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, fail, run, settings_from
 from rfbatch.cli.options import ConfigOpt, JsonOpt, LogFormatOpt, LogLevelOpt
-from rfbatch.cli.render import print_json
+from rfbatch.cli.render import print_report
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.pipeline.references import (
@@ -67,7 +67,7 @@ def _wait_report(wait: IngestWait, ingest_ids: list[str], json_out: bool) -> int
         "seconds": wait.seconds,
     }
     if json_out:
-        print_json(body)
+        print_report(body)
     else:
         want = "" if wait.expected is None else f" of {wait.expected}"
         state = "confirmed" if wait.confirmed else "NOT confirmed"

@@ -41,12 +41,14 @@ from rfbatch.cli.options import (
     WorkersOpt,
 )
 from rfbatch.cli.render import (
+    SCHEMA_VERSION,
     cell,
+    job_outcome,
     job_progress,
     job_state,
     job_wire,
-    outcome_wire,
     print_json,
+    print_report,
     table,
     wire,
 )
@@ -305,9 +307,19 @@ def abort(job: JobArg, json_out: JsonOpt = False, config: ConfigOpt = None) -> N
     async def abort_unless_ended(client: RoboflowClient) -> dict[str, Any]:
         found = await client.get_job(job)
         if not found.is_running:
-            return {"jobId": job, "aborted": False, "state": job_state(found)}
+            return {
+                "schema_version": SCHEMA_VERSION,
+                "job_id": job,
+                "aborted": False,
+                "state": job_state(found),
+            }
         await client.abort_job(job)
-        return {"jobId": job, "aborted": True, "state": "aborted"}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "job_id": job,
+            "aborted": True,
+            "state": "aborted",
+        }
 
     def show(result: dict[str, Any]) -> None:
         if result["aborted"]:
@@ -444,7 +456,7 @@ async def _follow_with_webhook(
 
 def _report_wait(outcome: JobOutcome, json_out: bool) -> int:
     if json_out:
-        print_json(outcome_wire(outcome))
+        print_report(job_outcome(outcome))
     if outcome.succeeded:
         if not json_out:
             batches = ", ".join(outcome.output_batches) or "none"

@@ -133,4 +133,33 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    build_app()()
+    args = sys.argv[1:]
+    if "--json" not in (args[: args.index("--")] if "--" in args else args):
+        build_app()()
+        return
+    sys.exit(_main_with_json_errors(args))
+
+
+def _main_with_json_errors(args: list[str]) -> int:
+    """Run a ``--json`` command line: every error, a usage error too, also comes as a JSON
+    document on stdout (see ``common.fail``)."""
+    from rfbatch.cli import common
+
+    common.errors_as_json = True
+    command = typer.main.get_command(build_app())
+    try:
+        code = command.main(args=args, prog_name="rfbatch", standalone_mode=False)
+    except typer.Abort:
+        code = _error(common, "interrupted", common.EXIT_INTERRUPTED)
+    except _click.ClickException as exc:
+        code = _error(common, exc.format_message(), exc.exit_code)
+    return code if isinstance(code, int) else 0
+
+
+def _error(common: Any, message: str, code: int) -> int:
+    """What ``common.fail`` prints, and its exit code."""
+    try:
+        common.fail(message, code)
+    except typer.Exit as done:
+        return int(done.exit_code)
+    raise AssertionError("fail() returned")

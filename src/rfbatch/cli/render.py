@@ -6,6 +6,7 @@ only: a command loads the pipeline it runs, never the ones it does not.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
@@ -38,9 +39,39 @@ if TYPE_CHECKING:
 # --- documents and tables --------------------------------------------------------------------
 
 
+# The version of the documents rfbatch itself writes with ``--json`` (run reports and errors):
+# raised when a key is renamed or removed, never when one is added.
+SCHEMA_VERSION = 1
+
+
 def print_json(obj: Any) -> None:
+    """An API object or listing as the service sent it (its own camelCase names)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def print_report(body: dict[str, Any]) -> None:
+    """One of rfbatch's own documents: snake_case keys, a ``schema_version`` first."""
+    print_json(_reversible({"schema_version": SCHEMA_VERSION, **body}))
+
+
+def _reversible(doc: Any) -> Any:
+    """``doc`` with every text that holds undecodable bytes (a file name that is not UTF-8)
+    made safe for any JSON reader, and kept exactly: the text with ``\\xNN`` escapes (as
+    :func:`printable`), plus ``<key>_base64``, the name's raw bytes."""
+    if isinstance(doc, list):
+        return [_reversible(item) for item in doc]
+    if not isinstance(doc, dict):
+        return doc
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        if isinstance(value, str) and _SURROGATE.search(value):
+            out[key] = printable(value)
+            raw = value.encode("utf-8", "surrogateescape")
+            out[f"{key}_base64"] = base64.b64encode(raw).decode("ascii")
+        else:
+            out[key] = _reversible(value)
+    return out
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -81,6 +112,7 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Control characters (C0, DEL, C1) and lone surrogates (undecodable bytes of a file name).
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -120,17 +152,18 @@ def job_state(job: JobMetadata) -> str:
     return "succeeded" if job.succeeded else "failed"
 
 
-def outcome_wire(outcome: JobOutcome) -> dict[str, Any]:
+def job_outcome(outcome: JobOutcome) -> dict[str, Any]:
+    """How following a job ended; ``job`` is the service's last answer, as it sent it."""
     return {
-        "jobId": outcome.job_id,
+        "job_id": outcome.job_id,
         "state": outcome.state,
         "succeeded": outcome.succeeded,
-        "timedOut": outcome.timed_out,
+        "timed_out": outcome.timed_out,
         "message": outcome.message,
-        "outputBatches": list(outcome.output_batches),
+        "output_batches": list(outcome.output_batches),
         "seconds": outcome.seconds,
         "polls": outcome.polls,
-        "webhookWakeups": outcome.wakeups,
+        "webhook_wakeups": outcome.wakeups,
         "job": job_wire(outcome.job) if outcome.job is not None else None,
     }
 
@@ -151,6 +184,7 @@ def upload_summary(result: PassResult) -> dict[str, object]:
         "shards": t.shards,
         "videos": t.videos,
         "seconds": round(t.seconds, 3),
+        "phases": _phases(result.phases),
         "confirmed": all(c.confirmed for c in result.confirmations),
         "batches": [
             {
@@ -167,13 +201,17 @@ def upload_summary(result: PassResult) -> dict[str, object]:
     }
 
 
+def _phases(phases: dict[str, float]) -> dict[str, float]:
+    return {name: round(seconds, 3) for name, seconds in phases.items()}
+
+
 def upload_report(result: PassResult, json_out: bool) -> None:
     if json_out:
-        print_json(upload_summary(result))
+        print_report(upload_summary(result))
         return
     t = result.tally
     mb = t.sent_bytes / 1e6
-    secs = t.seconds
+    secs = result.phases.get("upload", t.seconds)  # the time spent sending, not confirming
     rate = mb / secs if secs > 0 else 0.0
     print(
         f"sent {t.sent} files ({mb:.1f} MB, {rate:.1f} MB/s) in {secs:.1f} s; "
@@ -211,7 +249,7 @@ def export_summary(results: list[ExportResult]) -> dict[str, Any]:
 
 def export_report(results: list[ExportResult], json_out: bool) -> None:
     if json_out:
-        print_json(export_summary(results))
+        print_report(export_summary(results))
         return
     for r in results:
         mb = r.bytes / 1e6
@@ -229,13 +267,14 @@ def export_report(results: list[ExportResult], json_out: bool) -> None:
 
 def sync_report(result: SyncResult, json_out: bool) -> None:
     data: dict[str, Any] = {
-        "upload": upload_summary(result.upload),
-        "jobs": {b: outcome_wire(o) for b, o in result.jobs.items()},
-        "exports": [e.summary() for e in result.exports],
         "complete": result.complete,
+        "phases": _phases(result.phases),
+        "upload": upload_summary(result.upload),
+        "jobs": [{"batch_id": b, **job_outcome(o)} for b, o in result.jobs.items()],
+        "export": export_summary(result.exports),
     }
     if json_out:
-        print_json(data)
+        print_report(data)
         return
     upload_report(result.upload, json_out=False)
     for batch_id, outcome in result.jobs.items():
@@ -247,6 +286,8 @@ def sync_report(result: SyncResult, json_out: bool) -> None:
             f"results {export.batch_id}: {export.downloaded} downloaded, {export.skipped} already "
             f"there, {len(export.failed)} failed -> {printable(export.output_dir)}"
         )
+    times = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.phases.items())
+    print(f"time: {times}; total {sum(result.phases.values()):.1f} s")
 
 
 # --- live progress on a terminal -------------------------------------------------------------

@@ -23,7 +23,7 @@ from rfbatch.cli.options import (
     check_sources,
     videos_batch_for,
 )
-from rfbatch.cli.render import print_json, printable, upload_report
+from rfbatch.cli.render import print_report, printable, upload_report
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
@@ -102,7 +102,7 @@ async def _dry_run(settings: Settings, sources: list[Path], json_out: bool) -> i
     finally:
         await ledger.close()
     if json_out:
-        print_json(listing)
+        print_report(listing)
     else:
         for item in listing["files"]:
             print(f"{item['size']:>12}  {item['kind']:<5}  {printable(item['path'])}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,6 +54,8 @@ class SyncResult:
     upload: PassResult
     jobs: dict[str, JobOutcome] = field(default_factory=dict)  # by input batch id
     exports: list[ExportResult] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase, in order: ``upload``, ``confirm``, then ``job`` and ``export``."""
 
     @property
     def complete(self) -> bool:
@@ -79,9 +82,8 @@ async def sync(
     A ``receiver`` (``--webhook-listen``) wakes both the ingest confirmation and the job waits.
     ``job_ids`` are the operator's job ids by batch id (``--job-id``).
     """
-    result = SyncResult(
-        await upload_and_confirm(services, specs, target, tally=tally, receiver=receiver)
-    )
+    uploaded = await upload_and_confirm(services, specs, target, tally=tally, receiver=receiver)
+    result = SyncResult(uploaded, phases=dict(uploaded.phases))
     if not services.settings.job.workflow_id or not all(
         c.confirmed for c in result.upload.confirmations
     ):
@@ -102,13 +104,17 @@ async def sync(
     )
     await _follow_again(lifecycle, result.upload.batches)
     # The jobs run side by side; the exports one batch after another.
+    started = time.monotonic()
     async with anyio.create_task_group() as tg:
         for batch_id in result.upload.batches:
             tg.start_soon(partial(lifecycle.advance, batch_id, stop_at="job_done"))
+    result.phases["job"] = time.monotonic() - started
+    started = time.monotonic()
     for batch_id in result.upload.batches:
         if any(e.stopped is not None for e in result.exports):
             break  # the disk is short: the next batch's results would not fit either
         await lifecycle.advance(batch_id)
+    result.phases["export"] = time.monotonic() - started
     return result
 
 

@@ -10,6 +10,7 @@ pass is then repeated (a bounded number of times) to take it once it is quiet.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -48,6 +49,8 @@ class PassResult:
     confirmations: list[Confirmation] = field(default_factory=list)
     batches: list[str] = field(default_factory=list)
     """The batches sealed after the passes: those sent files, in this run or an earlier one."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds spent in each phase: ``upload`` (scan, settle, send) and ``confirm``."""
 
     @property
     def complete(self) -> bool:
@@ -291,6 +294,7 @@ async def upload_and_confirm(
     result = PassResult(tally if tally is not None else Tally())
     await release_in_flight(services.manifest)
     batches = FixedBatches(target.image_batch, target.video_batch)
+    started = time.monotonic()
     for number in range(MAX_PASSES):
         # Later passes resend what was requeued; the tree was counted by the first.
         result.tally.repeat_pass = number > 0
@@ -312,9 +316,12 @@ async def upload_and_confirm(
         result.confirmations.append(confirmation)
 
     lifecycle = Lifecycle(services, InFlight(), receiver=receiver, on_confirmation=confirmed)
+    result.phases["upload"] = time.monotonic() - started
+    started = time.monotonic()
     result.batches = await seal_batches(services.manifest, target)
     for batch_id in result.batches:
         await lifecycle.advance(batch_id, stop_at="confirmed")
+    result.phases["confirm"] = time.monotonic() - started
     return result
 
 
