@@ -12,6 +12,8 @@ from structlog.testing import capture_logs
 from rfbatch.app import Services, open_services
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
 from rfbatch.ids import job_id_for_batch
+from rfbatch.pipeline.batches import InFlight
+from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.sync import SyncResult, sync
 from rfbatch.pipeline.upload_pass import UploadTarget, source_specs
 from rfbatch.settings import Settings
@@ -166,3 +168,21 @@ async def test_a_corrected_workflow_runs_as_a_new_job_without_uploading_again(
     assert not events(logs, "job.started")
     assert not events(logs, "job.replaced")
     assert len(emulator.state()["jobs"]) == 2
+
+
+async def test_a_sealed_batch_with_nothing_sent_ends_empty_not_failed(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # What a drain cut short before any file went out leaves behind: a sealed batch, no files.
+    settings = job_settings(emulator, tmp_path)
+    with capture_logs() as logs:
+        async with open_services(settings) as services:
+            await services.manifest.create_batch("drained", "images")
+            await services.manifest.update_batch("drained", state="sealed")
+            await Lifecycle(services, InFlight()).advance("drained")
+            row = await services.manifest.get_batch("drained")
+
+    assert row is not None
+    assert (row.state, row.info) == ("empty", {})
+    assert [e["batch"] for e in events(logs, "batch.empty")] == ["drained"]
+    assert "drained" not in emulator.state()["batches"]  # the service never heard of it

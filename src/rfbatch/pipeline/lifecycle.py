@@ -114,9 +114,10 @@ class Lifecycle:
             return False
         expected = await expected_count(manifest, row.batch_id)
         if expected == 0:
-            # Every file was skipped or failed: there is nothing to confirm or process.
-            await manifest.update_batch(row.batch_id, state="failed", info={"error": "no files"})
-            log.warning("batch.empty", batch=row.batch_id)
+            # Every file was skipped or failed, or a drain was cut short before any was sent:
+            # there is nothing to confirm or process, and nothing went wrong with the batch.
+            await manifest.update_batch(row.batch_id, state="empty")
+            log.info("batch.empty", batch=row.batch_id)
             return False
         cfg = self.services.settings.upload
         result = await confirm_ingest(

@@ -15,7 +15,11 @@ FileState = Literal[
 ]
 ShardState = Literal["packed", "uploading", "uploaded", "ingested", "failed"]
 BatchKind = Literal["images", "videos"]
-BatchState = Literal["open", "sealed", "confirmed", "job_started", "job_done", "exported", "failed"]
+# ``empty``: sealed with no file to send (every file skipped, or a drain cut short before any
+# was sent); the service never heard of it, and there is nothing more to do.
+BatchState = Literal[
+    "open", "sealed", "confirmed", "job_started", "job_done", "exported", "failed", "empty"
+]
 DownloadState = Literal["pending", "done", "failed"]
 
 FILE_STATES: tuple[FileState, ...] = get_args(FileState)
