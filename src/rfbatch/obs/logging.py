@@ -8,10 +8,11 @@ through the same chain.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import structlog
 
@@ -42,8 +43,13 @@ def configure_logging(
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
 ) -> None:
-    """Configure structlog and stdlib logging once, at the start of a command."""
-    out = stream if stream is not None else sys.stderr
+    """Configure structlog and stdlib logging once, at the start of a command.
+
+    Without ``stream``, lines go to whatever ``sys.stderr`` is when each is written: while a
+    progress display is live it stands in for stderr and prints each line above the bars, so
+    log lines never tear them.
+    """
+    out = stream if stream is not None else cast(TextIO, _CurrentStderr())
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     scrub = _Scrubber(secrets)
     shared: list[Any] = [
@@ -80,6 +86,19 @@ def configure_logging(
     root.handlers[:] = [handler]
     # Library chatter is only interesting when something is wrong.
     root.setLevel(max(numeric, logging.WARNING))
+
+
+class _CurrentStderr(io.TextIOBase):
+    """``sys.stderr`` as it is at each write, not as it was at start-up."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def get_logger(name: str | None = None) -> Any:

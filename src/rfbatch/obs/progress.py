@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
     ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from rfbatch.obs.tally import Tally
 
@@ -43,6 +45,7 @@ class Row:
     completed: float = 0.0
     total: float | None = None
     detail: str = ""
+    unit: str = ""  # "bytes": the size and speed columns apply (see :class:`ForBytes`)
 
 
 @asynccontextmanager
@@ -75,7 +78,7 @@ async def live_rows(
                     # Every field a column reads is set from the start: the display redraws
                     # from its own thread and may do so before the update below.
                     task = shown[row.key] = bar.add_task(
-                        row.description, total=row.total, detail=row.detail
+                        row.description, total=row.total, detail=row.detail, unit=row.unit
                     )
                 bar.update(
                     task,
@@ -83,6 +86,7 @@ async def live_rows(
                     completed=row.completed,
                     total=row.total,
                     detail=row.detail,
+                    unit=row.unit,
                 )
 
         async with anyio.create_task_group() as tg:
@@ -100,27 +104,58 @@ async def live_rows(
         refresh()
 
 
-@asynccontextmanager
-async def upload_progress(tally: Tally, *, enabled: bool) -> AsyncIterator[None]:
-    """One bar of files and bytes sent, fed from ``tally``."""
+def upload_progress(tally: Tally, *, enabled: bool) -> AbstractAsyncContextManager[bool]:
+    """A bar of files and bytes sent, fed from ``tally``; rows for the files waiting to settle
+    and, once everything is sent, for the files the service has confirmed."""
+    return live_rows(lambda: upload_rows(tally), UPLOAD_COLUMNS, enabled=enabled)
 
-    def snapshot() -> list[Row]:
-        # Totals grow while the scan runs; the ETA is honest once the scan is done.
-        return [
-            Row(
-                "upload",
-                f"{tally.sent}/{max(tally.queued, tally.sent)} files",
-                completed=tally.sent_bytes,
-                total=max(tally.queued_bytes, tally.sent_bytes) or None,
+
+def upload_rows(tally: Tally) -> list[Row]:
+    """What the upload display shows now."""
+    # Totals grow while the scan runs; the ETA is honest once the scan is done. Bytes count as
+    # they go out (the wire's count, a little over the files' for tar headers), so a shard of
+    # hundreds of files moves the bar while it is sent, not only when it is done.
+    total = max(tally.queued_bytes, tally.sent_bytes)
+    rows = [
+        Row(
+            "upload",
+            f"upload {tally.sent}/{max(tally.queued, tally.sent)} files",
+            completed=max(tally.sent_bytes, min(tally.wire_bytes, total)),
+            total=total or None,
+            unit="bytes",
+        )
+    ]
+    settling = tally.settling()
+    if settling:
+        rows.append(Row("settle", f"settle {settling} files waiting to be quiet", total=0))
+    if tally.phase == "confirm":
+        for batch_id, (count, expected) in tally.ingest.items():
+            rows.append(
+                Row(
+                    f"confirm {batch_id}",
+                    f"confirm {batch_id}: {count}/{expected} files ingested",
+                    completed=count,
+                    total=max(expected, 1),
+                )
             )
-        ]
+    return rows
 
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    async with live_rows(snapshot, columns, enabled=enabled):
-        yield
+
+class ForBytes(ProgressColumn):
+    """``inner`` on rows that count bytes; nothing on the others (files, counts)."""
+
+    def __init__(self, inner: ProgressColumn) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def render(self, task: Task) -> RenderableType:
+        return self.inner.render(task) if task.fields.get("unit") == "bytes" else Text("")
+
+
+UPLOAD_COLUMNS: tuple[ProgressColumn, ...] = (
+    TextColumn("[bold]{task.description}"),
+    BarColumn(),
+    ForBytes(DownloadColumn()),
+    ForBytes(TransferSpeedColumn()),
+    ForBytes(TimeRemainingColumn()),
+)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # A daemon runs for months: keep every count, but only the latest problems by name.
@@ -47,6 +48,12 @@ class Tally:
     # that were not recorded before.
     repeat_pass: bool = False
     new_only: bool = False
+    # What a progress display shows besides the counts: the phase a one-shot run is in
+    # ("upload", then "confirm"), how many files each batch holds of those it was sent, and
+    # how many files wait to settle right now (the settler's count, read at each refresh).
+    phase: str = "upload"
+    ingest: dict[str, tuple[int, int]] = field(default_factory=dict)  # batch: (count, expected)
+    settling: Callable[[], int] = field(default=lambda: 0)
 
     def skip(self, path: str, reason: str) -> None:
         self.skipped_count += 1

@@ -33,6 +33,7 @@ listing means "nothing ingested yet" and is waited through within the same deadl
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,10 +142,12 @@ async def confirm_ingest(
     deadline_seconds: float,
     poll_interval: float,
     receiver: WebhookReceiver | None = None,
+    on_count: Callable[[int, int], None] | None = None,
 ) -> Confirmation:
     """Poll until the batch holds what it was sent, or until ingest is over and the files it
     did not keep are named, or until ``deadline_seconds``; a ``receiver`` wakes each pause early
-    on the batch's notifications and gives the service's reasons for rejected files."""
+    on the batch's notifications and gives the service's reasons for rejected files.
+    ``on_count`` hears each count read, with the number expected (a progress display)."""
     started = time.monotonic()
     expected = await expected_count(manifest, batch_id)
     waker = receiver.ingest_waker(batch_id) if receiver is not None else None
@@ -154,6 +157,8 @@ async def confirm_ingest(
     confirmed = False
     while True:
         count = await _count(client, batch_id)
+        if on_count is not None:
+            on_count(count, expected)
         if count >= expected:
             confirmed = True
         else:

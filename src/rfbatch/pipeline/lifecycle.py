@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,8 @@ class Lifecycle:
     ``job_notifications_url``: where the service sends job notifications (else the settings').
     ``job_ids``: job ids an operator chose, by batch id (else derived from the batch id).
     The ``on_*`` hooks hear each step's outcome: ``on_job_update`` every poll of a job (its
-    stages are only listed when it is set), the others once per step taken.
+    stages are only listed when it is set), ``on_ingest_count`` every count read while ingest
+    is confirmed (batch, count, expected), the others once per step taken.
     """
 
     services: Services
@@ -72,6 +74,7 @@ class Lifecycle:
     job_notifications_url: str | None = None
     job_ids: Mapping[str, str] = field(default_factory=dict)
     on_confirmation: Callable[[Confirmation], None] | None = None
+    on_ingest_count: Callable[[str, int, int], None] | None = None
     on_job_update: Callable[[JobView], None] | None = None
     on_job_end: Callable[[str, JobOutcome], None] | None = None
     on_export: Callable[[str, list[ExportResult]], None] | None = None
@@ -127,6 +130,11 @@ class Lifecycle:
             deadline_seconds=cfg.ingest_timeout_seconds,
             poll_interval=cfg.ingest_poll_seconds,
             receiver=self.receiver,
+            on_count=(
+                partial(self.on_ingest_count, row.batch_id)
+                if self.on_ingest_count is not None
+                else None
+            ),
         )
         if self.on_confirmation is not None:
             self.on_confirmation(result)

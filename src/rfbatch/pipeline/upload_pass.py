@@ -149,6 +149,7 @@ async def run_intake(
     shard_tx, shard_rx = anyio.create_memory_object_stream[Shard](cfg.shard_workers)
     settle_seconds = settings.scan.settle_seconds
     settler = Settler(settle_seconds, on_vanished=lambda p: in_flight.release([p]))
+    tally.settling = lambda: settler.pending
     # Re-stat pending files a few times per settle period, so a quiet file waits little longer.
     poll = min(1.0, max(settle_seconds / 4, 0.05))
     manifest = services.manifest
@@ -315,8 +316,18 @@ async def upload_and_confirm(
             result.tally.fail(str(path), reason)
         result.confirmations.append(confirmation)
 
-    lifecycle = Lifecycle(services, InFlight(), receiver=receiver, on_confirmation=confirmed)
+    def counted(batch_id: str, count: int, expected: int) -> None:
+        result.tally.ingest[batch_id] = (min(count, expected), expected)
+
+    lifecycle = Lifecycle(
+        services,
+        InFlight(),
+        receiver=receiver,
+        on_confirmation=confirmed,
+        on_ingest_count=counted,
+    )
     result.phases["upload"] = time.monotonic() - started
+    result.tally.phase = "confirm"
     started = time.monotonic()
     result.batches = await seal_batches(services.manifest, target)
     for batch_id in result.batches:
