@@ -2,8 +2,9 @@
 #   docker build -t rfbatch .
 #   docker run -e ROBOFLOW_API_KEY=... -v /mnt/cameras:/data:ro -v rfbatch-state:/state \
 #              -v /srv/results:/output rfbatch run -c /etc/rfbatch/config.toml
-# Bind mounts and network shares do not deliver inotify events: set WATCHFILES_FORCE_POLLING=1
-# (or [scan] force_polling = true) so the watcher polls.
+# Network shares (NFS, SMB) deliver no inotify events: lower [scan] rescan_interval_seconds (quick
+# rescans list only folders that changed). The container shares the host's inotify watch limit
+# (fs.inotify.max_user_watches); when it runs out rfbatch says so and polls (README, "Big trees").
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

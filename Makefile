@@ -8,7 +8,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 INFERENCE_CLI_VERSION ?= 1.8.3
 
-.PHONY: demo test lint typecheck unit compat bench bench-quick soak fmt clean
+.PHONY: demo test lint typecheck unit compat bench bench-quick bench-startup soak fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(STAMP) $(BENCH_REF_STAMP)
 
 bench-quick: $(STAMP) $(BENCH_REF_STAMP)
 	$(BIN)/python benchmarks/run.py --quick --reference $(abspath $(BENCH_REF_VENV))/bin/inference
+
+# Start-up of --version and --help, beside inference-cli (medians of 15 runs).
+bench-startup: $(STAMP) $(BENCH_REF_STAMP)
+	$(BIN)/python benchmarks/startup.py --reference $(abspath $(BENCH_REF_VENV))/bin/inference
 
 # Minutes of the daemon under continuous arrivals and mixed faults; not part of CI.
 soak: $(STAMP)

@@ -82,7 +82,12 @@ class ScanSettings(_Section):
     follow_symlinks: bool = False
     settle_seconds: float = Field(2.0, ge=0)
     force_polling: bool = False
+    # Quick rescans list only folders whose mtime moved; full ones list everything (they catch
+    # files rewritten in place and retry files that failed). See localfs/watch.py.
     rescan_interval_seconds: float = Field(300.0, gt=0)
+    full_rescan_interval_seconds: float = Field(3600.0, gt=0)
+    # How often quick rescans run when the system has no inotify watches to give.
+    poll_interval_seconds: float = Field(10.0, gt=0)
 
 
 class UploadSettings(_Section):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -229,3 +231,30 @@ async def test_sources_are_moved_once_their_ingest_is_confirmed(
     assert set(all_digests(emulator)) == {sha(v) for v in files.values()}
     assert files_under(done) == files
     assert sum(e["files"] for e in d.saw("source.cleanup")) == 12
+
+
+async def test_files_that_failed_in_an_outage_are_sent_once_it_is_over(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # Quick rescans pass over folders that did not change; full ones are an hour apart here.
+    config = write_config(
+        tmp_path / "c.toml",
+        emulator,
+        tmp_path,
+        api={"retry_attempts": 2, "retry_timeout": 1.0},
+        scan={"rescan_interval_seconds": 0.5, "full_rescan_interval_seconds": 3600.0},
+    )
+    files = make_tree(tmp_path / "src", 10)
+    for folder in [tmp_path / "src", *(tmp_path / "src").rglob("*")]:
+        if folder.is_dir():  # an old mtime: quick rescans trust it and list nothing
+            os.utime(folder, (time.time() - 3600,) * 2)
+    emulator.set_faults(FaultProfile(routes={"put": FaultRates(status_503=1.0)}))
+    async with daemon(config, emulator, tmp_path / "state") as d:
+        await wait_for(lambda: bool(d.saw("upload.failed")), "the uploads to fail")
+        emulator.set_faults(None)
+        await wait_for(
+            lambda: set(all_digests(emulator)) == {sha(v) for v in files.values()},
+            "every file, once the outage is over",
+        )
+        assert await d.terminate() == 0
+    assert all_digests(emulator) == {sha(v): 1 for v in files.values()}

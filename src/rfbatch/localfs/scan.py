@@ -42,6 +42,7 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
+from rfbatch.localfs.dircache import DirCache
 from rfbatch.media import (
     FoundFile,
     MediaKind,
@@ -242,10 +243,15 @@ def _walk(
     stats: ScanStats,
     start: str | None = None,
     start_rel: str = "",
+    cache: DirCache | None = None,
+    *,
+    quick: bool = False,
 ) -> Generator[FoundFile | Skipped, None, None]:
     """Depth-first walk of one source (or of the folder ``start`` below its root).
 
     Only one directory handle is open at a time; pending folders wait as paths on a stack.
+    Each listing is remembered in ``cache``; a ``quick`` walk lists only the folders whose
+    mtime moved since (see :mod:`rfbatch.localfs.dircache`).
     """
     spec = rules.spec
     follow = spec.follow_symlinks
@@ -254,24 +260,32 @@ def _walk(
     stack: list[tuple[str, str]] = [(start or str(spec.root), prefix)]
     while stack:
         dir_path, rel_prefix = stack.pop()
-        if follow:
+        dst: os.stat_result | None = None
+        if follow or cache is not None:
             try:
-                dst = os.stat(dir_path)
+                dst = os.stat(dir_path) if follow else os.lstat(dir_path)
             except OSError as exc:
                 yield _unreadable_dir(stats, dir_path, exc)
                 continue
+        if follow and dst is not None:
             key = (dst.st_dev, dst.st_ino)
             if key in visited:
                 stats.count_skip("symlink-loop")
                 yield Skipped(Path(dir_path), "symlink-loop", "folder already scanned")
                 continue
             visited.add(key)
+        if quick and cache is not None and dst is not None:
+            known = cache.unchanged(dir_path, dst)
+            if known is not None:
+                stack.extend((os.path.join(dir_path, n), f"{rel_prefix}{n}/") for n in known)
+                continue
         try:
             listing = os.scandir(dir_path)
         except OSError as exc:
             yield _unreadable_dir(stats, dir_path, exc)
             continue
         stats.directories += 1
+        pushed, young, whole = len(stack), stats.too_young, True
         # One clock reading per folder: min-age needs no finer resolution than that.
         now_ns = time.time_ns()
         with listing:
@@ -281,11 +295,16 @@ def _walk(
                 except StopIteration:
                     break
                 except OSError as exc:
+                    whole = False
                     yield _unreadable_dir(stats, dir_path, exc)
                     break
                 item = _examine_entry(rules, stats, entry, rel_prefix, follow, now_ns, stack)
                 if item is not None:
                     yield item
+        if cache is not None and dst is not None:
+            # What this listing pushed are exactly this folder's subfolders.
+            subfolders = [os.path.basename(path) for path, _ in stack[pushed:]]
+            cache.record(dir_path, dst, subfolders, whole=whole and stats.too_young == young)
 
 
 def _examine_entry(
@@ -418,15 +437,19 @@ async def iter_scan(
     *,
     stats: ScanStats | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    caches: Sequence[DirCache] | None = None,
+    quick: bool = False,
 ) -> AsyncGenerator[FoundFile | Skipped, None]:
     """Yield every :class:`FoundFile` and :class:`Skipped` under ``specs``, in listing order.
 
     The walk runs in a worker thread ``chunk_size`` entries at a time; pass ``stats`` to have
-    it filled in as the scan goes.
+    it filled in as the scan goes. ``caches`` (one per spec) remember each folder's listing; a
+    ``quick`` scan lists only folders that changed since, and so yields what is new there.
     """
     stats = stats if stats is not None else ScanStats()
-    for spec in specs:
-        walk = drain_in_thread(_walk(_rules_for(spec), stats), chunk_size)
+    for index, spec in enumerate(specs):
+        cache = caches[index] if caches is not None else None
+        walk = drain_in_thread(_walk(_rules_for(spec), stats, cache=cache, quick=quick), chunk_size)
         async with contextlib.aclosing(walk) as items:
             async for item in items:
                 yield item

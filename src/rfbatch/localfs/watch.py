@@ -14,21 +14,27 @@ environment, or when ``watchfiles`` detects a platform that needs it (WSL).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
 import structlog
 from watchfiles import Change, awatch
 
+from rfbatch.localfs.dircache import DirCache
 from rfbatch.localfs.scan import drain_in_thread, examine_path, iter_scan
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 
 log = structlog.get_logger("rfbatch.watch")
 
 Clock = Callable[[], float]
+
+INOTIFY_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
 
 _FALSE_WORDS = frozenset({"false", "disable", "disabled", "0", "no", "off"})
 
@@ -59,11 +65,39 @@ def _examine_changes(
             yield from examine_path(spec, path)
 
 
+@dataclass
+class WatchStatus:
+    """How the watch sees the tree: by events, or by polling (asked for, or because the
+    system would not give the watches events need). Read by the daemon's /readyz and /metrics."""
+
+    polling: bool = False
+    problem: str | None = None
+    quick_rescans: int = 0
+    full_rescans: int = 0
+
+
+def watch_limit_problem(exc: OSError) -> str | None:
+    """What to tell the operator when ``exc`` says the system is out of inotify watches."""
+    if exc.errno != errno.ENOSPC and "watch limit" not in str(exc):
+        return None
+    try:
+        limit = Path(INOTIFY_LIMIT).read_text().strip()
+    except OSError:
+        limit = "unknown"
+    return (
+        f"out of inotify watches (fs.inotify.max_user_watches = {limit}, shared by every "
+        "process of this user): new files are found by polling instead; raise the limit "
+        "(sysctl fs.inotify.max_user_watches=524288) or set [scan] force_polling = true"
+    )
+
+
 async def watch(
     specs: Sequence[SourceSpec],
     *,
     force_polling: bool | None = None,
     rescan_interval: float = 300.0,
+    full_rescan_interval: float = 3600.0,
+    poll_interval: float = 10.0,
     stop_event: anyio.Event | None = None,
     initial_scan: bool = True,
     poll_delay_ms: int = 300,
@@ -71,6 +105,8 @@ async def watch(
     step_ms: int = 50,
     wake_interval: float = 1.0,
     clock: Clock = time.monotonic,
+    status: WatchStatus | None = None,
+    watcher: Callable[..., AsyncIterator[set[tuple[Change, str]]]] = awatch,
 ) -> AsyncGenerator[FoundFile | Skipped, None]:
     """Yield candidate files under ``specs`` until ``stop_event`` is set or the task is cancelled.
 
@@ -79,37 +115,106 @@ async def watch(
     cancellation or a due rescan waits for the watcher thread. :class:`Skipped` records (files
     over ``max_size``, unreadable ones) are yielded too, so they can be recorded. A root that
     does not exist when the watch starts (an unmounted share) is covered by the rescans only.
+
+    Rescans are quick (only folders whose mtime moved are listed) every ``rescan_interval``
+    seconds, and full every ``full_rescan_interval``: an idle tree costs a stat per folder,
+    not per file. When the system has no inotify watches left, the watch says so once (in
+    the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds.
     """
     stop = stop_event if stop_event is not None else anyio.Event()
+    state = status if status is not None else WatchStatus()
     roots = await anyio.to_thread.run_sync(_existing_dirs, specs)
-    scan_due = initial_scan
-    next_rescan = clock() + rescan_interval
+    caches = [DirCache() for _ in specs]
+    now = clock()
+    due = {
+        "quick": now + rescan_interval,
+        "full": now if initial_scan else now + full_rescan_interval,
+    }
 
-    async def rescan() -> AsyncGenerator[FoundFile | Skipped, None]:
-        nonlocal next_rescan, scan_due
-        scan_due = False
+    async def rescan(kind: str) -> AsyncGenerator[FoundFile | Skipped, None]:
+        nonlocal caches
+        full = kind == "full"
+        if full:
+            caches = [DirCache() for _ in specs]  # rebuilt whole: folders gone are forgotten
         started, seen = clock(), 0
-        async with contextlib.aclosing(iter_scan(specs)) as items:
+        listed = sum(c.listed for c in caches)
+        async with contextlib.aclosing(iter_scan(specs, caches=caches, quick=not full)) as items:
             async for item in items:
                 seen += 1
                 yield item
                 if stop.is_set():
                     return
-        next_rescan = clock() + rescan_interval
-        log.info("watch.rescan", entries=seen, seconds=round(clock() - started, 3))
+        now = clock()
+        due["quick"] = now + (poll_interval if state.polling else rescan_interval)
+        if full:
+            due["full"] = now + full_rescan_interval
+            state.full_rescans += 1
+        else:
+            state.quick_rescans += 1
+        log.info(
+            "watch.rescan",
+            kind=kind,
+            entries=seen,
+            folders_listed=sum(c.listed for c in caches) - listed,
+            seconds=round(now - started, 3),
+        )
 
-    if not roots:
-        # Nothing to watch yet (an unmounted share, say): rescans alone report and catch up.
-        while not stop.is_set():
-            if scan_due or clock() >= next_rescan:
-                async with contextlib.aclosing(rescan()) as items:
-                    async for item in items:
-                        yield item
-            with anyio.move_on_after(wake_interval):
-                await stop.wait()
-        return
+    async def rescans_due() -> AsyncGenerator[FoundFile | Skipped, None]:
+        now = clock()
+        kind = "full" if now >= due["full"] else "quick" if now >= due["quick"] else None
+        if kind is not None:
+            async with contextlib.aclosing(rescan(kind)) as items:
+                async for item in items:
+                    yield item
 
-    watcher = awatch(
+    if roots and not state.polling:
+        try:
+            async with contextlib.aclosing(
+                _events(
+                    specs,
+                    roots,
+                    watcher,
+                    stop,
+                    rescans_due,
+                    force_polling,
+                    poll_delay_ms,
+                    debounce_ms,
+                    step_ms,
+                    wake_interval,
+                )
+            ) as items:
+                async for item in items:
+                    yield item
+        except OSError as exc:
+            problem = watch_limit_problem(exc)
+            if problem is None:
+                raise
+            state.polling, state.problem = True, problem
+            due["quick"] = min(due["quick"], clock() + poll_interval)
+            log.warning("watch.limit", problem=problem, poll_seconds=poll_interval)
+    # Nothing to watch (an unmounted share, say), or no watches to be had: rescans alone.
+    while not stop.is_set():
+        async with contextlib.aclosing(rescans_due()) as items:
+            async for item in items:
+                yield item
+        with anyio.move_on_after(min(wake_interval, max(0.0, min(due.values()) - clock()))):
+            await stop.wait()
+
+
+async def _events(
+    specs: Sequence[SourceSpec],
+    roots: list[str],
+    watcher: Callable[..., AsyncIterator[set[tuple[Change, str]]]],
+    stop: anyio.Event,
+    rescans_due: Callable[[], AsyncGenerator[FoundFile | Skipped, None]],
+    force_polling: bool | None,
+    poll_delay_ms: int,
+    debounce_ms: int,
+    step_ms: int,
+    wake_interval: float,
+) -> AsyncGenerator[FoundFile | Skipped, None]:
+    """Candidates from file-system events, with the rescans that fall due between them."""
+    changes_of = watcher(
         *roots,
         watch_filter=None,
         debounce=debounce_ms,
@@ -122,24 +227,18 @@ async def watch(
         recursive=True,
         ignore_permission_denied=True,
     )
-    async with contextlib.aclosing(watcher):
-        # awatch starts its watcher on the first step and yields (maybe an empty set) within
-        # wake_interval; the initial scan runs only then, so nothing slips between the two.
-        async for changes in watcher:
-            if scan_due:
-                async with contextlib.aclosing(rescan()) as items:
-                    async for item in items:
-                        yield item
-            paths = sorted({path for change, path in changes if change != Change.deleted})
-            if paths:
-                async with contextlib.aclosing(
-                    drain_in_thread(_examine_changes(specs, paths))
-                ) as items:
-                    async for item in items:
-                        yield item
-            if stop.is_set():
-                return
-            if clock() >= next_rescan:
-                async with contextlib.aclosing(rescan()) as items:
-                    async for item in items:
-                        yield item
+    # The watcher starts on its first step and yields (maybe an empty set) within
+    # wake_interval; the initial scan runs only then, so nothing slips between the two.
+    async for changes in changes_of:
+        async with contextlib.aclosing(rescans_due()) as items:
+            async for item in items:
+                yield item
+        paths = sorted({path for change, path in changes if change != Change.deleted})
+        if paths:
+            async with contextlib.aclosing(
+                drain_in_thread(_examine_changes(specs, paths))
+            ) as items:
+                async for item in items:
+                    yield item
+        if stop.is_set():
+            return

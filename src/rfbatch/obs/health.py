@@ -28,6 +28,8 @@ CACHE_SECONDS = 2.0
 @dataclass
 class Readiness:
     checks: Mapping[str, Check]
+    notes: Callable[[], dict[str, str]] | None = None
+    """Conditions worth reporting that do not make the daemon unready (polling for files)."""
     _cached: tuple[float, dict[str, str]] | None = field(default=None, init=False)
 
     async def run(self) -> dict[str, str]:
@@ -69,7 +71,10 @@ def health_app(
     async def readyz(_: web.Request) -> web.Response:
         results = await readiness.run()
         ready = all(v == "ok" for v in results.values())
-        return web.json_response({"ready": ready, "checks": results}, status=200 if ready else 503)
+        body: dict[str, object] = {"ready": ready, "checks": results}
+        if readiness.notes is not None and (notes := readiness.notes()):
+            body["notes"] = notes
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics_view(_: web.Request) -> web.Response:
         if before_metrics is not None:

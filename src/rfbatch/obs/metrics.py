@@ -34,6 +34,7 @@ class MetricsSnapshot:
     webhook_events: Mapping[str, int] = field(default_factory=dict)  # by result
     downloads: Mapping[str, int] = field(default_factory=dict)  # by state
     intake_paused: bool = False
+    watch_polling: bool = False
 
 
 class _SnapshotCollector(Collector):
@@ -84,6 +85,12 @@ class _SnapshotCollector(Collector):
         paused = GaugeMetricFamily("rfbatch_intake_paused", "1 while intake waits for disk.")
         paused.add_metric([], 1.0 if s.intake_paused else 0.0)
         yield paused
+        polling = GaugeMetricFamily(
+            "rfbatch_watch_polling",
+            "1 while new files are found by polling: the system gave no inotify watches.",
+        )
+        polling.add_metric([], 1.0 if s.watch_polling else 0.0)
+        yield polling
 
 
 def _labelled(

@@ -16,6 +16,7 @@ on the next start). :meth:`Daemon.abort`, or the end of the grace period, cancel
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,10 +25,10 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
-from rfbatch.errors import FatalError
+from rfbatch.errors import FatalError, UnresumableRowError
 from rfbatch.localfs.after_ingest import SourceCleanup
 from rfbatch.localfs.diskspace import free_bytes
-from rfbatch.localfs.watch import watch
+from rfbatch.localfs.watch import WatchStatus, watch
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.health import Readiness, health_app, serve_http
 from rfbatch.obs.metrics import Metrics, MetricsSnapshot
@@ -42,6 +43,7 @@ from rfbatch.pipeline.upload_pass import (
     upload_options,
 )
 from rfbatch.settings import Settings, split_host_port
+from rfbatch.state.records import FileRow
 from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.daemon")
@@ -72,6 +74,7 @@ class Daemon:
         self.specs = list(specs)
         self.receiver = receiver
         self.tally = Tally(new_only=True)  # it sees its tree again on every rescan
+        self.watch_status = WatchStatus()
         self.in_flight = InFlight()
         cfg = self.settings.daemon
         self.batches = RotatingBatches(
@@ -167,12 +170,16 @@ class Daemon:
         self, found: MemoryObjectSendStream[FoundFile], skipped: MemoryObjectSendStream[Skipped]
     ) -> None:
         scan = self.settings.scan
-        async with found, skipped:
+        async with found, skipped, anyio.create_task_group() as tg:
+            tg.start_soon(self._retry_failed, found.clone())
             async for item in watch(
                 self.specs,
                 force_polling=scan.force_polling or None,
                 rescan_interval=scan.rescan_interval_seconds,
+                full_rescan_interval=scan.full_rescan_interval_seconds,
+                poll_interval=scan.poll_interval_seconds,
                 stop_event=self._stop_watching,
+                status=self.watch_status,
             ):
                 await self.intake_gate.wait_open()
                 if self._stop_watching.is_set():
@@ -181,6 +188,21 @@ class Daemon:
                     await skipped.send(item)
                 else:
                     await found.send(item)
+            tg.cancel_scope.cancel()
+
+    async def _retry_failed(self, found: MemoryObjectSendStream[FoundFile]) -> None:
+        """Offer files whose upload failed again, every ``rescan_interval_seconds``.
+
+        Quick rescans pass over folders that did not change, so they no longer bring back a
+        file that failed (during an outage, say): this does, if the file is unchanged on disk.
+        """
+        async with found:
+            while True:
+                await anyio.sleep(self.settings.scan.rescan_interval_seconds)
+                rows = [row async for row in self.services.manifest.files_in_state(["failed"])]
+                for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
+                    await self.intake_gate.wait_open()
+                    await found.send(file)
 
     async def _lifecycle_loop(self) -> None:
         limiter = anyio.CapacityLimiter(MAX_BATCHES_IN_PROGRESS)
@@ -247,7 +269,8 @@ class Daemon:
             await anyio.sleep_forever()
         host, port = split_host_port(listen)
         readiness = Readiness(
-            {"api": self._check_api, "state": self._check_state, "disk": self._check_disk}
+            {"api": self._check_api, "state": self._check_state, "disk": self._check_disk},
+            notes=self._notes,
         )
         metrics = Metrics(self.snapshot)
         receiver = self.receiver
@@ -256,6 +279,11 @@ class Daemon:
         async with serve_http(app, host, port) as url:
             log.info("http.listening", url=url)
             await anyio.sleep_forever()
+
+    def _notes(self) -> dict[str, str]:
+        """What an operator should know that does not make the daemon unready."""
+        problem = self.watch_status.problem
+        return {"watch": problem} if problem else {}
 
     async def _check_api(self) -> None:
         await self.services.client.list_batches(page_size=1).collect(limit=1)
@@ -309,4 +337,19 @@ class Daemon:
             jobs=jobs,
             webhook_events=webhooks,
             intake_paused=not self.intake_gate.is_open,
+            watch_polling=self.watch_status.polling,
         )
+
+
+def _unchanged_on_disk(rows: Sequence[FileRow]) -> list[FoundFile]:
+    """The files of ``rows`` still on disk as the manifest recorded them (blocking: stats)."""
+    out: list[FoundFile] = []
+    for row in rows:
+        try:
+            file = row.to_found()
+            st = os.stat(file.path)
+        except (UnresumableRowError, OSError):
+            continue
+        if (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns):
+            out.append(file)
+    return out
