@@ -86,7 +86,10 @@ class ScanSettings(_Section):
     # files rewritten in place and retry files that failed). See localfs/watch.py.
     rescan_interval_seconds: float = Field(300.0, gt=0)
     full_rescan_interval_seconds: float = Field(3600.0, gt=0)
-    # How often quick rescans run when the system has no inotify watches to give.
+    # Events (inotify) bring new files at once; a network share (NFS, SMB) raises none: set
+    # events = false there, and quick rescans look every poll_interval_seconds instead (as they
+    # do by themselves when the system has no inotify watches left to give).
+    events: bool = True
     poll_interval_seconds: float = Field(10.0, gt=0)
 
 

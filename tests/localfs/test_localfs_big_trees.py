@@ -138,3 +138,19 @@ async def test_any_other_watcher_failure_is_not_taken_for_the_limit(tmp_path: Pa
         async with watching([SourceSpec(src)], watcher=broken):
             await wait_for(lambda: False, "the failure", timeout=20)
     assert failure.group_contains(PermissionError, match="not ours to read", depth=None)
+
+
+async def test_without_events_new_files_come_by_quick_rescans(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    camera_tree(src)
+    status = WatchStatus()
+    # A watcher that would fail if it were ever started: with events off, it never is.
+    never = Failing(OSError("events are off: no watcher should start"))
+    async with watching(
+        [SourceSpec(src)], events=False, watcher=never, status=status, poll_interval=0.2
+    ) as w:
+        await wait_for(lambda: len(w.rels()) == 20, "the initial scan")
+        publish(src / "cam3" / "day0" / "late.jpg")
+        await wait_for(lambda: "cam3/day0/late.jpg" in w.rels(), "the new file, by a quick rescan")
+    assert (status.polling, status.problem) == (True, None)
+    assert status.full_rescans == 1

@@ -106,6 +106,7 @@ async def watch(
     wake_interval: float = 1.0,
     clock: Clock = time.monotonic,
     status: WatchStatus | None = None,
+    events: bool = True,
     watcher: Callable[..., AsyncIterator[set[tuple[Change, str]]]] = awatch,
 ) -> AsyncGenerator[FoundFile | Skipped, None]:
     """Yield candidate files under ``specs`` until ``stop_event`` is set or the task is cancelled.
@@ -119,15 +120,18 @@ async def watch(
     Rescans are quick (only folders whose mtime moved are listed) every ``rescan_interval``
     seconds, and full every ``full_rescan_interval``: an idle tree costs a stat per folder,
     not per file. When the system has no inotify watches left, the watch says so once (in
-    the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds.
+    the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds;
+    without ``events`` (a network share, whose changes raise no events) it does so from the
+    start.
     """
     stop = stop_event if stop_event is not None else anyio.Event()
     state = status if status is not None else WatchStatus()
+    state.polling = state.polling or not events
     roots = await anyio.to_thread.run_sync(_existing_dirs, specs)
     caches = [DirCache() for _ in specs]
     now = clock()
     due = {
-        "quick": now + rescan_interval,
+        "quick": now + (poll_interval if state.polling else rescan_interval),
         "full": now if initial_scan else now + full_rescan_interval,
     }
 

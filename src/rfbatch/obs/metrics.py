@@ -87,7 +87,8 @@ class _SnapshotCollector(Collector):
         yield paused
         polling = GaugeMetricFamily(
             "rfbatch_watch_polling",
-            "1 while new files are found by polling: the system gave no inotify watches.",
+            "1 while new files are found by quick rescans, not events ([scan] events = false, "
+            "or no inotify watches left).",
         )
         polling.add_metric([], 1.0 if s.watch_polling else 0.0)
         yield polling

@@ -178,6 +178,7 @@ class Daemon:
                 rescan_interval=scan.rescan_interval_seconds,
                 full_rescan_interval=scan.full_rescan_interval_seconds,
                 poll_interval=scan.poll_interval_seconds,
+                events=scan.events,
                 stop_event=self._stop_watching,
                 status=self.watch_status,
             ):
