@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -63,3 +64,47 @@ def test_emulator_in_thread_serves_sync_callers() -> None:
         base_url = emu.base_url
     with pytest.raises(urllib.error.URLError, match="refused"):
         _get_json(f"{base_url}/?api_key=k")
+
+
+def test_emulator_command_with_tls_prints_an_https_url_and_writes_the_ca(tmp_path: Path) -> None:
+    from tests.e2e.support import RFBATCH
+
+    proc = subprocess.Popen(
+        [*RFBATCH, "emulator", "--tls", "--state-dir", str(tmp_path), "--link", "rtt=5ms"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        base_url = first.removeprefix("rfbatch emulator listening on ")
+        assert base_url.startswith("https://127.0.0.1:"), first
+        trust = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        with urllib.request.urlopen(f"{base_url}/_emulator/state", timeout=10, context=trust) as r:  # noqa: S310
+            assert json.loads(r.read())["workspace"] == "emulator-ws"
+        # Without the CA, the certificate is refused: checks are never off.
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(f"{base_url}/_emulator/state", timeout=10)  # noqa: S310
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_emulator_command_refuses_a_bad_link_naming_the_part() -> None:
+    from tests.e2e.support import RFBATCH
+
+    done = subprocess.run(
+        [*RFBATCH, "emulator", "--link", "rtt=40ms,conn=fast"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "rfbatch: error: --link: link part 'conn=fast': the value is not like 25MB/s"
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -42,17 +44,46 @@ def emulator(
         bool,
         typer.Option(help="Fail tar members whose bytes are not an image, as a service would."),
     ] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(help="Serve HTTPS with a CA made at start; clients trust <state-dir>/ca.pem."),
+    ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="HTTPS with this certificate chain (PEM) instead.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The private key of --tls-cert.")] = None,
+    link: Annotated[
+        str | None,
+        typer.Option(help="A shaped link: rtt=40ms,conn=25MB/s,total=100MB/s (parts optional)."),
+    ] = None,
 ) -> None:
     """Serve the Roboflow Batch Processing API offline.
 
     Prints its base URL, then serves until SIGINT or SIGTERM.
     """
     from rfbatch.emulator import EmulatorConfig, FaultProfile, serve
+    from rfbatch.emulator.link import LinkProfile
+    from rfbatch.emulator.tls import TlsFiles, make_certificates
 
     try:
         profile = FaultProfile.from_toml(faults) if faults else None
     except (OSError, ValueError, ConfigError) as exc:
         fail(f"fault profile {faults}: {exc}", EXIT_USAGE)
+    try:
+        shaped = LinkProfile.parse(link) if link else None
+    except ValueError as exc:
+        fail(f"--link: {exc}", EXIT_USAGE)
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if tls_cert is not None and tls_key is not None:
+        certificates: TlsFiles | None = TlsFiles(tls_cert, tls_key)
+    elif tls:
+        if state_dir is None:
+            state_dir = Path(tempfile.mkdtemp(prefix="rfbatch-emulator-"))
+        certificates = make_certificates(state_dir)
+        print(f"rfbatch emulator: clients must trust {certificates.ca}", file=sys.stderr)
+    else:
+        certificates = None
     serve(
         EmulatorConfig(
             api_key=api_key,
@@ -65,5 +96,7 @@ def emulator(
             ingest_delay=ingest_delay,
             job_tick=job_tick,
             check_image_content=check_image_content,
+            tls=certificates,
+            link=shaped,
         )
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -109,9 +110,23 @@ async def _truncated(request: web.Request, response: web.StreamResponse) -> web.
     return out
 
 
+def _round_trip(rtt: float) -> Any:
+    """Every answer waits one round trip of the shaped link (request out, answer back)."""
+
+    @web.middleware
+    async def delayed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        await asyncio.sleep(rtt)
+        return await handler(request)
+
+    return delayed
+
+
 def create_app(config: EmulatorConfig) -> web.Application:
     """A fresh emulator application; its state lives as long as the app."""
-    app = web.Application(middlewares=[api_middleware], client_max_size=64 * 1024**2)
+    middlewares: list[Any] = [api_middleware]
+    if config.link is not None and config.link.rtt > 0:
+        middlewares.insert(0, _round_trip(config.link.rtt))
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024**2)
     core = EmulatorCore(config)
     app[CORE_KEY] = core
     app.router.add_get("/", workspace, name="workspace")

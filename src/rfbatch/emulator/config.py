@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from rfbatch.emulator.faults import FaultProfile
+from rfbatch.emulator.link import LinkProfile
+from rfbatch.emulator.tls import TlsFiles
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,10 @@ class EmulatorConfig:
     allow_http_references: bool = False
     # Seeds the shard status words (``None``: a fresh draw per instance).
     vocabulary_seed: int | None = None
+    # HTTPS with this certificate and key (the API and the signed URLs alike).
+    tls: TlsFiles | None = None
+    # A shaped link in front of it: round trips and bandwidth (see emulator/link.py).
+    link: LinkProfile | None = None
 
     @property
     def webhook_bearer(self) -> str:

@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
@@ -18,6 +18,7 @@ from rfbatch.emulator.app import create_app
 from rfbatch.emulator.config import EmulatorConfig
 from rfbatch.emulator.core import CORE_KEY, EmulatorCore
 from rfbatch.emulator.faults import FaultProfile
+from rfbatch.emulator.link import Link
 
 T = TypeVar("T")
 _START_TIMEOUT = 30.0
@@ -86,13 +87,34 @@ async def running_emulator(config: EmulatorConfig) -> AsyncIterator[Emulator]:
     # A short shutdown grace: an upload cut off by a stop is retried by its client anyway.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
+    ssl_context = config.tls.server_context() if config.tls is not None else None
+    server: asyncio.Server | None = None
     try:
-        site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
-        await site.start()
-        port = _bound_port(runner, config.port)
+        if config.link is None:
+            site = web.TCPSite(
+                runner, config.host, config.port, reuse_address=True, ssl_context=ssl_context
+            )
+            await site.start()
+            port = _bound_port(runner, config.port)
+        else:
+            # The shaped link stands between each connection and aiohttp's own protocol.
+            link = Link(config.link, tls=ssl_context is not None)
+            handlers = runner.server
+            assert handlers is not None  # set up above
+            server = await asyncio.get_running_loop().create_server(
+                link.wrap(cast(Callable[[], asyncio.Protocol], handlers)),
+                config.host,
+                config.port,
+                ssl=ssl_context,
+                reuse_address=True,
+            )
+            port = int(server.sockets[0].getsockname()[1])
         host = f"[{config.host}]" if ":" in config.host else config.host
-        yield Emulator(f"http://{host}:{port}", config, app[CORE_KEY])
+        scheme = "https" if ssl_context is not None else "http"
+        yield Emulator(f"{scheme}://{host}:{port}", config, app[CORE_KEY])
     finally:
+        if server is not None:
+            server.close()
         await runner.cleanup()
 
 
