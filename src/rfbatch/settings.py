@@ -55,8 +55,8 @@ class ApiSettings(_Section):
     retry_wait_initial: float = Field(0.25, ge=0)
     retry_wait_max: float = Field(15.0, ge=0)
     retry_wait_jitter: float = Field(1.0, ge=0)
-    # At most this many attempts may end in HTTP 500 (a 500 usually means the request itself
-    # upsets the server).
+    # At most this many attempts of a storage transfer (a signed URL) may end in HTTP 500. API
+    # calls never send a request again after a 500, as the official client does not.
     retry_server_error_attempts: int = Field(3, ge=1, le=100)
     ca_bundle: Path | None = None
     # The most bytes read from one API response; a larger one is refused with a clear error.

@@ -356,3 +356,50 @@ async def _fake_api(request: web.Request) -> web.StreamResponse:
     if request.path == "/":
         return web.json_response({"workspace": "ws"})
     return web.json_response({"status": "ok"})
+
+
+async def _signed_urls(request: web.Request) -> web.StreamResponse:
+    if request.path == "/":
+        return web.json_response({"workspace": "ws"})
+    if request.path.endswith("-references"):
+        return web.json_response({"ingestId": "i-1"})
+    if request.path.endswith("/upload/image"):
+        return web.json_response({"status": "ok"})
+    return web.json_response({"signedURLDetails": {"uploadURL": "http://127.0.0.1:9/u"}})
+
+
+async def test_display_name_is_the_batch_id_unless_a_name_is_given() -> None:
+    # What the official client sends on every call that takes a display name.
+    async with stub_server(_signed_urls) as stub, RoboflowClient(_stub_config(stub.base_url)) as c:
+        await c.shard_upload_url("cams-7")
+        await c.video_upload_url("cams-7-videos", "a.mp4")
+        await c.upload_image("cams-7", "p.jpg", b"JPEG")
+        await c.ingest_image_references("refs-1", [ImageReference(name="r.jpg", url="https://x/r")])
+        await c.shard_upload_url("cams-7", display_name="Cameras, week 7")
+    shown = [r.query.get("displayName") for r in stub.requests[1:]]
+    assert shown == ["cams-7", "cams-7-videos", "cams-7", "refs-1", "Cameras, week 7"]
+
+
+async def test_a_references_ingest_sent_again_carries_the_same_ingest_id() -> None:
+    # The first answer is lost (503): the POST goes again, and the service can tell it is the
+    # same ingest. A RoboQL ingest gets an id the same way, and says which one it sent.
+    answered: list[str] = []
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        if request.path == "/":
+            return web.json_response({"workspace": "ws"})
+        answered.append(request.path)
+        if request.path.endswith("-references") and len(answered) == 1:
+            return web.json_response({"error": "busy"}, status=503)
+        return web.json_response({"ingestId": "from-service"})
+
+    refs = [ImageReference(name="r.jpg", url="https://x/r")]
+    async with stub_server(flaky) as stub, RoboflowClient(_stub_config(stub.base_url)) as c:
+        await c.ingest_image_references("refs-1", refs)
+        await c.ingest_image_references("refs-1", [ImageReference(name="s.jpg", url="https://x/s")])
+        sent = await c.ingest_roboql("q-1", "tag:cars")
+    first, retried, other, roboql = [json.loads(r.body)["ingestId"] for r in stub.requests[1:]]
+    assert first == retried
+    assert first.startswith("rfbatch-")
+    assert other != first
+    assert roboql == sent

@@ -308,6 +308,8 @@ async def test_abort_restart_with_overrides_and_a_wait_timeout(tmp_path: Path) -
                 "maxImageFailureRate": 0.2,
             }
         ]
+        # Whole seconds, as an integer on the wire (the official client's type).
+        assert type(job["restartParametersOverride"][0]["processingTimeoutSeconds"]) is int
         status = _json(await job_cli(["status", "long", "--json"], env))
         assert status["restartParametersOverride"] == job["restartParametersOverride"]
         # A restart without overrides sends no body; one of a running job is refused (API error).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,7 +82,10 @@ def test_settings_are_the_defaults_and_flags_win() -> None:
     assert "maxVideoFPS" not in images["processingSpecification"]
     videos = _wire(job_spec_from(settings, batch_id="b", kind="videos"))
     assert videos["type"] == "simple-video-processing-v1"
-    assert videos["processingSpecification"]["maxVideoFPS"] == 5.0
+    # Whole numbers go out as integers, as the official client sends them.
+    assert json.dumps(videos["processingSpecification"]["maxVideoFPS"]) == "5"
+    fractional = _wire(job_spec_from(settings, batch_id="b", kind="videos", max_video_fps=2.5))
+    assert fractional["processingSpecification"]["maxVideoFPS"] == 2.5
     assert "maxImageFailureRate" not in videos
 
 

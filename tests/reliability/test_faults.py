@@ -57,7 +57,10 @@ def _profile(routes: dict[str, FaultRates], *, seed: int, retry_after: int = 0) 
 # Rates sit around 5-10 % of requests on the routes they hit.
 PROFILES: dict[str, FaultProfile] = {
     "429-retry-after": _profile({"*": FaultRates(status_429=0.06)}, seed=1, retry_after=1),
-    "500": _profile({"*": FaultRates(status_500=0.06)}, seed=2),
+    # The API never sends a call again after a 500 (as the official client); storage does.
+    "500": _profile(
+        {"put": FaultRates(status_500=0.1), "download": FaultRates(status_500=0.1)}, seed=2
+    ),
     "502": _profile({"*": FaultRates(status_502=0.08)}, seed=3),
     "503": _profile({"*": FaultRates(status_503=0.08)}, seed=4),
     "504": _profile({"*": FaultRates(status_504=0.08)}, seed=5),
@@ -77,7 +80,6 @@ PROFILES: dict[str, FaultProfile] = {
             "*": FaultRates(
                 status_408=0.01,
                 status_429=0.01,
-                status_500=0.01,
                 status_502=0.01,
                 status_503=0.01,
                 status_504=0.01,
@@ -85,8 +87,8 @@ PROFILES: dict[str, FaultProfile] = {
                 slow=0.01,
                 truncate=0.01,
             ),
-            "put": FaultRates(reset=0.03, expire=0.02),
-            "download": FaultRates(reset=0.02, truncate=0.03, expire=0.02),
+            "put": FaultRates(reset=0.03, expire=0.02, status_500=0.01),
+            "download": FaultRates(reset=0.02, truncate=0.03, expire=0.02, status_500=0.01),
         },
         seed=13,
         retry_after=1,

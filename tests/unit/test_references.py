@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from rfbatch.api.idempotency import stable_ingest_id, with_ingest_id
 from rfbatch.api.schemas import ImageReference
 from rfbatch.errors import ConfigError
-from rfbatch.pipeline.references import chunks, parse_source, stable_ingest_id
+from rfbatch.pipeline.references import chunks, parse_source
 
 
 def _refs(count: int) -> list[ImageReference]:
@@ -22,9 +23,18 @@ def test_images_go_in_chunks_of_20000_and_videos_in_one_request() -> None:
 
 
 def test_the_ingest_id_is_stable_for_the_same_input_only() -> None:
-    assert stable_ingest_id("b", "image", "x") == stable_ingest_id("b", "image", "x")
-    assert stable_ingest_id("b", "image", "x") != stable_ingest_id("b", "image", "y")
-    assert stable_ingest_id("b", "image", "x") != stable_ingest_id("c", "image", "x")
+    body = {"imageReferences": [{"name": "a.png", "url": "https://h/a"}]}
+    same = stable_ingest_id("b", "ingest_images", body)
+    assert same == stable_ingest_id("b", "ingest_images", dict(body))
+    # Where the service reports to is not part of what is ingested.
+    assert same == stable_ingest_id("b", "ingest_images", {**body, "notificationsURL": "x"})
+    assert same != stable_ingest_id("c", "ingest_images", body)
+    assert same != stable_ingest_id("b", "ingest_videos", body)
+    other = {"imageReferences": [{"name": "a.png", "url": "https://h/b"}]}
+    assert same != stable_ingest_id("b", "ingest_images", other)
+    # The operator's own id is kept as given.
+    assert with_ingest_id({**body, "ingestId": "mine"}, "b", "ingest_images")["ingestId"] == "mine"
+    assert with_ingest_id(body, "b", "ingest_images")["ingestId"] == same
 
 
 def test_a_repeated_name_and_an_empty_file_are_refused(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from yarl import URL
 
 from rfbatch.api.config import ClientConfig
 from rfbatch.api.http_errors import error_for_status
+from rfbatch.api.idempotency import with_ingest_id
 from rfbatch.api.pagination import Page, Paginator
 from rfbatch.api.schemas import (
     BatchesPage,
@@ -132,7 +134,11 @@ class RoboflowClient(SessionHolder):
         self._timeout = client_timeout(config.connect_timeout, config.read_timeout)
         self._headers = {"User-Agent": config.user_agent}
         self._slots = anyio.Semaphore(config.max_concurrent_requests)
-        self._classify = partial(classify_transient, policy=config.retry)
+        # An API call that ends in HTTP 500 is not sent again, as the official client does not
+        # (it retries 408, 429, 502, 503 and 504): a 500 says the request upset the service,
+        # and a POST sent again might act twice. Storage transfers keep their own cap.
+        no_500 = replace(config.retry, server_error_attempts=1)
+        self._classify = partial(classify_transient, policy=no_500)
         self._workspace: str | None = None
         self._workspace_lock = anyio.Lock()
         self._log: Any = structlog.get_logger("rfbatch.api")
@@ -397,7 +403,7 @@ class RoboflowClient(SessionHolder):
             "upload_image",
             "POST",
             url,
-            params={"fileName": file_name, "displayName": display_name},
+            params={"fileName": file_name, "displayName": display_name or batch_id},
             form=form,
             body="ignore",
         )
@@ -412,14 +418,16 @@ class RoboflowClient(SessionHolder):
             "video_url",
             "POST",
             url,
-            params={"fileName": file_name, "displayName": display_name},
+            params={"fileName": file_name, "displayName": display_name or batch_id},
         )
         return self._decode("video_url", SignedUrlResponse, data).signed_url_details
 
     async def shard_upload_url(self, batch_id: str, display_name: str | None = None) -> SignedUrl:
         validate_batch_id(batch_id)
         url = await self._staging_url("batches", batch_id, "bulk-upload", "image-files")
-        data = await self._send("shard_url", "POST", url, params={"displayName": display_name})
+        # The batch's name, else its id, as the official client sends it on every such call.
+        params = {"displayName": display_name or batch_id}
+        data = await self._send("shard_url", "POST", url, params=params)
         return self._decode("shard_url", SignedUrlResponse, data).signed_url_details
 
     async def ingest_image_references(
@@ -464,13 +472,14 @@ class RoboflowClient(SessionHolder):
             notification_categories=list(categories) if categories else None,
         )
         endpoint = f"ingest_{kind}s"
+        body = with_ingest_id(request.to_wire(), batch_id, endpoint)
         url = await self._staging_url("batches", batch_id, "bulk-upload", f"{kind}-references")
         data = await self._send(
             endpoint,
             "POST",
             url,
-            params={"displayName": options.get("display_name")},
-            json_body=request.to_wire(),
+            params={"displayName": options.get("display_name") or batch_id},
+            json_body=body,
             # The service fetches a reference list before it answers: the CLI allows twice as long.
             read_timeout=2 * self.config.read_timeout,
         )
@@ -569,8 +578,9 @@ class RoboflowClient(SessionHolder):
         ingest_id: str | None = None,
         notifications_url: str | None = None,
         display_name: str | None = None,
-    ) -> None:
-        """Ask the service to build ``batch_id`` from the Asset Library images ``query`` selects.
+    ) -> str:
+        """Ask the service to build ``batch_id`` from the Asset Library images ``query`` selects;
+        returns the ingest id sent (``ingest_id``, else one derived from the query).
 
         The service answers before it has looked at a single image, and its body says nothing
         the reference client reads: progress is the batch's count and listing."""
@@ -584,4 +594,6 @@ class RoboflowClient(SessionHolder):
             notifications_url=notifications_url,
         )
         url = await self._staging_url("batches", batch_id, "roboql-ingest")
-        await self._send("ingest_roboql", "POST", url, json_body=request.to_wire(), body="ignore")
+        body = with_ingest_id(request.to_wire(), batch_id, "ingest_roboql")
+        await self._send("ingest_roboql", "POST", url, json_body=body, body="ignore")
+        return str(body["ingestId"])

@@ -341,7 +341,8 @@ class ProcessingSpecification(RequestModel):
     persist_images_outputs: bool | None = None
     images_outputs_to_be_persisted: list[str] | None = None
     aggregation_format: AggregationFormat | None = None
-    max_video_fps: float | None = Field(default=None, alias="maxVideoFPS")
+    # An integer on the wire when it is whole, as the official client sends it.
+    max_video_fps: int | float | None = Field(default=None, alias="maxVideoFPS")
     images_metadata_inputs_mapping: dict[str, str] | None = None
 
 
@@ -411,7 +412,7 @@ class _JobSpecBase(BaseModel):
                 persist_images_outputs=self.persist_images_outputs,
                 images_outputs_to_be_persisted=self.images_outputs_to_be_persisted,
                 aggregation_format=self.aggregation_format,
-                max_video_fps=extras.get("max_video_fps"),
+                max_video_fps=whole(extras.get("max_video_fps")),
                 images_metadata_inputs_mapping=extras.get("images_metadata_inputs_mapping"),
             ),
             notifications_url=self.notifications_url,
@@ -460,6 +461,14 @@ class TrtCompilationJobSpec(RequestModel):
 JobSpec = ImageJobSpec | VideoJobSpec | TrtCompilationJobSpec
 
 
+def whole(value: float | None) -> int | float | None:
+    """``value`` as an int when it is a whole number (30.0 -> 30): what the service is sent
+    where the official client sends integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class RestartOverrides(BaseModel):
     """Overrides for ``POST /jobs/{jobId}/restart``; empty overrides mean no body at all."""
 
@@ -485,7 +494,8 @@ class RestartOverrides(BaseModel):
         if self.max_parallel_tasks is not None:
             body["maxParallelTasks"] = self.max_parallel_tasks
         if self.max_runtime_seconds is not None:
-            body["processingTimeoutSeconds"] = self.max_runtime_seconds
+            # The service takes whole seconds (an int in the official client).
+            body["processingTimeoutSeconds"] = whole(self.max_runtime_seconds)
         if self.max_image_failure_rate is not None:
             body["maxImageFailureRate"] = self.max_image_failure_rate
         return body

@@ -23,7 +23,6 @@ from rfbatch.pipeline.references import (
     IngestWait,
     parse_source,
     send_references,
-    stable_ingest_id,
     wait_for_ingest,
 )
 from rfbatch.settings import Settings, split_host_port
@@ -186,15 +185,14 @@ def roboql(
             raise ConfigError("the query must not be empty")
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
-    given_id = ingest_id or stable_ingest_id(batch, "roboql", query)
     from rfbatch.app import open_client
 
     async def main() -> int:
         async with open_client(settings) as client:
-            await client.ingest_roboql(
+            sent_id = await client.ingest_roboql(
                 batch,
                 query,
-                ingest_id=given_id,
+                ingest_id=ingest_id,
                 notifications_url=notifications_url,
                 display_name=display_name or batch,
             )
@@ -206,6 +204,6 @@ def roboql(
                 poll_interval=settings.upload.ingest_poll_seconds,
                 quiet_seconds=quiet_seconds,
             )
-        return _wait_report(wait, [given_id], json_out)
+        return _wait_report(wait, [sent_id], json_out)
 
     run(main, key)

@@ -3,7 +3,9 @@
 
 A shard is only a list of files here; member names, the tar and the manifest rows are made by the
 upload stage, just before the PUT, so a shard that waits in the queue holds no resources. In the
-daemon, files trickle in: ``linger`` sends a partial shard once no image has come for that long.
+daemon, files trickle in: ``linger`` sends a partial shard at most that long after its first
+image came. (Counted from the last image instead, a camera's steady trickle would hold a shard
+open until it was full: hundreds of seconds for the first file of it.)
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ async def pack_shards(
     max_bytes: int,
     linger: float | None = None,
 ) -> None:
-    """Read images until the input closes, emitting a shard whenever one is full."""
+    """Read images until the input closes, emitting a shard whenever one is full, or (with
+    ``linger``) that many seconds after its first image."""
     shard: Shard | None = None
+    due = 0.0  # when the open shard goes, full or not
     async with receive, send:
         while True:
             item: Assigned | None = None
             try:
                 if shard is not None and linger is not None:
-                    with anyio.move_on_after(linger):
+                    with anyio.move_on_after(max(0.0, due - anyio.current_time())):
                         item = await receive.receive()
                 else:
                     item = await receive.receive()
@@ -64,6 +68,7 @@ async def pack_shards(
                 shard = None
             if shard is None:
                 shard = Shard(item.batch_id)
+                due = anyio.current_time() + (linger or 0.0)
             shard.add(item.file)
         if shard is not None:
             await send.send(shard)

@@ -13,7 +13,6 @@ references ingest has none.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -95,13 +94,6 @@ def read_jsonl(path: Path) -> list[ImageReference]:
     return refs
 
 
-def stable_ingest_id(batch_id: str, *parts: str) -> str:
-    """An ingest id that is the same for the same input, so a repeated request is recognised
-    by the service as a duplicate instead of being ingested twice."""
-    digest = hashlib.sha256("\n".join((batch_id, *parts)).encode()).hexdigest()
-    return f"rfbatch-{digest[:32]}"
-
-
 def chunks(
     refs: Sequence[ImageReference], kind: Kind
 ) -> list[tuple[int, tuple[ImageReference, ...]]]:
@@ -130,7 +122,9 @@ async def send_references(
     )
     display = request.display_name or request.batch_id
 
-    def options(ingest_id: str, references_url: str | None = None) -> IngestOptions:
+    # Without an ingest id of the operator's, the client derives one from each request's input:
+    # a request sent again (a lost answer, a rerun) is then a duplicate, not a second ingest.
+    def options(ingest_id: str | None, references_url: str | None = None) -> IngestOptions:
         return {
             "references_url": references_url,
             "ingest_id": ingest_id,
@@ -140,20 +134,17 @@ async def send_references(
         }
 
     if source.url is not None:
-        ingest_id = request.ingest_id or stable_ingest_id(
-            request.batch_id, request.kind, source.url
-        )
-        result = await call(request.batch_id, None, **options(ingest_id, source.url))
+        result = await call(request.batch_id, None, **options(request.ingest_id, source.url))
         return [result.ingest_id]
     assert source.references is not None
     parts = chunks(source.references, request.kind)
     ids: list[str] = []
     for index, part in parts:
-        base = request.ingest_id or stable_ingest_id(
-            request.batch_id, request.kind, *(f"{r.name}\t{r.url}" for r in part)
-        )
-        # One suffix per chunk (the reference client stacks them: id-0, id-0-1, ...).
-        ingest_id = f"{base}-{index}" if len(parts) > 1 and request.ingest_id else base
+        # The operator's id gets one suffix per chunk (the reference client stacks them:
+        # id-0, id-0-1, ...).
+        ingest_id = request.ingest_id
+        if ingest_id is not None and len(parts) > 1:
+            ingest_id = f"{ingest_id}-{index}"
         result = await call(request.batch_id, list(part), **options(ingest_id))
         ids.append(result.ingest_id)
     return ids
