@@ -1,7 +1,9 @@
 """One frozen settings tree: defaults < TOML file < environment < command-line flags.
 
 Environment variables are ``RFBATCH_<SECTION>__<KEY>`` (``RFBATCH_UPLOAD__SHARD_WORKERS``),
-plus the two names inference-cli users already set: ``ROBOFLOW_API_KEY`` and ``API_BASE_URL``.
+plus the names inference-cli users already set: ``ROBOFLOW_API_KEY``, ``API_BASE_URL``,
+``ROBOFLOW_API_REQUEST_TIMEOUT``, and ``ROBOFLOW_REGION`` / ``ROBOFLOW_ENVIRONMENT`` (which
+choose the API's address when no URL is given).
 Flags arrive as a nested dict of overrides. Any invalid value stops the start with one line naming
 the key (:class:`rfbatch.errors.ConfigError`).
 """
@@ -265,7 +267,8 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 class _InferenceCliEnv(PydanticBaseSettingsSource):
-    """``ROBOFLOW_API_KEY`` and ``API_BASE_URL``, as inference-cli users already have them set."""
+    """``ROBOFLOW_API_KEY``, ``API_BASE_URL`` and ``ROBOFLOW_API_REQUEST_TIMEOUT``, as
+    inference-cli users already have them set."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
@@ -276,7 +279,76 @@ class _InferenceCliEnv(PydanticBaseSettingsSource):
             api["key"] = key
         if url := os.environ.get("API_BASE_URL"):
             api["base_url"] = url
+        if timeout := os.environ.get("ROBOFLOW_API_REQUEST_TIMEOUT"):
+            api["read_timeout"] = timeout
         return {"api": api} if api else {}
+
+
+# The API's address by region and environment, as the official client maps them
+# (inference_sdk/regions.py: ROBOFLOW_REGION us|eu, ROBOFLOW_ENVIRONMENT prod|staging, any value
+# but "prod" meaning staging). Its legacy PROJECT variable is not honoured: that name is set in
+# many shells and CI systems for other reasons, and would send requests to staging unasked.
+REGIONAL_BASE_URLS = {
+    ("us", "prod"): "https://api.roboflow.com",
+    ("us", "staging"): "https://api.roboflow.one",
+    ("eu", "prod"): "https://api.roboflow.eu",
+    ("eu", "staging"): "https://api.roboflow-eu.one",
+}
+
+
+def regional_choice() -> tuple[str, str, str] | None:
+    """(region, environment, the variables that chose them) when the environment names either,
+    else ``None``. An unknown region is a :class:`ConfigError`: sending a European workspace's
+    data to the US endpoint is no fallback (the official client warns and does just that)."""
+    region_var = os.environ.get("ROBOFLOW_REGION", "").strip().lower()
+    env_var = os.environ.get("ROBOFLOW_ENVIRONMENT", "").strip().lower()
+    if not region_var and not env_var:
+        return None
+    region = region_var or "us"
+    if region not in ("us", "eu"):
+        raise ConfigError(
+            f"ROBOFLOW_REGION {region_var!r} is not a region: use us or eu "
+            "(or set API_BASE_URL to the address itself)"
+        )
+    environment = "prod" if env_var in ("", "prod") else "staging"
+    said = [
+        f"{name}={value}"
+        for name, value in (("ROBOFLOW_REGION", region_var), ("ROBOFLOW_ENVIRONMENT", env_var))
+        if value
+    ]
+    return region, environment, ", ".join(said)
+
+
+class _RegionSource(PydanticBaseSettingsSource):
+    """The base URL of the region and environment named in the environment: below an explicit
+    URL anywhere (flag, RFBATCH_API__BASE_URL, API_BASE_URL, the file), above the default."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        choice = regional_choice()
+        if choice is None:
+            return {}
+        region, environment, _ = choice
+        return {"api": {"base_url": REGIONAL_BASE_URLS[(region, environment)]}}
+
+
+def base_url_origin(config_file: Path | None) -> str:
+    """Where ``api.base_url`` came from, in the order :class:`Settings` applies its sources."""
+    for name in ("RFBATCH_API__BASE_URL", "API_BASE_URL"):
+        if os.environ.get(name):
+            return name
+    if config_file is not None:
+        token = _toml_path.set(config_file)
+        try:
+            in_file = "base_url" in (_TomlSource(Settings)().get("api") or {})
+        finally:
+            _toml_path.reset(token)
+        if in_file:
+            return f"{config_file} [api] base_url"
+    choice = regional_choice()
+    return choice[2] if choice is not None else "the default"
 
 
 class Settings(BaseSettings):
@@ -307,12 +379,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Earlier sources win: flags, then RFBATCH_*, then inference-cli's names, then the file.
+        # Earlier sources win: flags, then RFBATCH_*, then inference-cli's names, then the file,
+        # then the address of the region the environment names.
         return (
             init_settings,
             env_settings,
             _InferenceCliEnv(settings_cls),
             _TomlSource(settings_cls),
+            _RegionSource(settings_cls),
         )
 
     @model_validator(mode="after")

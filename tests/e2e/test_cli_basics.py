@@ -106,3 +106,20 @@ async def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     results = [p for p in (tmp_path / "results").rglob("*") if p.is_file()]
     assert results
     assert "succeeded" in done.stdout.decode()
+
+
+async def test_config_check_says_which_api_address_and_why(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in cli_env(emulator, tmp_path / "state").items() if k != "API_BASE_URL"}
+    eu = await run_cli(["config", "check"], {**env, "ROBOFLOW_REGION": "eu"})
+    assert eu.returncode == 0, eu.stderr.decode()
+    assert json.loads(eu.stdout)["api"]["base_url"] == "https://api.roboflow.eu"
+    assert "api.base_url https://api.roboflow.eu (from ROBOFLOW_REGION=eu)" in eu.stderr.decode()
+
+    mars = await run_cli(["config", "check"], {**env, "ROBOFLOW_REGION": "mars"})
+    assert mars.returncode == 2
+    assert mars.stderr.decode().strip().splitlines() == [
+        "rfbatch: error: ROBOFLOW_REGION 'mars' is not a region: use us or eu "
+        "(or set API_BASE_URL to the address itself)"
+    ]

@@ -6,14 +6,21 @@ from pathlib import Path
 import pytest
 
 from rfbatch.errors import ConfigError
-from rfbatch.settings import Settings, load_settings
+from rfbatch.settings import Settings, base_url_origin, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ROBOFLOW_API_KEY", "API_BASE_URL"):
+    for name in (
+        "ROBOFLOW_API_KEY",
+        "API_BASE_URL",
+        "RFBATCH_API__BASE_URL",
+        "ROBOFLOW_REGION",
+        "ROBOFLOW_ENVIRONMENT",
+        "ROBOFLOW_API_REQUEST_TIMEOUT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -75,3 +82,60 @@ def test_example_config_lists_every_key_with_its_default() -> None:
             if key in documented:
                 assert example[section][key] == defaults[section][key], f"{section}.{key}"
     load_settings(ROOT / "config.example.toml")
+
+
+@pytest.mark.parametrize(
+    ("region", "environment", "url"),
+    [
+        ("eu", None, "https://api.roboflow.eu"),
+        ("EU", "staging", "https://api.roboflow-eu.one"),
+        (None, "staging", "https://api.roboflow.one"),
+        ("us", "prod", "https://api.roboflow.com"),
+    ],
+)
+def test_region_and_environment_choose_the_api_as_the_official_client_does(
+    monkeypatch: pytest.MonkeyPatch, region: str | None, environment: str | None, url: str
+) -> None:
+    if region:
+        monkeypatch.setenv("ROBOFLOW_REGION", region)
+    if environment:
+        monkeypatch.setenv("ROBOFLOW_ENVIRONMENT", environment)
+    assert load_settings().api.base_url == url
+    assert base_url_origin(None).startswith("ROBOFLOW_")
+
+
+def test_an_explicit_url_beats_the_region_in_the_order_of_the_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[api]\nbase_url = "https://from-file.example"\n')
+    assert (load_settings().api.base_url, base_url_origin(None)) == (
+        "https://api.roboflow.com",
+        "the default",
+    )
+    monkeypatch.setenv("ROBOFLOW_REGION", "eu")
+    steps = [(None, "https://api.roboflow.eu", "ROBOFLOW_REGION=eu")]
+    steps.append((cfg, "https://from-file.example", f"{cfg} [api] base_url"))
+    for config, url, origin in steps:
+        assert (load_settings(config).api.base_url, base_url_origin(config)) == (url, origin)
+    monkeypatch.setenv("API_BASE_URL", "https://from-api-base-url.example")
+    assert load_settings(cfg).api.base_url == "https://from-api-base-url.example"
+    assert base_url_origin(cfg) == "API_BASE_URL"
+    monkeypatch.setenv("RFBATCH_API__BASE_URL", "https://ours.example")
+    assert load_settings(cfg).api.base_url == "https://ours.example"
+    assert base_url_origin(cfg) == "RFBATCH_API__BASE_URL"
+
+
+def test_an_unknown_region_stops_the_start_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBOFLOW_REGION", "mars")
+    with pytest.raises(ConfigError, match="ROBOFLOW_REGION 'mars' is not a region: use us or eu"):
+        load_settings()
+
+
+def test_the_official_clients_request_timeout_is_the_read_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ROBOFLOW_API_REQUEST_TIMEOUT", "120")
+    assert load_settings().api.read_timeout == 120.0
+    monkeypatch.setenv("RFBATCH_API__READ_TIMEOUT", "30")
+    assert load_settings().api.read_timeout == 30.0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from rfbatch.cli.common import settings_from
 from rfbatch.cli.options import ConfigOpt
 from rfbatch.cli.render import print_json
+from rfbatch.settings import base_url_origin
 
 app = typer.Typer(help="Check configuration.", no_args_is_help=True)
 
@@ -17,3 +20,6 @@ def check(config: ConfigOpt = None) -> None:
     settings = settings_from(config)
     # mode="json" renders SecretStr values as "**********": the key never reaches the output.
     print_json(settings.model_dump(mode="json"))
+    # Which address the API calls go to, and why: the question an EU or staging user asks.
+    origin = base_url_origin(config)
+    print(f"rfbatch: api.base_url {settings.api.base_url} (from {origin})", file=sys.stderr)
