@@ -114,8 +114,10 @@ def test_an_explicit_url_beats_the_region_in_the_order_of_the_sources(
         "the default",
     )
     monkeypatch.setenv("ROBOFLOW_REGION", "eu")
-    steps = [(None, "https://api.roboflow.eu", "ROBOFLOW_REGION=eu")]
-    steps.append((cfg, "https://from-file.example", f"{cfg} [api] base_url"))
+    steps: list[tuple[Path | None, str, str]] = [
+        (None, "https://api.roboflow.eu", "ROBOFLOW_REGION=eu"),
+        (cfg, "https://from-file.example", f"{cfg} [api] base_url"),
+    ]
     for config, url, origin in steps:
         assert (load_settings(config).api.base_url, base_url_origin(config)) == (url, origin)
     monkeypatch.setenv("API_BASE_URL", "https://from-api-base-url.example")
