@@ -1,9 +1,12 @@
 """Wire models of the Roboflow Batch Processing / Data Staging API (contract sections 2 to 5).
 
 These describe JSON exactly as it travels, camelCase and all; nothing here is a domain type.
-Responses are read tolerantly: unknown fields are ignored, and where the contract's section 12
-names two spellings either is accepted. Request models serialise with ``exclude_none`` so that
-unset options are left out, as the reference client does.
+Responses are read no more strictly than the official client reads them: unknown fields are
+ignored, numbers where text is expected are taken as text, where the contract's section 12 names
+two spellings either is accepted, and a field rfbatch can do without (``Lenient``) that comes
+missing, null or of another type is read as absent instead of failing the answer. Only what the
+work needs (ids, names, the upload URL, counts) must be there and well formed. Request models
+serialise with ``exclude_none`` so that unset options are left out, as the reference client does.
 
 Signed URLs are secrets until they expire, so models that hold one show it redacted in ``repr``.
 """
@@ -17,8 +20,12 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -31,6 +38,47 @@ def _assume_utc(value: datetime) -> datetime:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
+
+
+def _or_none(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+def _or_empty_list(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return []
+
+
+def _or_empty_dict(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return {}
+
+
+def _http_method(value: Any) -> str:
+    # What to send the body with: the signed URL's method when it names one rfbatch can use.
+    method = value.strip().upper() if isinstance(value, str) else ""
+    return method if method in ("PUT", "POST", "PATCH") else "PUT"
+
+
+# A field rfbatch can do without: absent when missing, null or of another type.
+LenientStr = Annotated[str | None, WrapValidator(_or_none)]
+LenientInt = Annotated[int | None, WrapValidator(_or_none)]
+LenientFloat = Annotated[float | None, WrapValidator(_or_none)]
+LenientBool = Annotated[bool | None, WrapValidator(_or_none)]
+LenientDict = Annotated[dict[str, Any] | None, WrapValidator(_or_none)]
+LenientNotice = Annotated[dict[str, Any] | str | None, WrapValidator(_or_none)]
+LenientTime = Annotated[Timestamp | None, WrapValidator(_or_none)]
+# Collections that default to empty when missing or malformed.
+LenientStrList = Annotated[list[str], WrapValidator(_or_empty_list)]
+LenientDictList = Annotated[list[dict[str, Any]], WrapValidator(_or_empty_list)]
+LenientPayload = Annotated[dict[str, Any], WrapValidator(_or_empty_dict)]
 MachineType = Literal["cpu", "gpu"]
 AggregationFormat = Literal["csv", "jsonl"]
 InferenceBackend = Literal["old-inference", "inference-models"]
@@ -45,6 +93,7 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="ignore",
         frozen=True,
+        coerce_numbers_to_str=True,
     )
 
 
@@ -91,8 +140,8 @@ class PartMetadata(WireModel):
     part_name: str
     part_type: str
     content_type: str
-    part_description: str | None = None
-    nested_content_type: str | None = None
+    part_description: LenientStr = None
+    nested_content_type: LenientStr = None
 
 
 class PartsResponse(WireModel):
@@ -103,9 +152,9 @@ class FileMetadata(WireModel):
     download_url: str = Field(validation_alias=AliasChoices("downloadURL", "downloadUrl"))
     file_name: str
     content_type: str
-    part_name: str | None = None
-    shard_id: str | None = None
-    nested_content_type: str | None = None
+    part_name: LenientStr = None
+    shard_id: LenientStr = None
+    nested_content_type: LenientStr = None
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
@@ -118,7 +167,7 @@ class ShardDetails(WireModel):
     status_type: str
     event_timestamp: Timestamp
     shard_objects_count: int
-    status_metadata: dict[str, Any] | None = None
+    status_metadata: LenientDict = None
 
     @property
     def failed(self) -> bool:
@@ -130,10 +179,15 @@ class SignedUrl(WireModel):
     """Where to PUT one object, and the headers the signature requires verbatim."""
 
     upload_url: str = Field(validation_alias=AliasChoices("uploadURL", "uploadUrl"))
-    extension_headers: dict[str, str] = Field(default_factory=dict)
-    method: str = "PUT"
+    extension_headers: Annotated[dict[str, str], WrapValidator(_or_empty_dict)] = Field(
+        default_factory=dict
+    )
+    method: Annotated[str, BeforeValidator(_http_method)] = Field(
+        default="PUT", validate_default=True
+    )
     # GB-DOC mentions a size limit whose name is cut off at "maxFileSi…"; take the likely names.
-    max_file_size: int | None = Field(
+    # Used when it is a whole number of bytes; ignored otherwise.
+    max_file_size: LenientInt = Field(
         default=None, validation_alias=AliasChoices("maxFileSize", "maxFileSizeBytes")
     )
 
@@ -150,8 +204,8 @@ class SignedUrlResponse(WireModel):
 
 class IngestResult(WireModel):
     ingest_id: str
-    shard_ids: list[str] | None = None
-    duplicated: bool | None = None
+    shard_ids: Annotated[list[str] | None, WrapValidator(_or_none)] = None
+    duplicated: LenientBool = None
 
 
 class ImageReference(RequestModel):
@@ -192,18 +246,19 @@ _GBDOC_TERMINAL = {"completed": False, "failed": True}
 class JobMetadata(WireModel):
     job_id: str
     name: str
-    job_definition: dict[str, Any] = Field(default_factory=dict)
-    current_stage: str | None = None
-    planned_stages: list[str] | None = None
+    job_definition: LenientPayload = Field(default_factory=dict)
+    current_stage: LenientStr = None
+    planned_stages: Annotated[list[str] | None, WrapValidator(_or_none)] = None
     error: bool = False
     is_terminal: bool = False
-    last_notification: dict[str, Any] | str | None = None
+    last_notification: LenientNotice = None
     created_at: Timestamp
     last_update: Timestamp
-    restart_parameters_override: list[dict[str, Any]] = Field(default_factory=list)
-    # GB-DOC / SKILLS shape (section 12.1): optional; used only when isTerminal is absent.
-    status: str | None = None
-    progress: float | None = None
+    restart_parameters_override: LenientDictList = Field(default_factory=list)
+    # GB-DOC / SKILLS shape (section 12.1): optional; used only when isTerminal is absent. The
+    # official client reads neither.
+    status: LenientStr = None
+    progress: LenientFloat = None
 
     def _gbdoc_outcome(self) -> bool | None:
         if "is_terminal" in self.model_fields_set or self.status is None:
@@ -256,9 +311,9 @@ class JobStage(_StatusTyped):
     processing_stage_id: str
     processing_stage_name: str
     tasks_number: int
-    output_batches: list[str] = Field(default_factory=list)
+    output_batches: LenientStrList = Field(default_factory=list)
     start_timestamp: Timestamp
-    notification: dict[str, Any] | str | None = None
+    notification: LenientNotice = None
     last_event_timestamp: Timestamp
 
 
@@ -268,19 +323,20 @@ class StagesResponse(WireModel):
 
 class TaskStatus(_StatusTyped):
     task_id: str
-    notification: dict[str, Any] | str | None = None
-    progress: float | None = None
+    notification: LenientNotice = None
+    progress: LenientFloat = None
     event_timestamp: Timestamp
 
 
 class LogEntry(WireModel):
     created_at: Timestamp
-    processing_stage_id: str | None = None
-    task_id: str | None = None
+    processing_stage_id: LenientStr = None
+    task_id: LenientStr = None
+    # Any word the service uses: the known four are a filter's vocabulary, not a schema.
     severity: str
     reporting_module: str
     log_type: str
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: LenientPayload = Field(default_factory=dict)
 
 
 # --- pages -----------------------------------------------------------------------------------

@@ -67,7 +67,10 @@ def _reversible(doc: Any) -> Any:
     for key, value in doc.items():
         if isinstance(value, str) and _SURROGATE.search(value):
             out[key] = printable(value)
-            raw = value.encode("utf-8", "surrogateescape")
+            try:  # a file name's undecodable bytes, back as they were
+                raw = value.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a lone surrogate some server sent: kept as is
+                raw = value.encode("utf-8", "surrogatepass")
             out[f"{key}_base64"] = base64.b64encode(raw).decode("ascii")
         else:
             out[key] = _reversible(value)
