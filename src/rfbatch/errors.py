@@ -134,6 +134,11 @@ class SignedUrlRejectedError(TransferError):
     """The storage refused the signed URL (403, expired): mint a new one and try again."""
 
 
+class EntityTooLargeError(TransferError):
+    """Storage refuses the body as too large (HTTP 413, or 400 EntityTooLarge), or the signed
+    URL states a limit the body is over: send it in smaller pieces, or not at all."""
+
+
 class IncompleteBodyError(TransferError):
     """The body ended before (or ran past) the announced length."""
 

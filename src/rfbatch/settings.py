@@ -96,7 +96,9 @@ class ScanSettings(_Section):
 
 
 class UploadSettings(_Section):
-    shard_max_files: int = Field(500, ge=1, le=500)
+    # The official client packs 256 images per shard (its MAX_SHARD_SIZE); the service takes
+    # at most 500.
+    shard_max_files: int = Field(256, ge=1, le=500)
     shard_max_bytes: int = Field(1024 * MiB, ge=1 * MiB)
     shard_workers: int = Field(4, ge=1, le=64)
     video_workers: int = Field(2, ge=1, le=64)

@@ -44,6 +44,12 @@ def emulator(
         bool,
         typer.Option(help="Fail tar members whose bytes are not an image, as a service would."),
     ] = False,
+    max_upload_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1, help="The largest body a signed URL takes; over it: 400 EntityTooLarge."
+        ),
+    ] = 5 * 1024**3,
     tls: Annotated[
         bool,
         typer.Option(help="Serve HTTPS with a CA made at start; clients trust <state-dir>/ca.pem."),
@@ -96,6 +102,7 @@ def emulator(
             ingest_delay=ingest_delay,
             job_tick=job_tick,
             check_image_content=check_image_content,
+            max_upload_bytes=max_upload_bytes,
             tls=certificates,
             link=shaped,
         )

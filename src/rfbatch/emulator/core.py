@@ -31,7 +31,6 @@ log = structlog.get_logger("rfbatch.emulator")
 
 # The GCS-style constraint every upload URL carries and every PUT must echo.
 LENGTH_RANGE_HEADER = "x-goog-content-length-range"
-MAX_UPLOAD_BYTES = 5 * 1024**3
 
 
 @dataclass
@@ -173,7 +172,7 @@ class EmulatorCore:
             batch_id=batch_id,
             file_name=file_name,
             shard_id=shard_id,
-            extension_headers={LENGTH_RANGE_HEADER: f"0,{MAX_UPLOAD_BYTES}"},
+            extension_headers={LENGTH_RANGE_HEADER: f"0,{self.config.max_upload_bytes}"},
         )
         self.uploads[token] = intent
         return intent

@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import socket
 import struct
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
@@ -22,7 +23,7 @@ from typing import IO
 import anyio
 from aiohttp import web
 
-from rfbatch.emulator.core import MAX_UPLOAD_BYTES, EmulatorCore, UploadIntent, core_of
+from rfbatch.emulator.core import EmulatorCore, UploadIntent, core_of
 from rfbatch.emulator.faults import Fault, FaultProfile
 from rfbatch.emulator.ingest import ingest_tar_later, mark_shard_received, unlink_quietly
 from rfbatch.emulator.pipe import CHUNK, PipeAbortedError, PipeReader, coalesced, feed_thread
@@ -60,7 +61,10 @@ def _check_signature(request: web.Request, method: str) -> web.Response | None:
         return _gcs_error(403, "ExpiredToken", "The provided token has expired (injected fault).")
     verdict = core.signer.verify(method, request.path, request.query)
     if verdict is Verdict.EXPIRED:
-        return _gcs_error(403, "ExpiredToken", "The provided token has expired.")
+        # Storage answers an expired URL with 403 or with 400 (GCS V4 says ExpiredToken with
+        # either): the same URL always gets the same one, half of them each.
+        status = 400 if zlib.crc32(request.path.encode()) % 2 else 403
+        return _gcs_error(status, "ExpiredToken", "The provided token has expired.")
     if verdict is not Verdict.OK:
         return _gcs_error(
             403, "SignatureDoesNotMatch", "The request signature we calculated does not match."
@@ -117,7 +121,10 @@ def _check_extension_headers(request: web.Request, intent: UploadIntent) -> web.
         if got != value:
             return _gcs_error(403, "SignatureDoesNotMatch", f"Header {name} does not match.")
     length = request.content_length
-    if length is not None and length > MAX_UPLOAD_BYTES:
+    if length is None:
+        # A signed URL binds a length range: a body of unannounced length cannot be checked.
+        return _gcs_error(411, "MissingContentLength", "You must provide the Content-Length.")
+    if length > core_of(request).config.max_upload_bytes:
         return _gcs_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum size.")
     return None
 
@@ -130,7 +137,7 @@ async def _receive(
     if intent.kind == "video":
 
         def consume_video(reader: PipeReader) -> Blob:
-            return store_blob(reader, blob_dir, MAX_UPLOAD_BYTES)
+            return store_blob(reader, blob_dir, core.config.max_upload_bytes)
 
         return await feed_thread(source, consume_video, limiter=core.pipe_limiter)
     max_image = core.config.max_image_bytes

@@ -43,6 +43,7 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import SignedUrl
 from rfbatch.errors import (
     ApiError,
+    EntityTooLargeError,
     FatalError,
     FileChangedError,
     LocalFileError,
@@ -57,6 +58,7 @@ from rfbatch.pipeline.pack import Shard
 from rfbatch.state.ledger import Ledger
 from rfbatch.transfer import Transfer
 from rfbatch.transfer.ratelimit import ByteBudget
+from rfbatch.transfer.signed import stated_limit
 
 log = structlog.get_logger("rfbatch.upload")
 
@@ -106,15 +108,30 @@ class Uploader:
                 await self.send_shard(shard.batch_id, shard.files)
 
     async def send_shard(self, batch: str, files: Sequence[FoundFile]) -> None:
-        pending = list(files)
+        """Send ``files`` as one shard; halves of it, and so on, while storage finds it too
+        large (down to one file, which then fails with the reason)."""
+        parts = [list(files)]
+        while parts:
+            parts[0:1] = await self._send_part(batch, parts[0])
+
+    async def _send_part(self, batch: str, files: list[FoundFile]) -> list[list[FoundFile]]:
+        """Send one shard; returns the halves to send instead when it is too large."""
+        pending = files
         for _ in range(MAX_REPACKS):
             if not pending:
-                return
+                return []
             size = sum(f.size for f in pending)
             await self.budget.acquire(size)
             try:
                 await self._put_shard(batch, pending)
-                return
+                return []
+            except EntityTooLargeError as exc:
+                if len(pending) == 1:
+                    await self._give_up(pending, batch, f"too large for storage: {exc}")
+                    return []
+                half = len(pending) // 2
+                log.info("upload.split", batch=batch, files=len(pending), reason=str(exc))
+                return [pending[:half], pending[half:]]
             except LocalFileError as exc:
                 # Drop the one file at fault and send the rest again.
                 pending = await self._set_aside(batch, pending, exc)
@@ -122,10 +139,11 @@ class Uploader:
                 raise
             except (ApiError, TransferError) as exc:
                 await self._give_up(pending, batch, f"upload failed: {exc}")
-                return
+                return []
             finally:
                 await self.budget.release(size)
         await self._give_up(pending, batch, "files kept changing while being sent")
+        return []
 
     async def _put_shard(self, batch: str, files: Sequence[FoundFile]) -> None:
         names = await self.manifest.assign_members(batch, files)
@@ -149,9 +167,14 @@ class Uploader:
 
         started = time.monotonic()
         try:
-            await self.transfer.put(
-                await fresh_url(), body, refresh=fresh_url, on_bytes=self._count_bytes
-            )
+            signed = await fresh_url()
+            limit = stated_limit(signed)
+            if limit is not None and body.length > limit:
+                # Said before anything is sent: the shard goes in pieces that fit.
+                raise EntityTooLargeError(
+                    f"a shard of {body.length} bytes is over storage's limit of {limit}"
+                )
+            await self.transfer.put(signed, body, refresh=fresh_url, on_bytes=self._count_bytes)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await self.manifest.update_shard(shard_id, state="failed", error=str(exc)[:500])

@@ -29,6 +29,7 @@ from yarl import URL
 from rfbatch.api.schemas import SignedUrl
 from rfbatch.errors import (
     ConfigError,
+    EntityTooLargeError,
     IncompleteBodyError,
     LocalFileError,
     SignedUrlRejectedError,
@@ -85,6 +86,22 @@ class TransferStatistics:
     puts: int
     downloads: int
     retries: dict[str, int] = field(default_factory=dict)
+
+
+# The header a GCS signed URL binds its size range to (``min,max``), sent back verbatim.
+LENGTH_RANGE_HEADER = "x-goog-content-length-range"
+
+
+def stated_limit(signed: SignedUrl) -> int | None:
+    """The largest body ``signed`` accepts, when its answer says: ``maxFileSize``, or the upper
+    end of the content-length range the signature binds. ``None`` when it says nothing usable."""
+    limits = [signed.max_file_size] if signed.max_file_size else []
+    for name, value in signed.extension_headers.items():
+        if name.lower() == LENGTH_RANGE_HEADER:
+            upper = value.partition(",")[2].strip()
+            if upper.isdigit():
+                limits.append(int(upper))
+    return min(limits) if limits else None
 
 
 def _expired_hint(status: int, raw: bytes) -> bool:
@@ -392,6 +409,8 @@ def _raise_for_status(
 ) -> NoReturn:
     """Storage's answer to a PUT or a download that was not a success, as an rfbatch error."""
     reason = server_message(raw)
+    if status == 413 or (status == 400 and b"entitytoolarge" in raw.lower()):
+        raise EntityTooLargeError(f"{what} refused as too large (HTTP {status}): {reason}")
     if _expired_hint(status, raw):
         raise SignedUrlRejectedError(f"{what} refused with HTTP {status}: {reason} ({shown})")
     if is_transient_status(status):
