@@ -51,7 +51,7 @@ from rfbatch.media import SourceSpec
 HERE = Path(__file__).resolve().parent
 KEY = "rf-bench-idle-key"
 CAMERAS, PER_DAY = 100, 100
-DEFAULTS = {"rescan": 300.0, "full": 3600.0, "poll": 10.0}
+DEFAULTS = {"rescan": 300.0, "full": 21600.0, "poll": 10.0}
 # One image: a JPEG start, then filler. The emulator in digests mode checks no content.
 IMAGE = b"\xff\xd8\xff\xe0" + b"\0" * 60
 
