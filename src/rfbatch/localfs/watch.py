@@ -149,7 +149,10 @@ async def watch(
                 if stop.is_set():
                     return
         now = clock()
-        due["quick"] = now + (poll_interval if state.polling else rescan_interval)
+        # Counted from the start of this rescan, so a slow one (a big tree) does not stretch
+        # the polling interval a new file waits.
+        interval = poll_interval if state.polling else rescan_interval
+        due["quick"] = max(now, started + interval)
         if full:
             due["full"] = now + full_rescan_interval
             state.full_rescans += 1
