@@ -197,13 +197,22 @@ class Daemon:
         Quick rescans pass over folders that did not change, so they no longer bring back a
         file that failed (during an outage, say): this does, if the file is unchanged on disk.
         """
+        async def offer(rows: list[FileRow]) -> None:
+            for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
+                await self.intake_gate.wait_open()
+                await found.send(file)
+
         async with found:
             while True:
                 await anyio.sleep(self.settings.scan.rescan_interval_seconds)
-                rows = [row async for row in self.services.manifest.files_in_state(["failed"])]
-                for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
-                    await self.intake_gate.wait_open()
-                    await found.send(file)
+                # A page at a time: after a long outage there may be very many.
+                rows: list[FileRow] = []
+                async for row in self.services.manifest.files_in_state(["failed"]):
+                    rows.append(row)
+                    if len(rows) >= RETRY_CHUNK:
+                        await offer(rows)
+                        rows = []
+                await offer(rows)
 
     async def _lifecycle_loop(self) -> None:
         limiter = anyio.CapacityLimiter(MAX_BATCHES_IN_PROGRESS)
@@ -340,6 +349,9 @@ class Daemon:
             intake_paused=not self.intake_gate.is_open,
             watch_polling=self.watch_status.polling,
         )
+
+
+RETRY_CHUNK = 512
 
 
 def _unchanged_on_disk(rows: Sequence[FileRow]) -> list[FoundFile]:
