@@ -50,6 +50,8 @@ log = structlog.get_logger("rfbatch.daemon")
 
 MAX_BATCHES_IN_PROGRESS = 4
 DISK_CHECK_SECONDS = 5.0
+# Failed files offered again per worker-thread call.
+RETRY_CHUNK = 512
 
 
 def source_cleanup(settings: Settings) -> SourceCleanup | None:
@@ -349,9 +351,6 @@ class Daemon:
             intake_paused=not self.intake_gate.is_open,
             watch_polling=self.watch_status.polling,
         )
-
-
-RETRY_CHUNK = 512
 
 
 def _unchanged_on_disk(rows: Sequence[FileRow]) -> list[FoundFile]:
