@@ -9,8 +9,17 @@ open descriptors (``/proc/<pid>/fd``) are sampled.
 
 When the time is up the writer stops and the daemon is given time to drain: every file must be
 in the emulator and every batch's results on disk. The report gives throughput, the memory and
-descriptor curves, and three verdicts: nothing lost, no memory growth after warm-up, no
-descriptor leak. The exit status is 1 when a verdict fails.
+descriptor curves, and the verdicts: nothing lost, no memory growth after warm-up, a peak
+under the ceiling, no descriptor leak. The exit status is 1 when a verdict fails.
+
+Memory is judged by the slope of a least-squares line through RSS against files delivered over
+the last 60 % of the run (MiB per 10,000 files; the report also gives MiB per hour). A ratio of the
+end to the warm-up level cannot see a slow leak in a short run; a slope can: 1 MiB per 10,000
+files is what a daemon sending a million files a day may grow by, at most, in a day.
+
+``--tracemalloc`` starts the daemon with ``PYTHONTRACEMALLOC`` set: the daemon then keeps a first
+and a latest allocation snapshot in its state folder, and the report lists the allocation sites
+that grew most between them. ``MALLOC_ARENA_MAX`` and the like pass through to the daemon.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import signal
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +40,7 @@ from typing import Any
 import anyio
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
+from rfbatch.pipeline.daemon import TRACEMALLOC_DIR
 from rfbatch.samples import png_bytes
 from tests.daemon.support import DaemonProcess, daemon, write_config
 from tests.reliability.support_a import emulator_at, expected_results, files_under, sha
@@ -38,8 +49,9 @@ SAMPLE_SECONDS = 5.0
 DRAIN_SECONDS = 240.0
 PREFIX = "rfbatch-"
 # Memory may settle for a while (caches, first batches, imports); growth is judged after this.
-WARMUP_FRACTION = 0.3
-RSS_GROWTH_LIMIT = 0.25  # a quarter more than after warm-up
+WARMUP_FRACTION = 0.4  # the slope is fitted over the last 60 % of the run
+RSS_SLOPE_LIMIT = 1.0  # MiB per 10,000 files delivered
+RSS_PEAK_LIMIT_KIB = 100_000_000 // 1024  # 100 MB
 FD_GROWTH_LIMIT = 16
 
 MIXED = FaultProfile(
@@ -193,15 +205,45 @@ def config(soak: Soak) -> Path:
     )
 
 
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y against x; 0 when x does not vary (nothing to fit)."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    if sxx == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
+
+
+def after_warmup(samples: list[Sample]) -> list[Sample]:
+    """The samples of the last 60 % of the run (all of them when there are too few)."""
+    running = [s for s in samples if s.seconds > 0]
+    if not running:
+        return []
+    cut = running[-1].seconds * WARMUP_FRACTION
+    return [s for s in running if s.seconds >= cut] or running
+
+
+def rss_slopes(samples: list[Sample]) -> tuple[float, float]:
+    """(MiB per 10,000 files delivered, MiB per hour) of RSS after warm-up."""
+    warm = after_warmup(samples)
+    per_file = slope([(s.delivered, s.rss_kib / 1024) for s in warm])
+    per_second = slope([(s.seconds, s.rss_kib / 1024) for s in warm])
+    return round(per_file * 10_000, 3), round(per_second * 3600, 3)
+
+
 def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[str, Any]:
     got = delivered(state)
     wanted = set(soak.written.values())
     lost = len(wanted - set(got))
     twice = sum(n - 1 for n in got.values() if n > 1)
     running = [s for s in soak.samples if s.seconds > 0]
-    warm = [s for s in running if s.seconds >= running[-1].seconds * WARMUP_FRACTION] or running
-    rss_base = min(s.rss_kib for s in warm[: max(1, len(warm) // 4)])
-    rss_last = warm[-1].rss_kib
+    warm = after_warmup(soak.samples)
+    per_10k, per_hour = rss_slopes(soak.samples)
+    rss_max = max(s.rss_kib for s in running)
     fd_base = min(s.fds for s in warm)
     fd_last = warm[-1].fds
     return {
@@ -209,15 +251,17 @@ def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[st
         "files_lost": lost,
         "files_received_twice": twice,
         "batches_without_results": missing_results,
-        "rss_after_warmup_kib": rss_base,
-        "rss_last_kib": rss_last,
-        "rss_max_kib": max(s.rss_kib for s in running),
-        "rss_growth": round((rss_last - rss_base) / rss_base, 3),
+        "rss_after_warmup_kib": warm[0].rss_kib,
+        "rss_last_kib": warm[-1].rss_kib,
+        "rss_max_kib": rss_max,
+        "rss_slope_mib_per_10k_files": per_10k,
+        "rss_slope_mib_per_hour": per_hour,
         "fds_min_after_warmup": fd_base,
         "fds_last": fd_last,
         "fds_max": max(s.fds for s in running),
         "ok_nothing_lost": lost == 0 and missing_results == 0,
-        "ok_memory_flat": (rss_last - rss_base) / rss_base <= RSS_GROWTH_LIMIT,
+        "ok_memory_flat": per_10k <= RSS_SLOPE_LIMIT,
+        "ok_memory_peak": rss_max <= RSS_PEAK_LIMIT_KIB,
         "ok_no_fd_leak": fd_last - fd_base <= FD_GROWTH_LIMIT,
     }
 
@@ -267,15 +311,36 @@ async def run(minutes: float, rate: float, root: Path) -> dict[str, Any]:
         return report
 
 
+def print_growth(folder: Path, top: int = 15) -> None:
+    """The allocation sites that grew most between the daemon's first and latest snapshot."""
+    first, latest = folder / "first.tracemalloc", folder / "latest.tracemalloc"
+    if not (first.exists() and latest.exists()):
+        print(f"tracemalloc: no snapshots in {folder}")
+        return
+    old = tracemalloc.Snapshot.load(str(first))
+    new = tracemalloc.Snapshot.load(str(latest))
+    total = sum(s.size for s in new.statistics("filename")) - sum(
+        s.size for s in old.statistics("filename")
+    )
+    print(f"tracemalloc: traced memory grew {total / 2**20:.2f} MiB between the snapshots")
+    for stat in new.compare_to(old, "lineno")[:top]:
+        print(f"  {stat}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=20.0, help="images written per second")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="trace the daemon's allocations; list growth"
+    )
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="rfbatch-soak-"))
     print(f"soak: {args.minutes} min, {args.rate} images/s, mixed faults, in {root}", flush=True)
+    if args.tracemalloc:
+        os.environ["PYTHONTRACEMALLOC"] = "1"  # the daemon inherits it; this process started
     try:
         report = anyio.run(
             run,
@@ -285,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
             backend="asyncio",
             backend_options={"use_uvloop": True},
         )
+        if args.tracemalloc:
+            print_growth(root / "state" / TRACEMALLOC_DIR)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -297,6 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     for key, value in report.items():
         print(f"{key}: {value}")
+    print(
+        f"memory slope after warm-up: {report['rss_slope_mib_per_10k_files']} MiB per 10,000 "
+        f"files, {report['rss_slope_mib_per_hour']} MiB per hour (limit {RSS_SLOPE_LIMIT} MiB "
+        f"per 10,000 files); peak {report['rss_max_kib'] / 1024:.1f} MiB"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps({**report, "samples": samples}, indent=2))
     ok = all(v for k, v in report.items() if k.startswith("ok_"))

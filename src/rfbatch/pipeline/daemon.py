@@ -12,10 +12,16 @@ Three groups of tasks share one process:
 Stopping (:meth:`Daemon.drain`): the watcher stops, so the intake stages drain — files already
 settled are packed and sent — while lifecycle steps are cancelled (they resume from the manifest
 on the next start). :meth:`Daemon.abort`, or the end of the grace period, cancels what is left.
+
+Debugging memory: started with ``PYTHONTRACEMALLOC=1`` (Python's own switch), the daemon writes
+allocation snapshots to ``<state dir>/tracemalloc/``: ``first.tracemalloc`` once warmed up and
+``latest.tracemalloc``, replaced every minute (two files, however long it runs). Compare them
+with :meth:`tracemalloc.Snapshot.compare_to` to see what grows.
 """
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +54,9 @@ log = structlog.get_logger("rfbatch.daemon")
 
 MAX_BATCHES_IN_PROGRESS = 4
 DISK_CHECK_SECONDS = 5.0
+TRACEMALLOC_DIR = "tracemalloc"
+TRACEMALLOC_FIRST_SECONDS = 180.0
+TRACEMALLOC_EVERY_SECONDS = 60.0
 
 
 def source_cleanup(settings: Settings) -> SourceCleanup | None:
@@ -149,6 +158,8 @@ class Daemon:
                 tg.start_soon(self._lifecycle_loop)
                 tg.start_soon(self._rotation_timer)
                 tg.start_soon(self._disk_monitor)
+                if tracemalloc.is_tracing():
+                    tg.start_soon(self._tracemalloc_snapshots)
                 await run_intake(
                     self.services,
                     self._watch_source,
@@ -225,6 +236,18 @@ class Daemon:
                 self.intake_gate.open()
                 log.info("intake.resumed")
             await anyio.sleep(DISK_CHECK_SECONDS)
+
+    async def _tracemalloc_snapshots(self) -> None:
+        folder = self.settings.state.dir / TRACEMALLOC_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        await anyio.sleep(TRACEMALLOC_FIRST_SECONDS)
+        name = "first.tracemalloc"
+        while True:
+            snapshot = tracemalloc.take_snapshot()
+            await anyio.to_thread.run_sync(_dump_snapshot, snapshot, folder / name)
+            log.info("tracemalloc.snapshot", path=str(folder / name))
+            name = "latest.tracemalloc"
+            await anyio.sleep(TRACEMALLOC_EVERY_SECONDS)
 
     def _low_disk(self, floor: int) -> str | None:
         for path in self._watched_disks():
@@ -310,3 +333,9 @@ class Daemon:
             webhook_events=webhooks,
             intake_paused=not self.intake_gate.is_open,
         )
+
+
+def _dump_snapshot(snapshot: tracemalloc.Snapshot, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    snapshot.dump(str(tmp))
+    tmp.replace(path)
