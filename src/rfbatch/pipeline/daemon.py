@@ -21,6 +21,8 @@ with :meth:`tracemalloc.Snapshot.compare_to` to see what grows.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,12 +50,15 @@ from rfbatch.pipeline.upload_pass import (
     upload_options,
 )
 from rfbatch.settings import Settings, split_host_port
+from rfbatch.state.records import BATCH_STATES
 from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.daemon")
 
 MAX_BATCHES_IN_PROGRESS = 4
 DISK_CHECK_SECONDS = 5.0
+# How often the retention pass runs: hourly, or more often for a retention under two hours.
+RETENTION_PASS_SECONDS = 3600.0
 TRACEMALLOC_DIR = "tracemalloc"
 TRACEMALLOC_FIRST_SECONDS = 180.0
 TRACEMALLOC_EVERY_SECONDS = 60.0
@@ -158,6 +163,7 @@ class Daemon:
                 tg.start_soon(self._lifecycle_loop)
                 tg.start_soon(self._rotation_timer)
                 tg.start_soon(self._disk_monitor)
+                tg.start_soon(self._retention_loop)
                 if tracemalloc.is_tracing():
                     tg.start_soon(self._tracemalloc_snapshots)
                 await run_intake(
@@ -236,6 +242,18 @@ class Daemon:
                 self.intake_gate.open()
                 log.info("intake.resumed")
             await anyio.sleep(DISK_CHECK_SECONDS)
+
+    async def _retention_loop(self) -> None:
+        """Forget files that left the source and batches done, ``[state] retention_days`` on."""
+        retention = self.settings.state.retention_days * 86400.0
+        period = min(RETENTION_PASS_SECONDS, retention / 2)
+        done = [s for s in BATCH_STATES if s != "open" and s not in self.lifecycle.active_states()]
+        manifest = self.services.manifest
+        while True:
+            await anyio.sleep(period)
+            gone = await manifest.forget(time.time() - retention, done_batch_states=done)
+            if gone.files or gone.batches or gone.events:
+                log.info("state.forgotten", **dataclasses.asdict(gone))
 
     async def _tracemalloc_snapshots(self) -> None:
         folder = self.settings.state.dir / TRACEMALLOC_DIR
