@@ -20,6 +20,11 @@ files is what a daemon sending a million files a day may grow by, at most, in a 
 ``--tracemalloc`` starts the daemon with ``PYTHONTRACEMALLOC`` set: the daemon then keeps a first
 and a latest allocation snapshot in its state folder, and the report lists the allocation sites
 that grew most between them. ``MALLOC_ARENA_MAX`` and the like pass through to the daemon.
+
+``--delete-after SECONDS`` makes the writer behave like camera storage: files older than that
+(once delivered) are deleted. With ``--retention-days`` short the daemon then forgets them, and
+the manifest must stay flat: its size (database and write-ahead log) is sampled too, and judged
+by its slope against files delivered over the last 60 % of the run.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
 import tracemalloc
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,8 @@ PREFIX = "rfbatch-"
 WARMUP_FRACTION = 0.4  # the slope is fitted over the last 60 % of the run
 RSS_SLOPE_LIMIT = 1.0  # MiB per 10,000 files delivered
 RSS_PEAK_LIMIT_KIB = 100_000_000 // 1024  # 100 MB
+# Without forgetting, the manifest grows by a few MiB per 10,000 files; flat means far under.
+MANIFEST_SLOPE_LIMIT = 0.2  # MiB per 10,000 files delivered, when the writer deletes
 FD_GROWTH_LIMIT = 16
 
 MIXED = FaultProfile(
@@ -82,6 +91,8 @@ class Sample:
     fds: int
     written: int
     delivered: int
+    manifest_bytes: int = 0
+    manifest_files: int = 0
 
 
 @dataclass
@@ -91,6 +102,9 @@ class Soak:
     written: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     written_bytes: int = 0
     samples: list[Sample] = field(default_factory=list)
+    arrived: deque[tuple[float, str]] = field(default_factory=deque)  # (written at, rel)
+    delivered_shas: set[str] = field(default_factory=set)
+    deleted: int = 0
 
     @property
     def src(self) -> Path:
@@ -165,27 +179,70 @@ async def writer(soak: Soak, rate: float, stop: anyio.Event) -> None:
             await anyio.to_thread.run_sync(_write, soak.src / rel, data)
             soak.written[rel] = sha(data)
             soak.written_bytes += len(data)
+            soak.arrived.append((time.monotonic(), rel))
         await anyio.sleep(burst / rate)
+
+
+async def deleter(soak: Soak, after: float) -> None:
+    """Camera storage: files older than ``after`` seconds go, once delivered, then empty folders."""
+    while True:
+        cutoff = time.monotonic() - after
+        while soak.arrived and soak.arrived[0][0] < cutoff:
+            _, rel = soak.arrived[0]
+            if soak.written[rel] not in soak.delivered_shas:
+                break  # still on its way: a camera's retention is longer than a delivery
+            soak.arrived.popleft()
+            await anyio.to_thread.run_sync(_remove, soak.src / rel, soak.src)
+            soak.deleted += 1
+        await anyio.sleep(1.0)
+
+
+def _remove(path: Path, root: Path) -> None:
+    path.unlink(missing_ok=True)
+    folder = path.parent
+    while folder != root and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def manifest_stats(state_dir: Path) -> tuple[int, int]:
+    """(bytes of the manifest and its WAL, file rows), read beside the running daemon."""
+    db = state_dir / "manifest.sqlite3"
+    size = sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        rows = -1
+    return size, rows
 
 
 async def sampler(soak: Soak, d: DaemonProcess, started: float) -> None:
     pid = d.process.pid
     while d.process.returncode is None:
         rss, fds = await anyio.to_thread.run_sync(proc_stats, pid)
+        db_bytes, db_files = await anyio.to_thread.run_sync(manifest_stats, soak.root / "state")
         state = soak.emulator.state()
+        got = delivered(state)
+        soak.delivered_shas = set(got)
         soak.samples.append(
             Sample(
                 seconds=round(time.monotonic() - started, 1),
                 rss_kib=rss,
                 fds=fds,
                 written=len(soak.written),
-                delivered=len(delivered(state)),
+                delivered=len(got),
+                manifest_bytes=db_bytes,
+                manifest_files=db_files,
             )
         )
         await anyio.sleep(SAMPLE_SECONDS)
 
 
-def config(soak: Soak) -> Path:
+def config(soak: Soak, retention_days: float) -> Path:
     return write_config(
         soak.root / "config.toml",
         soak.emulator,
@@ -195,6 +252,7 @@ def config(soak: Soak) -> Path:
         upload={"shard_max_files": 100, "ingest_poll_seconds": 0.5},
         job={"workflow_id": "wf-soak", "poll_seconds": 0.5},
         export={"min_free_bytes": 0},
+        state={"dir": str(soak.root / "state"), "retention_days": retention_days},
         daemon={
             "output_dir": str(soak.out),
             "batch_window_seconds": 20.0,
@@ -235,6 +293,12 @@ def rss_slopes(samples: list[Sample]) -> tuple[float, float]:
     return round(per_file * 10_000, 3), round(per_second * 3600, 3)
 
 
+def manifest_slope(samples: list[Sample]) -> float:
+    """MiB of manifest per 10,000 files delivered, after warm-up."""
+    warm = after_warmup(samples)
+    return round(slope([(s.delivered, s.manifest_bytes / 2**20) for s in warm]) * 10_000, 3)
+
+
 def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[str, Any]:
     got = delivered(state)
     wanted = set(soak.written.values())
@@ -246,7 +310,17 @@ def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[st
     rss_max = max(s.rss_kib for s in running)
     fd_base = min(s.fds for s in warm)
     fd_last = warm[-1].fds
-    return {
+    last = soak.samples[-1]
+    manifest: dict[str, Any] = {
+        "files_deleted_by_writer": soak.deleted,
+        "manifest_bytes_last": last.manifest_bytes,
+        "manifest_files_last": last.manifest_files,
+        "manifest_bytes_per_file": round(last.manifest_bytes / max(1, last.manifest_files)),
+        "manifest_slope_mib_per_10k_files": manifest_slope(soak.samples),
+    }
+    if soak.deleted:
+        manifest["ok_manifest_flat"] = manifest_slope(soak.samples) <= MANIFEST_SLOPE_LIMIT
+    return manifest | {
         "files_written": len(soak.written),
         "files_lost": lost,
         "files_received_twice": twice,
@@ -266,16 +340,20 @@ def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[st
     }
 
 
-async def run(minutes: float, rate: float, root: Path) -> dict[str, Any]:
+async def run(
+    minutes: float, rate: float, root: Path, delete_after: float | None, retention_days: float
+) -> dict[str, Any]:
     async with emulator_at(root / "emulator", MIXED, job_tick=0.05) as emulator:
         soak = Soak(root, emulator)
         soak.src.mkdir(parents=True, exist_ok=True)
-        async with daemon(config(soak), emulator, root / "state") as d:
+        async with daemon(config(soak, retention_days), emulator, root / "state") as d:
             started = time.monotonic()
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(sampler, soak, d, started)
                 tg.start_soon(writer, soak, rate, stop)
+                if delete_after is not None:
+                    tg.start_soon(deleter, soak, delete_after)
                 await anyio.sleep(minutes * 60)
                 stop.set()
                 writing_ended = time.monotonic()
@@ -334,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     parser.add_argument(
+        "--delete-after", type=float, default=None, help="delete delivered files this old (s)"
+    )
+    parser.add_argument("--retention-days", type=float, default=3.0, help="[state] retention")
+    parser.add_argument(
         "--tracemalloc", action="store_true", help="trace the daemon's allocations; list growth"
     )
     args = parser.parse_args(argv)
@@ -347,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             args.minutes,
             args.rate,
             root,
+            args.delete_after,
+            args.retention_days,
             backend="asyncio",
             backend_options={"use_uvloop": True},
         )
@@ -356,11 +440,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     samples = report.pop("samples")
-    print(f"{'t (s)':>8} {'RSS (MiB)':>10} {'fds':>5} {'written':>8} {'delivered':>10}")
+    print(
+        f"{'t (s)':>8} {'RSS (MiB)':>10} {'fds':>5} {'written':>8} {'delivered':>10} "
+        f"{'manifest KiB':>13} {'rows':>7}"
+    )
     for s in samples:
         print(
             f"{s['seconds']:>8} {s['rss_kib'] / 1024:>10.1f} {s['fds']:>5} "
-            f"{s['written']:>8} {s['delivered']:>10}"
+            f"{s['written']:>8} {s['delivered']:>10} {s['manifest_bytes'] // 1024:>13} "
+            f"{s['manifest_files']:>7}"
         )
     for key, value in report.items():
         print(f"{key}: {value}")
