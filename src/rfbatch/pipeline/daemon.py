@@ -64,9 +64,14 @@ DISK_CHECK_SECONDS = 5.0
 # freed memory to the system only from the top of the main heap: the worker threads' arenas
 # (file reads, SQLite) fragment and RSS creeps up file after file. Two arenas, and a trim every
 # minute, keep it flat (make soak); the systemd unit and the image also set MALLOC_ARENA_MAX=2.
+# A fixed mmap threshold, too: glibc otherwise raises it to the size of the largest block freed
+# (a tar shard's buffers), and from then on such blocks fragment the heap instead of being
+# given back whole.
 MALLOC_ARENA_MAX = 2
+MALLOC_MMAP_THRESHOLD = 128 * 1024
 MALLOC_TRIM_SECONDS = 60.0
-_M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
+_M_ARENA_MAX = -8  # mallopt parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 
 # How often the retention pass runs: hourly, or more often for a retention under two hours.
 RETENTION_PASS_SECONDS = 3600.0
@@ -272,6 +277,10 @@ class Daemon:
         while True:
             await anyio.sleep(period)
             gone = await manifest.forget(time.time() - retention, done_batch_states=done)
+            # The tally's per-batch ingest counts would keep one entry per batch for ever.
+            finished = {row.batch_id for row in await manifest.list_batches(states=done)}
+            for batch_id in [b for b in self.tally.ingest if b in finished]:
+                del self.tally.ingest[batch_id]
             if gone.files or gone.batches or gone.events:
                 log.info("state.forgotten", **dataclasses.asdict(gone))
 
@@ -396,6 +405,11 @@ _libc = _glibc()
 
 
 def limit_malloc_arenas() -> None:
-    """At most :data:`MALLOC_ARENA_MAX` malloc arenas, unless ``MALLOC_ARENA_MAX`` says."""
-    if _libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+    """At most :data:`MALLOC_ARENA_MAX` malloc arenas and a fixed mmap threshold, unless the
+    environment sets them (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``)."""
+    if _libc is None:
+        return
+    if "MALLOC_ARENA_MAX" not in os.environ:
         _libc.mallopt(_M_ARENA_MAX, MALLOC_ARENA_MAX)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
