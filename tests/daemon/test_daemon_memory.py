@@ -49,6 +49,8 @@ def arena_heaps(mode: str) -> int:
 
 
 def test_the_daemon_caps_malloc_arenas_at_two() -> None:
-    # The main arena lives in the brk heap; a cap of two leaves one mmap'd arena heap at most.
-    assert arena_heaps("cap") <= 1
-    assert arena_heaps("nocap") > 2  # the probe does see arenas multiply without the cap
+    # The main arena lives in the brk heap; a cap of two leaves one other arena (its heap, and
+    # now and then an unrelated mapping that happens to be 64 MiB-aligned). Without the cap the
+    # sixteen threads get up to 8 arenas per core: the probe does see them multiply.
+    assert arena_heaps("cap") <= 2
+    assert arena_heaps("nocap") >= 5
