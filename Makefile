@@ -61,8 +61,10 @@ bench-startup: $(STAMP) $(BENCH_REF_STAMP)
 	$(BIN)/python benchmarks/startup.py --reference $(abspath $(BENCH_REF_VENV))/bin/inference
 
 # Minutes of the daemon under continuous arrivals and mixed faults; not part of CI.
+SOAK_MINUTES ?= 10
+SOAK_RATE ?= 40
 soak: $(STAMP)
-	$(BIN)/python -m tests.reliability.soak
+	$(BIN)/python -m tests.reliability.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) $(SOAK_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix $(CODE_DIRS)

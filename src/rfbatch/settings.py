@@ -224,6 +224,9 @@ class DaemonSettings(_Section):
 
 class StateSettings(_Section):
     dir: Path = Field(default_factory=lambda: _default_state_dir())
+    # The daemon forgets files that left the source (and batches long done) after this many
+    # days since their last change; within it, an unchanged file is never sent again.
+    retention_days: float = Field(3.0, gt=0)
 
     @field_validator("dir")
     @classmethod

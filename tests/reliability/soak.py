@@ -9,8 +9,22 @@ open descriptors (``/proc/<pid>/fd``) are sampled.
 
 When the time is up the writer stops and the daemon is given time to drain: every file must be
 in the emulator and every batch's results on disk. The report gives throughput, the memory and
-descriptor curves, and three verdicts: nothing lost, no memory growth after warm-up, no
-descriptor leak. The exit status is 1 when a verdict fails.
+descriptor curves, and the verdicts: nothing lost, no memory growth after warm-up, a peak
+under the ceiling, no descriptor leak. The exit status is 1 when a verdict fails.
+
+Memory is judged by the slope of a least-squares line through RSS against files delivered over
+the last 60 % of the run (MiB per 10,000 files; the report also gives MiB per hour). A ratio of the
+end to the warm-up level cannot see a slow leak in a short run; a slope can: 1 MiB per 10,000
+files is what a daemon sending a million files a day may grow by, at most, in a day.
+
+``--tracemalloc`` starts the daemon with ``PYTHONTRACEMALLOC`` set: the daemon then keeps a first
+and a latest allocation snapshot in its state folder, and the report lists the allocation sites
+that grew most between them. ``MALLOC_ARENA_MAX`` and the like pass through to the daemon.
+
+``--delete-after SECONDS`` makes the writer behave like camera storage: files older than that
+(once delivered) are deleted. With ``--retention-days`` short the daemon then forgets them, and
+the manifest must stay flat: its size (database and write-ahead log) is sampled too, and judged
+by its slope against files delivered over the last 60 % of the run.
 """
 
 from __future__ import annotations
@@ -20,9 +34,12 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
+import tracemalloc
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +47,7 @@ from typing import Any
 import anyio
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
+from rfbatch.pipeline.daemon import TRACEMALLOC_DIR
 from rfbatch.samples import png_bytes
 from tests.daemon.support import DaemonProcess, daemon, write_config
 from tests.reliability.support_a import emulator_at, expected_results, files_under, sha
@@ -38,8 +56,11 @@ SAMPLE_SECONDS = 5.0
 DRAIN_SECONDS = 240.0
 PREFIX = "rfbatch-"
 # Memory may settle for a while (caches, first batches, imports); growth is judged after this.
-WARMUP_FRACTION = 0.3
-RSS_GROWTH_LIMIT = 0.25  # a quarter more than after warm-up
+WARMUP_FRACTION = 0.4  # the slope is fitted over the last 60 % of the run
+RSS_SLOPE_LIMIT = 1.0  # MiB per 10,000 files delivered
+RSS_PEAK_LIMIT_KIB = 100_000_000 // 1024  # 100 MB
+# Without forgetting, the manifest grows by a few MiB per 10,000 files; flat means far under.
+MANIFEST_SLOPE_LIMIT = 0.2  # MiB per 10,000 files delivered, when the writer deletes
 FD_GROWTH_LIMIT = 16
 
 MIXED = FaultProfile(
@@ -70,6 +91,8 @@ class Sample:
     fds: int
     written: int
     delivered: int
+    manifest_bytes: int = 0
+    manifest_files: int = 0
 
 
 @dataclass
@@ -79,6 +102,9 @@ class Soak:
     written: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     written_bytes: int = 0
     samples: list[Sample] = field(default_factory=list)
+    arrived: deque[tuple[float, str]] = field(default_factory=deque)  # (written at, rel)
+    delivered_shas: set[str] = field(default_factory=set)
+    deleted: int = 0
 
     @property
     def src(self) -> Path:
@@ -153,27 +179,70 @@ async def writer(soak: Soak, rate: float, stop: anyio.Event) -> None:
             await anyio.to_thread.run_sync(_write, soak.src / rel, data)
             soak.written[rel] = sha(data)
             soak.written_bytes += len(data)
+            soak.arrived.append((time.monotonic(), rel))
         await anyio.sleep(burst / rate)
+
+
+async def deleter(soak: Soak, after: float) -> None:
+    """Camera storage: files older than ``after`` seconds go, once delivered, then empty folders."""
+    while True:
+        cutoff = time.monotonic() - after
+        while soak.arrived and soak.arrived[0][0] < cutoff:
+            _, rel = soak.arrived[0]
+            if soak.written[rel] not in soak.delivered_shas:
+                break  # still on its way: a camera's retention is longer than a delivery
+            soak.arrived.popleft()
+            await anyio.to_thread.run_sync(_remove, soak.src / rel, soak.src)
+            soak.deleted += 1
+        await anyio.sleep(1.0)
+
+
+def _remove(path: Path, root: Path) -> None:
+    path.unlink(missing_ok=True)
+    folder = path.parent
+    while folder != root and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+
+
+def manifest_stats(state_dir: Path) -> tuple[int, int]:
+    """(bytes of the manifest and its WAL, file rows), read beside the running daemon."""
+    db = state_dir / "manifest.sqlite3"
+    size = sum(p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        rows = -1
+    return size, rows
 
 
 async def sampler(soak: Soak, d: DaemonProcess, started: float) -> None:
     pid = d.process.pid
     while d.process.returncode is None:
         rss, fds = await anyio.to_thread.run_sync(proc_stats, pid)
+        db_bytes, db_files = await anyio.to_thread.run_sync(manifest_stats, soak.root / "state")
         state = soak.emulator.state()
+        got = delivered(state)
+        soak.delivered_shas = set(got)
         soak.samples.append(
             Sample(
                 seconds=round(time.monotonic() - started, 1),
                 rss_kib=rss,
                 fds=fds,
                 written=len(soak.written),
-                delivered=len(delivered(state)),
+                delivered=len(got),
+                manifest_bytes=db_bytes,
+                manifest_files=db_files,
             )
         )
         await anyio.sleep(SAMPLE_SECONDS)
 
 
-def config(soak: Soak) -> Path:
+def config(soak: Soak, retention_days: float) -> Path:
     return write_config(
         soak.root / "config.toml",
         soak.emulator,
@@ -183,6 +252,7 @@ def config(soak: Soak) -> Path:
         upload={"shard_max_files": 100, "ingest_poll_seconds": 0.5},
         job={"workflow_id": "wf-soak", "poll_seconds": 0.5},
         export={"min_free_bytes": 0},
+        state={"dir": str(soak.root / "state"), "retention_days": retention_days},
         daemon={
             "output_dir": str(soak.out),
             "batch_window_seconds": 20.0,
@@ -193,45 +263,97 @@ def config(soak: Soak) -> Path:
     )
 
 
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y against x; 0 when x does not vary (nothing to fit)."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    if sxx == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
+
+
+def after_warmup(samples: list[Sample]) -> list[Sample]:
+    """The samples of the last 60 % of the run (all of them when there are too few)."""
+    running = [s for s in samples if s.seconds > 0]
+    if not running:
+        return []
+    cut = running[-1].seconds * WARMUP_FRACTION
+    return [s for s in running if s.seconds >= cut] or running
+
+
+def rss_slopes(samples: list[Sample]) -> tuple[float, float]:
+    """(MiB per 10,000 files delivered, MiB per hour) of RSS after warm-up."""
+    warm = after_warmup(samples)
+    per_file = slope([(s.delivered, s.rss_kib / 1024) for s in warm])
+    per_second = slope([(s.seconds, s.rss_kib / 1024) for s in warm])
+    return round(per_file * 10_000, 3), round(per_second * 3600, 3)
+
+
+def manifest_slope(samples: list[Sample]) -> float:
+    """MiB of manifest per 10,000 files delivered, after warm-up."""
+    warm = after_warmup(samples)
+    return round(slope([(s.delivered, s.manifest_bytes / 2**20) for s in warm]) * 10_000, 3)
+
+
 def verdicts(soak: Soak, state: dict[str, Any], missing_results: int) -> dict[str, Any]:
     got = delivered(state)
     wanted = set(soak.written.values())
     lost = len(wanted - set(got))
     twice = sum(n - 1 for n in got.values() if n > 1)
     running = [s for s in soak.samples if s.seconds > 0]
-    warm = [s for s in running if s.seconds >= running[-1].seconds * WARMUP_FRACTION] or running
-    rss_base = min(s.rss_kib for s in warm[: max(1, len(warm) // 4)])
-    rss_last = warm[-1].rss_kib
+    warm = after_warmup(soak.samples)
+    per_10k, per_hour = rss_slopes(soak.samples)
+    rss_max = max(s.rss_kib for s in running)
     fd_base = min(s.fds for s in warm)
     fd_last = warm[-1].fds
-    return {
+    last = soak.samples[-1]
+    manifest: dict[str, Any] = {
+        "files_deleted_by_writer": soak.deleted,
+        "manifest_bytes_last": last.manifest_bytes,
+        "manifest_files_last": last.manifest_files,
+        "manifest_bytes_per_file": round(last.manifest_bytes / max(1, last.manifest_files)),
+        "manifest_slope_mib_per_10k_files": manifest_slope(soak.samples),
+    }
+    if soak.deleted:
+        manifest["ok_manifest_flat"] = manifest_slope(soak.samples) <= MANIFEST_SLOPE_LIMIT
+    return manifest | {
         "files_written": len(soak.written),
         "files_lost": lost,
         "files_received_twice": twice,
         "batches_without_results": missing_results,
-        "rss_after_warmup_kib": rss_base,
-        "rss_last_kib": rss_last,
-        "rss_max_kib": max(s.rss_kib for s in running),
-        "rss_growth": round((rss_last - rss_base) / rss_base, 3),
+        "rss_after_warmup_kib": warm[0].rss_kib,
+        "rss_last_kib": warm[-1].rss_kib,
+        "rss_max_kib": rss_max,
+        "rss_slope_mib_per_10k_files": per_10k,
+        "rss_slope_mib_per_hour": per_hour,
         "fds_min_after_warmup": fd_base,
         "fds_last": fd_last,
         "fds_max": max(s.fds for s in running),
         "ok_nothing_lost": lost == 0 and missing_results == 0,
-        "ok_memory_flat": (rss_last - rss_base) / rss_base <= RSS_GROWTH_LIMIT,
+        "ok_memory_flat": per_10k <= RSS_SLOPE_LIMIT,
+        "ok_memory_peak": rss_max <= RSS_PEAK_LIMIT_KIB,
         "ok_no_fd_leak": fd_last - fd_base <= FD_GROWTH_LIMIT,
     }
 
 
-async def run(minutes: float, rate: float, root: Path) -> dict[str, Any]:
+async def run(
+    minutes: float, rate: float, root: Path, delete_after: float | None, retention_days: float
+) -> dict[str, Any]:
     async with emulator_at(root / "emulator", MIXED, job_tick=0.05) as emulator:
         soak = Soak(root, emulator)
         soak.src.mkdir(parents=True, exist_ok=True)
-        async with daemon(config(soak), emulator, root / "state") as d:
+        async with daemon(config(soak, retention_days), emulator, root / "state") as d:
             started = time.monotonic()
             stop = anyio.Event()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(sampler, soak, d, started)
                 tg.start_soon(writer, soak, rate, stop)
+                if delete_after is not None:
+                    tg.start_soon(deleter, soak, delete_after)
                 await anyio.sleep(minutes * 60)
                 stop.set()
                 writing_ended = time.monotonic()
@@ -267,36 +389,74 @@ async def run(minutes: float, rate: float, root: Path) -> dict[str, Any]:
         return report
 
 
+def print_growth(folder: Path, top: int = 15) -> None:
+    """The allocation sites that grew most between the daemon's first and latest snapshot."""
+    first, latest = folder / "first.tracemalloc", folder / "latest.tracemalloc"
+    if not (first.exists() and latest.exists()):
+        print(f"tracemalloc: no snapshots in {folder}")
+        return
+    old = tracemalloc.Snapshot.load(str(first))
+    new = tracemalloc.Snapshot.load(str(latest))
+    total = sum(s.size for s in new.statistics("filename")) - sum(
+        s.size for s in old.statistics("filename")
+    )
+    print(f"tracemalloc: traced memory grew {total / 2**20:.2f} MiB between the snapshots")
+    for stat in new.compare_to(old, "lineno")[:top]:
+        print(f"  {stat}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.reliability.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=20.0, help="images written per second")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument(
+        "--delete-after", type=float, default=None, help="delete delivered files this old (s)"
+    )
+    parser.add_argument("--retention-days", type=float, default=3.0, help="[state] retention")
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="trace the daemon's allocations; list growth"
+    )
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="rfbatch-soak-"))
     print(f"soak: {args.minutes} min, {args.rate} images/s, mixed faults, in {root}", flush=True)
+    if args.tracemalloc:
+        os.environ["PYTHONTRACEMALLOC"] = "1"  # the daemon inherits it; this process started
     try:
         report = anyio.run(
             run,
             args.minutes,
             args.rate,
             root,
+            args.delete_after,
+            args.retention_days,
             backend="asyncio",
             backend_options={"use_uvloop": True},
         )
+        if args.tracemalloc:
+            print_growth(root / "state" / TRACEMALLOC_DIR)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     samples = report.pop("samples")
-    print(f"{'t (s)':>8} {'RSS (MiB)':>10} {'fds':>5} {'written':>8} {'delivered':>10}")
+    print(
+        f"{'t (s)':>8} {'RSS (MiB)':>10} {'fds':>5} {'written':>8} {'delivered':>10} "
+        f"{'manifest KiB':>13} {'rows':>7}"
+    )
     for s in samples:
         print(
             f"{s['seconds']:>8} {s['rss_kib'] / 1024:>10.1f} {s['fds']:>5} "
-            f"{s['written']:>8} {s['delivered']:>10}"
+            f"{s['written']:>8} {s['delivered']:>10} {s['manifest_bytes'] // 1024:>13} "
+            f"{s['manifest_files']:>7}"
         )
     for key, value in report.items():
         print(f"{key}: {value}")
+    print(
+        f"memory slope after warm-up: {report['rss_slope_mib_per_10k_files']} MiB per 10,000 "
+        f"files, {report['rss_slope_mib_per_hour']} MiB per hour (limit {RSS_SLOPE_LIMIT} MiB "
+        f"per 10,000 files); peak {report['rss_max_kib'] / 1024:.1f} MiB"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps({**report, "samples": samples}, indent=2))
     ok = all(v for k, v in report.items() if k.startswith("ok_"))

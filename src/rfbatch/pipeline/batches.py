@@ -90,6 +90,8 @@ class InFlight:
             self._paths.discard(os.fspath(path))
             if batch_id is not None and self._per_batch[batch_id] > 0:
                 self._per_batch[batch_id] -= 1
+                if not self._per_batch[batch_id]:
+                    del self._per_batch[batch_id]  # a daemon sees batches for months
 
     def pending(self, batch_id: str) -> int:
         return self._per_batch[batch_id]

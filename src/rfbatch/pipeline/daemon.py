@@ -12,11 +12,21 @@ Three groups of tasks share one process:
 Stopping (:meth:`Daemon.drain`): the watcher stops, so the intake stages drain — files already
 settled are packed and sent — while lifecycle steps are cancelled (they resume from the manifest
 on the next start). :meth:`Daemon.abort`, or the end of the grace period, cancels what is left.
+
+Debugging memory: started with ``PYTHONTRACEMALLOC=1`` (Python's own switch), the daemon writes
+allocation snapshots to ``<state dir>/tracemalloc/``: ``first.tracemalloc`` once warmed up and
+``latest.tracemalloc``, replaced every minute (two files, however long it runs). Compare them
+with :meth:`tracemalloc.Snapshot.compare_to` to see what grows.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
 import os
+import platform
+import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +53,7 @@ from rfbatch.pipeline.upload_pass import (
     upload_options,
 )
 from rfbatch.settings import Settings, split_host_port
-from rfbatch.state.records import FileRow
+from rfbatch.state.records import BATCH_STATES, FileRow
 from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.daemon")
@@ -52,6 +62,24 @@ MAX_BATCHES_IN_PROGRESS = 4
 DISK_CHECK_SECONDS = 5.0
 # Failed files offered again per worker-thread call.
 RETRY_CHUNK = 512
+# glibc's malloc gives each thread that allocates its own arena (up to 8 per core) and returns
+# freed memory to the system only from the top of the main heap: the worker threads' arenas
+# (file reads, SQLite) fragment and RSS creeps up file after file. Two arenas, and a trim every
+# minute, keep it flat (make soak); the systemd unit and the image also set MALLOC_ARENA_MAX=2.
+# A fixed mmap threshold, too: glibc otherwise raises it to the size of the largest block freed
+# (a tar shard's buffers), and from then on such blocks fragment the heap instead of being
+# given back whole.
+MALLOC_ARENA_MAX = 2
+MALLOC_MMAP_THRESHOLD = 128 * 1024
+MALLOC_TRIM_SECONDS = 60.0
+_M_ARENA_MAX = -8  # mallopt parameter numbers, from glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
+
+# How often the retention pass runs: hourly, or more often for a retention under two hours.
+RETENTION_PASS_SECONDS = 3600.0
+TRACEMALLOC_DIR = "tracemalloc"
+TRACEMALLOC_FIRST_SECONDS = 180.0
+TRACEMALLOC_EVERY_SECONDS = 60.0
 
 
 def source_cleanup(settings: Settings) -> SourceCleanup | None:
@@ -131,6 +159,7 @@ class Daemon:
     # --- the run ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        limit_malloc_arenas()
         # The key is checked before anything starts: a daemon with a wrong key would otherwise
         # look healthy until its first upload, which may be days away on a quiet source.
         await self.services.client.workspace()
@@ -154,6 +183,11 @@ class Daemon:
                 tg.start_soon(self._lifecycle_loop)
                 tg.start_soon(self._rotation_timer)
                 tg.start_soon(self._disk_monitor)
+                tg.start_soon(self._retention_loop)
+                if _libc is not None:
+                    tg.start_soon(self._malloc_trimmer)
+                if tracemalloc.is_tracing():
+                    tg.start_soon(self._tracemalloc_snapshots)
                 await run_intake(
                     self.services,
                     self._watch_source,
@@ -199,6 +233,7 @@ class Daemon:
         Quick rescans pass over folders that did not change, so they no longer bring back a
         file that failed (during an outage, say): this does, if the file is unchanged on disk.
         """
+
         async def offer(rows: list[FileRow]) -> None:
             for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
                 await self.intake_gate.wait_open()
@@ -259,6 +294,36 @@ class Daemon:
                 self.intake_gate.open()
                 log.info("intake.resumed")
             await anyio.sleep(DISK_CHECK_SECONDS)
+
+    async def _malloc_trimmer(self) -> None:
+        while True:
+            await anyio.sleep(MALLOC_TRIM_SECONDS)
+            if _libc is not None:  # run on the event loop thread: a trim takes milliseconds
+                _libc.malloc_trim(0)
+
+    async def _retention_loop(self) -> None:
+        """Forget files that left the source and batches done, ``[state] retention_days`` on."""
+        retention = self.settings.state.retention_days * 86400.0
+        period = min(RETENTION_PASS_SECONDS, retention / 2)
+        done = [s for s in BATCH_STATES if s != "open" and s not in self.lifecycle.active_states()]
+        manifest = self.services.manifest
+        while True:
+            await anyio.sleep(period)
+            gone = await manifest.forget(time.time() - retention, done_batch_states=done)
+            if gone.files or gone.batches or gone.events:
+                log.info("state.forgotten", **dataclasses.asdict(gone))
+
+    async def _tracemalloc_snapshots(self) -> None:
+        folder = self.settings.state.dir / TRACEMALLOC_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        await anyio.sleep(TRACEMALLOC_FIRST_SECONDS)
+        name = "first.tracemalloc"
+        while True:
+            snapshot = tracemalloc.take_snapshot()
+            await anyio.to_thread.run_sync(_dump_snapshot, snapshot, folder / name)
+            log.info("tracemalloc.snapshot", path=str(folder / name))
+            name = "latest.tracemalloc"
+            await anyio.sleep(TRACEMALLOC_EVERY_SECONDS)
 
     def _low_disk(self, floor: int) -> str | None:
         for path in self._watched_disks():
@@ -365,3 +430,36 @@ def _unchanged_on_disk(rows: Sequence[FileRow]) -> list[FoundFile]:
         if (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns):
             out.append(file)
     return out
+
+
+def _dump_snapshot(snapshot: tracemalloc.Snapshot, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    snapshot.dump(str(tmp))
+    tmp.replace(path)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (``mallopt`` and ``malloc_trim`` exist), else ``None``."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_libc = _glibc()
+
+
+def limit_malloc_arenas() -> None:
+    """At most :data:`MALLOC_ARENA_MAX` malloc arenas and a fixed mmap threshold, unless the
+    environment sets them (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``)."""
+    if _libc is None:
+        return
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        _libc.mallopt(_M_ARENA_MAX, MALLOC_ARENA_MAX)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        _libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)

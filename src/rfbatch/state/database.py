@@ -21,12 +21,16 @@ from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.to_thread
+import structlog
 
 from rfbatch.errors import ConfigError, InvalidStateError, ManifestClosedError
 from rfbatch.state.schema import migrate
 
+log = structlog.get_logger("rfbatch.state")
+
 DB_NAME = "manifest.sqlite3"
 LOCK_NAME = "manifest.lock"
+_INCREMENTAL = 2  # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 _CHUNK = 500  # rows per IN (...) query: far below SQLite's bound-variable limit
 
 T = TypeVar("T")
@@ -248,6 +252,30 @@ def _corrupt(exc: sqlite3.DatabaseError) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def _incremental_vacuum_mode(conn: sqlite3.Connection, db_path: Path) -> None:
+    """Put the database in ``auto_vacuum = INCREMENTAL`` mode, so pruned pages can be freed.
+
+    A new database takes the mode before its first table. An existing one in another mode
+    switches only through a full ``VACUUM``, done once here (and said in a log line): it
+    rewrites the file, which takes a while for a large manifest, and never again after.
+    """
+    mode = int(conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+    if mode == _INCREMENTAL:
+        return
+    conn.execute(f"PRAGMA auto_vacuum = {_INCREMENTAL}")
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if tables:
+        before = db_path.stat().st_size
+        log.info("manifest.vacuum", path=str(db_path), reason="switch to incremental auto_vacuum")
+        conn.execute("VACUUM")
+        log.info(
+            "manifest.vacuumed",
+            path=str(db_path),
+            bytes_before=before,
+            bytes_after=db_path.stat().st_size,
+        )
+
+
 def _connect_unchecked(
     state_dir: Path, exclusive: bool
 ) -> tuple[sqlite3.Connection, Path, int | None]:
@@ -266,6 +294,7 @@ def _connect_unchecked(
     try:
         conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         try:
+            _incremental_vacuum_mode(conn, db_path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA busy_timeout = 10000")

@@ -31,6 +31,7 @@ from typing import Any, Protocol, Self
 
 from rfbatch.media import FoundFile, Skipped
 from rfbatch.state.records import (
+    DONE_BATCH_STATES,
     BatchKind,
     BatchRow,
     BatchState,
@@ -39,6 +40,7 @@ from rfbatch.state.records import (
     DownloadState,
     FileRow,
     FileState,
+    Forgotten,
     ShardRow,
     ShardState,
 )
@@ -241,7 +243,25 @@ class EventLedger(Protocol):
         """Forget event ids received before the timestamp ``older_than``; return how many."""
 
 
-class Ledger(FileLedger, BatchLedger, DownloadLedger, EventLedger, Protocol):
+class RetentionLedger(Protocol):
+    """Forgetting what left the source long ago, so the state tracks the live tree."""
+
+    async def forget(
+        self,
+        older_than: float,
+        *,
+        done_batch_states: Iterable[BatchState] = DONE_BATCH_STATES,
+        exists: Callable[[str], bool] = ...,
+    ) -> Forgotten:
+        """Forget files in a final state, last changed before ``older_than``, whose batch is
+        done (``done_batch_states``) or who have none, and that ``exists`` says are gone; then
+        batches in a done state, older than ``older_than``, that no file refers to (with their
+        shards, member names and downloads), and event ids past :data:`EVENT_RETENTION`. The
+        space is given back to the file system. An unchanged file still recorded is never
+        sent again; only a forgotten one may be."""
+
+
+class Ledger(FileLedger, BatchLedger, DownloadLedger, EventLedger, RetentionLedger, Protocol):
     """All durable state of rfbatch; an async context manager that closes it on exit."""
 
     async def check_writable(self) -> None:

@@ -32,6 +32,23 @@ DOWNLOAD_STATES: tuple[DownloadState, ...] = get_args(DownloadState)
 DONE_STATES: frozenset[FileState] = frozenset({"uploaded", "ingested", "skipped"})
 # Unchanged files in these states are in a shard right now; resume them with files_in_state.
 IN_FLIGHT_STATES: frozenset[FileState] = frozenset({"packed", "uploading"})
+# Retention: file states nothing changes any more (short of a changed file), and batch states
+# with nothing left to do whatever the settings.
+FINAL_FILE_STATES: tuple[FileState, ...] = ("uploaded", "ingested", "skipped", "failed")
+DONE_BATCH_STATES: tuple[BatchState, ...] = ("exported", "failed", "empty")
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What one retention pass removed, and the manifest's bytes on disk before and after."""
+
+    files: int = 0
+    batches: int = 0
+    shards: int = 0
+    downloads: int = 0
+    events: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
