@@ -9,6 +9,8 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,30 +29,31 @@ def _get_json(url: str) -> dict[str, object]:
         return data
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serve_prints_its_url_first_and_exits_0_on_signal(tmp_path: Path, sig: int) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVE.format(state=str(tmp_path))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@contextmanager
+def serving(command: list[str]) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run an emulator command; yields it and the base URL its first line gives."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline().strip()
         prefix = "rfbatch emulator listening on "
         assert first.startswith(prefix), first
-        base_url = first.removeprefix(prefix)
+        yield proc, first.removeprefix(prefix)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_prints_its_url_first_and_exits_0_on_signal(tmp_path: Path, sig: int) -> None:
+    with serving([sys.executable, "-c", _SERVE.format(state=str(tmp_path))]) as (proc, base_url):
         assert base_url.startswith("http://127.0.0.1:")
         assert not base_url.endswith("/")
         assert _get_json(f"{base_url}/?api_key=sub-key") == {"status": "ok", "workspace": "sub-ws"}
         assert _get_json(f"{base_url}/_emulator/state")["workspace"] == "sub-ws"
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
     assert (tmp_path / "blobs").is_dir()  # the given state dir is kept
 
 
@@ -69,29 +72,18 @@ def test_emulator_in_thread_serves_sync_callers() -> None:
 def test_emulator_command_with_tls_prints_an_https_url_and_writes_the_ca(tmp_path: Path) -> None:
     from tests.e2e.support import RFBATCH
 
-    proc = subprocess.Popen(
-        [*RFBATCH, "emulator", "--tls", "--state-dir", str(tmp_path), "--link", "rtt=5ms"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().strip()
-        base_url = first.removeprefix("rfbatch emulator listening on ")
-        assert base_url.startswith("https://127.0.0.1:"), first
+    command = [*RFBATCH, "emulator", "--tls", "--state-dir", str(tmp_path), "--link", "rtt=5ms"]
+    with serving(command) as (proc, base_url):
+        assert base_url.startswith("https://127.0.0.1:")
         trust = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
-        with urllib.request.urlopen(f"{base_url}/_emulator/state", timeout=10, context=trust) as r:  # noqa: S310
+        state_url = f"{base_url}/_emulator/state"
+        with urllib.request.urlopen(state_url, timeout=10, context=trust) as r:  # noqa: S310
             assert json.loads(r.read())["workspace"] == "emulator-ws"
         # Without the CA, the certificate is refused: checks are never off.
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
-            urllib.request.urlopen(f"{base_url}/_emulator/state", timeout=10)  # noqa: S310
+            urllib.request.urlopen(state_url, timeout=10)  # noqa: S310
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_emulator_command_refuses_a_bad_link_naming_the_part() -> None:
