@@ -21,6 +21,7 @@ import asyncio
 import io
 import json
 import os
+import ssl
 import sys
 import tarfile
 import time
@@ -178,7 +179,10 @@ async def run_export(api: Api, args: argparse.Namespace) -> dict[str, float]:
 
 async def main(args: argparse.Namespace) -> None:
     timeout = aiohttp.ClientTimeout(total=args.timeout, sock_connect=10, sock_read=60)
-    connector = aiohttp.TCPConnector(limit=args.concurrency + 4)
+    # Over HTTPS it trusts what the official client would: REQUESTS_CA_BUNDLE (the emulator's CA).
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE")
+    trust = ssl.create_default_context(cafile=bundle) if bundle else True
+    connector = aiohttp.TCPConnector(limit=args.concurrency + 4, ssl=trust)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         api = Api(session, os.environ["API_BASE_URL"], os.environ["ROBOFLOW_API_KEY"])
         await api.open()

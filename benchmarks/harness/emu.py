@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -37,13 +38,20 @@ class Emulator:
     """``with Emulator(...) as emu:`` a running emulator at ``emu.url``."""
 
     def __init__(
-        self, python: str, state_dir: Path, log_dir: Path, key: str, name: str = "emulator"
+        self,
+        python: str,
+        state_dir: Path,
+        log_dir: Path,
+        key: str,
+        name: str = "emulator",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.python = python
         self.state_dir = state_dir
         self.log_dir = log_dir
         self.key = key
         self.name = name
+        self.extra_args = extra_args
         self.url = ""
         self.workspace = "emulator-ws"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -69,6 +77,7 @@ class Emulator:
             "digests",
             "--state-dir",
             str(self.state_dir),
+            *self.extra_args,
         ]
         env = {**os.environ, "ROBOFLOW_API_KEY": self.key}
         with out_path.open("wb") as out, (self.log_dir / f"{self.name}.err").open("wb") as err:
@@ -84,7 +93,7 @@ class Emulator:
             if self._proc.poll() is not None:
                 break
             time.sleep(0.02)
-        if not self.url.startswith("http://127.0.0.1:"):
+        if not self.url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
             self.stop()
             raise EmulatorError(f"emulator did not start; see {self.log_dir}/{self.name}.err")
         return self
@@ -111,15 +120,27 @@ class Emulator:
     def cpu_s(self) -> float:
         return process_cpu_s(self.pid)
 
+    @property
+    def ca(self) -> Path | None:
+        """The CA clients must trust when it serves HTTPS (``--tls``)."""
+        path = self.state_dir / "ca.pem"
+        return path if self.url.startswith("https://") and path.exists() else None
+
     def env(self) -> dict[str, str]:
-        """What a client needs in its environment to talk to this emulator."""
-        return {"ROBOFLOW_API_KEY": self.key, "API_BASE_URL": self.url}
+        """What a client needs in its environment to talk to this emulator (over HTTPS, the CA
+        to trust, by the variable both rfbatch and the official client read)."""
+        env = {"ROBOFLOW_API_KEY": self.key, "API_BASE_URL": self.url}
+        if self.ca is not None:
+            env["REQUESTS_CA_BUNDLE"] = str(self.ca)
+        return env
 
     # --- the API, for checks ----------------------------------------------------------------
 
     def _get(self, path: str, **query: str) -> Any:
         qs = urllib.parse.urlencode({"api_key": self.key, **query})
-        with urllib.request.urlopen(f"{self.url}{path}?{qs}", timeout=HTTP_TIMEOUT) as resp:  # noqa: S310
+        trust = ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
+        url = f"{self.url}{path}?{qs}"
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT, context=trust) as resp:  # noqa: S310
             return json.loads(resp.read())
 
     def count(self, batch: str) -> int:
