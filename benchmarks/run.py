@@ -47,6 +47,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=None, help="where the JSON goes")
     p.add_argument("--profile", default="", help="profile rfbatch in these scenarios instead")
     p.add_argument("--no-ram", action="store_true", help="skip the exports' second pass into tmpfs")
+    p.add_argument("--tls", action="store_true", help="the emulator serves HTTPS (its own CA)")
+    p.add_argument(
+        "--link", default="", help="a shaped link, e.g. rtt=40ms,conn=25MB/s,total=100MB/s"
+    )
     return p.parse_args(argv)
 
 
@@ -162,6 +166,10 @@ def main(argv: list[str]) -> int:
         timeout=args.timeout or (180.0 if args.quick else 900.0),
         runs=args.runs or (1 if args.quick else 3),
         on_record=show,
+        emulator_args=(
+            *(["--tls"] if args.tls else []),
+            *(["--link", args.link] if args.link else []),
+        ),
     )
     ctx.logs.mkdir(parents=True, exist_ok=True)
     compile_rfbatch()
@@ -214,9 +222,13 @@ def main(argv: list[str]) -> int:
         "seconds_per_scenario": seconds,
         "scenario_errors": errors,
         "command": " ".join(["benchmarks/run.py", *argv]),
+        "emulator_args": list(ctx.emulator_args),
     }
+    wan = args.tls or args.link
     if args.output is not None:
         output = args.output
+    elif wan:
+        output = args.data_dir / f"results-wan{'-quick' if args.quick else ''}.json"
     elif args.only:
         output = args.data_dir / "results-partial.json"
     elif args.quick:

@@ -145,6 +145,8 @@ class Context:
     # the disk's (file creation on this VM's disk costs about a millisecond).
     ram_dir: Path | None = None
     key: str = "bench-key"
+    # Flags for every emulator of the run: the WAN profile (--tls, --link ...).
+    emulator_args: tuple[str, ...] = ()
     records: list[RunRecord] = field(default_factory=list)
     on_record: Callable[[RunRecord], None] | None = None
 
@@ -171,7 +173,8 @@ def quiet_disk() -> None:
 
 @contextmanager
 def emulator(ctx: Context, name: str) -> Iterator[Emulator]:
-    with Emulator(ctx.python, ctx.work / "emulator-state", ctx.logs, ctx.key, name) as emu:
+    state = ctx.work / "emulator-state"
+    with Emulator(ctx.python, state, ctx.logs, ctx.key, name, ctx.emulator_args) as emu:
         yield emu
 
 
