@@ -175,6 +175,9 @@ class _ShapedProtocol(asyncio.Protocol):
 
     # --- from the server's protocol, through the shaped transport ---------------------------
 
+    def replace_inner(self, protocol: asyncio.Protocol) -> None:
+        self._inner = protocol
+
     def sent(self, n: int) -> None:
         wait = self._link.wait(self._buckets["out"], "out", n)
         if wait > 0 and not self._write_holds["link"]:
@@ -275,4 +278,5 @@ class _ShapedTransport(asyncio.Transport):
         return self._shaper
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        raise NotImplementedError("a shaped connection keeps its protocol")
+        # The shaper stays in between: the new protocol takes the old one's place behind it.
+        self._shaper.replace_inner(cast(asyncio.Protocol, protocol))
