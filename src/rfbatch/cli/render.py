@@ -338,11 +338,15 @@ async def job_progress(
 
 
 @asynccontextmanager
-async def export_progress(*, enabled: bool) -> AsyncIterator[ProgressHook | None]:
+async def export_progress(
+    *, enabled: bool, waiting: str | None = "listing"
+) -> AsyncIterator[ProgressHook | None]:
     """A bar of files and bytes (and the rate), fed through the export's progress hook.
 
     Yields the hook (``None`` when nothing is shown). The hook only keeps the batch whose
-    counters moved last; the display reads them a few times a second.
+    counters moved last; the display reads them a few times a second. Before the first
+    counters, the row says ``waiting`` (no row at all when it is ``None``: sync's export
+    phase comes after its upload and job).
     """
     latest: list[ExportProgress] = []
 
@@ -352,7 +356,7 @@ async def export_progress(*, enabled: bool) -> AsyncIterator[ProgressHook | None
 
     def snapshot() -> list[Row]:
         if not latest:
-            return [Row("export", "listing")]
+            return [] if waiting is None else [Row("export", waiting)]
         p = latest[0]
         listed = f"{p.files_listed}" if p.listing_done else f"{p.files_listed}+"
         failed = f", {p.files_failed} failed" if p.files_failed else ""

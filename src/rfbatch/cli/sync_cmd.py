@@ -31,7 +31,7 @@ from rfbatch.cli.options import (
     check_sources,
     videos_batch_for,
 )
-from rfbatch.cli.render import job_progress, sync_report
+from rfbatch.cli.render import export_progress, job_progress, sync_report
 from rfbatch.cli.webhook import webhook_receiver
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_batch_id, validate_job_id, videos_job_for
@@ -157,6 +157,7 @@ def sync_command(
             async with (
                 upload_progress(tally, enabled=not json_out),
                 job_progress(images, enabled=not json_out) as live,
+                export_progress(enabled=not json_out, waiting=None) as exporting,
             ):
                 result = await sync(
                     services,
@@ -167,6 +168,7 @@ def sync_command(
                     receiver=receiver,
                     on_job_update=live,
                     job_ids=job_ids,
+                    on_export_progress=exporting,
                 )
         sync_report(result, json_out)
         print_stopped(result)

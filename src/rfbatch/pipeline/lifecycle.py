@@ -37,7 +37,7 @@ from rfbatch.pipeline.jobs import (
 from rfbatch.state.records import BatchRow, BatchState
 
 if TYPE_CHECKING:  # a one-shot upload only confirms: it should not load the server or export
-    from rfbatch.pipeline.export import ExportResult
+    from rfbatch.pipeline.export import ExportResult, ProgressHook
     from rfbatch.webhooks import WebhookReceiver
 
 log = structlog.get_logger("rfbatch.lifecycle")
@@ -63,7 +63,8 @@ class Lifecycle:
     ``job_ids``: job ids an operator chose, by batch id (else derived from the batch id).
     The ``on_*`` hooks hear each step's outcome: ``on_job_update`` every poll of a job (its
     stages are only listed when it is set), ``on_ingest_count`` every count read while ingest
-    is confirmed (batch, count, expected), the others once per step taken.
+    is confirmed (batch, count, expected), ``on_export_progress`` the export's counters as files
+    arrive, the others once per step taken.
     """
 
     services: Services
@@ -78,6 +79,7 @@ class Lifecycle:
     on_job_update: Callable[[JobView], None] | None = None
     on_job_end: Callable[[str, JobOutcome], None] | None = None
     on_export: Callable[[str, list[ExportResult]], None] | None = None
+    on_export_progress: ProgressHook | None = None
 
     def active_states(self) -> list[BatchState]:
         """Batch states that still have a step to take under the current settings."""
@@ -214,7 +216,9 @@ class Lifecycle:
         assert self.output_dir is not None
         output = self.output_dir / row.batch_id
         outputs = [str(b) for b in row.info.get("outputs", [])]
-        results = await export_batches(self.services, outputs, output)
+        results = await export_batches(
+            self.services, outputs, output, on_progress=self.on_export_progress
+        )
         if self.on_export is not None:
             self.on_export(row.batch_id, results)
         if not all(r.complete for r in results):

@@ -26,7 +26,7 @@ from rfbatch.ids import job_id_for_batch
 from rfbatch.media import SourceSpec
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import InFlight
-from rfbatch.pipeline.export import ExportResult
+from rfbatch.pipeline.export import ExportResult, ProgressHook
 from rfbatch.pipeline.jobs import JobOutcome, JobView, definition_digest
 from rfbatch.pipeline.lifecycle import JOB_DEFINITION, NEXT_JOB, Lifecycle
 from rfbatch.pipeline.upload_pass import PassResult, UploadTarget, upload_and_confirm
@@ -76,6 +76,7 @@ async def sync(
     receiver: WebhookReceiver | None = None,
     on_job_update: Callable[[JobView], None] | None = None,
     job_ids: Mapping[str, str] | None = None,
+    on_export_progress: ProgressHook | None = None,
 ) -> SyncResult:
     """Upload; then, when a workflow is set and ingest is confirmed, run and export its jobs.
 
@@ -99,6 +100,7 @@ async def sync(
         receiver=receiver,
         on_job_update=on_job_update,
         job_ids=job_ids or {},
+        on_export_progress=on_export_progress,
         on_job_end=result.jobs.__setitem__,
         on_export=exported,
     )
