@@ -302,12 +302,13 @@ REGIONAL_BASE_URLS = {
 }
 
 
-def regional_choice() -> tuple[str, str, str] | None:
+def regional_choice(environ: Mapping[str, str] | None = None) -> tuple[str, str, str] | None:
     """(region, environment, the variables that chose them) when the environment names either,
     else ``None``. An unknown region is a :class:`ConfigError`: sending a European workspace's
     data to the US endpoint is no fallback (the official client warns and does just that)."""
-    region_var = os.environ.get("ROBOFLOW_REGION", "").strip().lower()
-    env_var = os.environ.get("ROBOFLOW_ENVIRONMENT", "").strip().lower()
+    env = os.environ if environ is None else environ
+    region_var = env.get("ROBOFLOW_REGION", "").strip().lower()
+    env_var = env.get("ROBOFLOW_ENVIRONMENT", "").strip().lower()
     if not region_var and not env_var:
         return None
     region = region_var or "us"

@@ -73,3 +73,14 @@ def test_limits_are_validated() -> None:
         ClientConfig(api_key=KEY, read_timeout=0)
     with pytest.raises(ConfigError):
         ClientConfig(api_key="  ")
+
+
+def test_from_env_follows_the_region_when_no_address_is_given() -> None:
+    eu = ClientConfig.from_env({"ROBOFLOW_API_KEY": KEY, "ROBOFLOW_REGION": "eu"})
+    assert eu.base_url == "https://api.roboflow.eu"
+    staging = ClientConfig.from_env({"ROBOFLOW_API_KEY": KEY, "ROBOFLOW_ENVIRONMENT": "staging"})
+    assert staging.base_url == "https://api.roboflow.one"
+    explicit = {"ROBOFLOW_API_KEY": KEY, "ROBOFLOW_REGION": "eu", "API_BASE_URL": "http://h:1"}
+    assert ClientConfig.from_env(explicit).base_url == "http://h:1"
+    with pytest.raises(ConfigError, match="ROBOFLOW_REGION 'mars'"):
+        ClientConfig.from_env({"ROBOFLOW_API_KEY": KEY, "ROBOFLOW_REGION": "mars"})

@@ -15,6 +15,7 @@ from rfbatch.errors import ConfigError
 from rfbatch.http.policy import RetryPolicy
 from rfbatch.ids import validate_api_key
 from rfbatch.redact import MASK
+from rfbatch.settings import REGIONAL_BASE_URLS, regional_choice
 
 DEFAULT_BASE_URL = "https://api.roboflow.com"
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -72,7 +73,9 @@ class ClientConfig:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ClientConfig:
-        """Build a config from ``ROBOFLOW_API_KEY`` / ``API_BASE_URL``; ``overrides`` win."""
+        """Build a config from ``ROBOFLOW_API_KEY`` and ``API_BASE_URL`` (else the address of
+        ``ROBOFLOW_REGION`` / ``ROBOFLOW_ENVIRONMENT``, as the settings resolve it); ``overrides``
+        win."""
         env = os.environ if environ is None else environ
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - known)
@@ -83,5 +86,7 @@ class ClientConfig:
         base_url = env.get(ENV_BASE_URL, "").strip()
         if base_url:
             values["base_url"] = base_url
+        elif (choice := regional_choice(env)) is not None:
+            values["base_url"] = REGIONAL_BASE_URLS[choice[:2]]
         values.update(overrides)
         return cls(**values)
