@@ -129,8 +129,15 @@ async def test_a_connection_is_paced_to_conn_and_all_of_them_to_total(tmp_path: 
         api = Api(emu, http)
         one = await timed_puts(api, 1, 100 * MB)
         four = await timed_puts(api, 4, 100 * MB)
-    assert one == pytest.approx(5.0, rel=0.1)
-    assert four == pytest.approx(10.0, rel=0.1)
+    # The buckets guarantee the floor (a burst of 1 MB is all they lend): 100 MB at 20 MB/s is
+    # at least 4.95 s, and four at once share 40 MB/s, so at least 9.9 s, where the per-connection
+    # cap alone would allow 5 s. How far above the floor a run lands depends on the machine's
+    # load, so only the floor is asserted: a shaper that lets bytes through early fails it.
+    assert one >= 4.9
+    assert four >= 9.8
+    # And the four ran side by side rather than one after another (20 s at 20 MB/s each), which
+    # a generous bound shows without timing the machine.
+    assert four < 2 * one + 5
 
 
 async def test_every_answer_waits_a_round_trip_and_a_new_connection_its_handshakes(
@@ -140,9 +147,16 @@ async def test_every_answer_waits_a_round_trip_and_a_new_connection_its_handshak
     assert certs.ca is not None
     trust = ssl.create_default_context(cafile=str(certs.ca))
     connector = aiohttp.TCPConnector(ssl=trust, limit=1)
+    reused = []
+
+    async def on_reuse(*_: object) -> None:
+        reused.append(True)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(on_reuse)
     async with (
         emulator_with(tmp_path, tls=certs, link=LinkProfile(rtt=0.2)) as emu,
-        aiohttp.ClientSession(connector=connector) as http,
+        aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as http,
     ):
         url = f"{emu.base_url}/?api_key={API_KEY}"
         times = []
@@ -153,4 +167,7 @@ async def test_every_answer_waits_a_round_trip_and_a_new_connection_its_handshak
             times.append(time.monotonic() - started)
     first, again = times
     assert first >= 0.6  # TCP and TLS handshakes, then the request's own round trip
-    assert 0.2 <= again < first  # the connection is reused: one round trip
+    # The second request reused the connection, so it paid only its round trip (floors only:
+    # a loaded machine may add to either time).
+    assert reused == [True]
+    assert again >= 0.2
