@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rfbatch.api import ClientConfig, RetryPolicy, RoboflowClient
-from rfbatch.settings import Settings
+from rfbatch.settings import DOWNLOADS_START, UPLOADS_START, Settings
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import Transfer, TransferConfig
+from rfbatch.transfer.adaptive import Concurrency
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -48,6 +49,14 @@ def transfer_config(settings: Settings) -> TransferConfig:
         ca_bundle=settings.api.ca_bundle,
         upload_bytes_per_second=settings.upload.bytes_per_second,
         download_bytes_per_second=settings.export.bytes_per_second,
+        puts=Concurrency(
+            UPLOADS_START,
+            settings.upload.shard_workers + settings.upload.video_workers,
+            settings.upload.adaptive_concurrency,
+        ),
+        downloads=Concurrency(
+            DOWNLOADS_START, settings.export.workers, settings.export.adaptive_concurrency
+        ),
     )
 
 

@@ -38,6 +38,9 @@ from rfbatch.ids import validate_api_key
 from rfbatch.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 MiB = 1024 * 1024
+# Where adaptive concurrency starts: what a LAN needs (and what rfbatch ran at before it adapted).
+UPLOADS_START = 6
+DOWNLOADS_START = 8
 
 
 class _Section(BaseModel):
@@ -101,8 +104,12 @@ class UploadSettings(_Section):
     # at most 500.
     shard_max_files: int = Field(256, ge=1, le=500)
     shard_max_bytes: int = Field(1024 * MiB, ge=1 * MiB)
-    shard_workers: int = Field(4, ge=1, le=64)
-    video_workers: int = Field(2, ge=1, le=64)
+    # The most shard PUTs and video PUTs at once. With adaptive_concurrency the PUTs start at
+    # UPLOADS_START together and grow toward these while throughput grows (a WAN with capped
+    # connections needs many; a LAN few); without, these many run whenever there is work.
+    shard_workers: int = Field(16, ge=1, le=64)
+    video_workers: int = Field(8, ge=1, le=64)
+    adaptive_concurrency: bool = True
     chunk_bytes: int = Field(1 * MiB, ge=64 * 1024, le=64 * MiB)
     max_image_bytes: int = Field(20 * MiB, ge=1)
     ingest_timeout_seconds: float = Field(1800.0, gt=0)
@@ -137,8 +144,10 @@ class JobSettings(_Section):
 
 
 class ExportSettings(_Section):
-    # Concurrent file fetchers, across pages and parts.
-    workers: int = Field(8, ge=1, le=256)
+    # The most file fetchers at once, across pages and parts: with adaptive_concurrency they
+    # start at DOWNLOADS_START and grow toward this while throughput grows.
+    workers: int = Field(64, ge=1, le=256)
+    adaptive_concurrency: bool = True
     # Listing pages fetched ahead of the fetchers.
     prefetch_pages: int = Field(4, ge=1, le=64)
     page_size: int | None = Field(None, ge=1, le=10_000)

@@ -387,6 +387,13 @@ def cli_env_for(emulator: Emulator, state_dir: Path, **overrides: str) -> dict[s
         RFBATCH_JOB__POLL_SECONDS="0.05",
         RFBATCH_EXPORT__MIN_FREE_BYTES="0",
         RFBATCH_EXPORT__PAGE_SIZE="5",
+        # The crash points are timed for a few transfers at once (three videos sent two at a
+        # time leave a moment with some stored and some not): a fixed, small concurrency.
+        RFBATCH_UPLOAD__SHARD_WORKERS="4",
+        RFBATCH_UPLOAD__VIDEO_WORKERS="2",
+        RFBATCH_UPLOAD__ADAPTIVE_CONCURRENCY="false",
+        RFBATCH_EXPORT__WORKERS="8",
+        RFBATCH_EXPORT__ADAPTIVE_CONCURRENCY="false",
     )
     env.update(overrides)
     return env

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ _TIME = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s)\s*$", re.IGNORECASE)
 # even over a fraction of a second, yet larger than one socket read or write.
 BURST_SECONDS = 0.05
 MIN_BURST = 256 * 1024
+# The receive buffer of a shaped connection. Over a real path the bytes a sender has handed to
+# its kernel but the link has not yet carried are its send buffer plus about one
+# bandwidth-delay product; loopback's autotuning would grow the receiver's buffer to tens of
+# megabytes, letting a client hand over whole bodies at once and then wait, which no WAN allows.
+RECEIVE_BUFFER = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,9 @@ class _ShapedProtocol(asyncio.Protocol):
         # uvloop's TLS transport is no asyncio.Transport subclass, yet it behaves as one.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self._inner.connection_made(_ShapedTransport(transport, self))
         if self._link.handshake:
             self._hold_reading(self._link.handshake)

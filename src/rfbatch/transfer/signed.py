@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,15 +40,19 @@ from rfbatch.errors import (
 )
 from rfbatch.http.failures import classify_transient, describe, raise_transport
 from rfbatch.http.policy import RetryPolicy
-from rfbatch.http.retry import Retrier, Retryable, RetryHook
+from rfbatch.http.retry import Retrier, Retryable, RetryEvent, RetryHook
 from rfbatch.http.session import SessionHolder, client_timeout, open_session
 from rfbatch.http.statuses import is_transient_status, parse_retry_after, server_message
 from rfbatch.redact import redact_url
+from rfbatch.transfer.adaptive import AdaptiveLimit, Concurrency
 from rfbatch.transfer.body import CHUNK_SIZE, BodySource
 from rfbatch.transfer.ratelimit import RateLimiter
 
 ByteCounter = Callable[[int], None]
 Refresh = Callable[[], Awaitable[SignedUrl]]
+
+# Storage asking to slow down; a pool that meets it halves its concurrency.
+_THROTTLE_REASONS = frozenset({"429", "503"})
 
 # A PUT carries the extension headers and Content-Length, nothing a signature could trip on.
 _PUT_SKIP_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
@@ -67,6 +72,9 @@ class TransferConfig:
     # Bandwidth caps in bytes per second, shared by all PUTs / all downloads (None: no cap).
     upload_bytes_per_second: int | None = None
     download_bytes_per_second: int | None = None
+    # How many PUTs / downloads run at once (None: as many as callers start).
+    puts: Concurrency | None = None
+    downloads: Concurrency | None = None
 
     def __post_init__(self) -> None:
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
@@ -129,6 +137,7 @@ class Transfer(SessionHolder):
                 hooks=[on_retry] if on_retry else [],
             ),
         )
+        self._retrier.add_hook(self._on_retry)
         self._timeout = client_timeout(self.config.connect_timeout, self.config.read_timeout)
         self._on_bytes = on_bytes
         up, down = self.config.upload_bytes_per_second, self.config.download_bytes_per_second
@@ -136,6 +145,9 @@ class Transfer(SessionHolder):
         self._down_limit = RateLimiter(down) if down else None
         self._classify_transient = partial(classify_transient, policy=self.config.retry)
         self._log: Any = structlog.get_logger("rfbatch.transfer")
+        puts, downloads = self.config.puts, self.config.downloads
+        self.put_slots = AdaptiveLimit(puts, name="put") if puts else None
+        self.download_slots = AdaptiveLimit(downloads, name="download") if downloads else None
         self._sent = 0
         self._received = 0
         self._puts = 0
@@ -164,11 +176,24 @@ class Transfer(SessionHolder):
 
     # --- plumbing ----------------------------------------------------------------------------
 
+    def _on_retry(self, event: RetryEvent) -> None:
+        if event.reason in _THROTTLE_REASONS:
+            slots = self.put_slots if event.operation == "put" else self.download_slots
+            if slots is not None:
+                slots.throttled()
+
+    @staticmethod
+    def _held(slots: AdaptiveLimit | None) -> AbstractAsyncContextManager[None]:
+        return slots.slot() if slots is not None else nullcontext()
+
     def _count(self, n: int, sent: bool, extra: ByteCounter | None) -> None:
+        slots = self.put_slots if sent else self.download_slots
         if sent:
             self._sent += n
         else:
             self._received += n
+        if slots is not None:
+            slots.moved(n)
         if self._on_bytes is not None:
             self._on_bytes(n)
         if extra is not None:
@@ -215,7 +240,8 @@ class Transfer(SessionHolder):
             return await self._put_once(session, current, body, on_bytes)
 
         try:
-            sent = await self._retrier.call("put", attempt, classify)
+            async with self._held(self.put_slots):
+                sent = await self._retrier.call("put", attempt, classify)
         except TransientError as exc:
             raise TransferError(f"PUT gave up after retries: {exc}") from exc
         self._puts += 1
@@ -302,7 +328,8 @@ class Transfer(SessionHolder):
             return await self._download_once(session, url, dest, expected_length, on_bytes)
 
         try:
-            received = await self._retrier.call("download", attempt, self._classify_transient)
+            async with self._held(self.download_slots):
+                received = await self._retrier.call("download", attempt, self._classify_transient)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.Path(dest).unlink(missing_ok=True)

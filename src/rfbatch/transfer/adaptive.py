@@ -1,0 +1,162 @@
+"""Concurrency that adapts to the path: as many transfers in flight as it takes to fill it.
+
+On a LAN a few transfers fill the link and more only add overhead. Across a WAN every request
+waits a round trip and cloud storage paces each connection, so the link fills only with many
+transfers at once. Neither number can be known in advance, so each direction starts at a modest
+limit and probes: while the limit binds (a transfer had to wait for a slot), it is doubled, and
+the step is kept only if throughput rose by a worthwhile share; otherwise the limit goes back
+and holds. Paths change, so a held limit is probed again now and then; storage asking to slow
+down (429, 503) halves it at once.
+
+The limit never exceeds its ceiling, the configured worker count: that is what bounds memory,
+load on the service, and the files a crash may send twice. A fixed limit (``adaptive=False``)
+is simply the ceiling.
+
+Throughput is measured in bytes per second over windows of about a second, from the bytes the
+transfers report as they move, so a long transfer counts while it runs rather than when it ends.
+A window right after a change, or after the pool stood idle, is not judged: new connections
+are still shaking hands and filling fresh socket buffers in a burst.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import structlog
+
+log = structlog.get_logger("rfbatch.transfer")
+
+# Seconds of traffic per measurement, and the gain a doubling must bring to be kept.
+WINDOW_SECONDS = 1.0
+WORTHWHILE_GAIN = 1.15
+# How long a held limit stays unprobed while it keeps binding.
+REPROBE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """How many transfers of one direction run at once: from ``start`` up to ``ceiling``."""
+
+    start: int
+    ceiling: int
+    adaptive: bool = True
+
+    def __post_init__(self) -> None:
+        if self.start < 1 or self.ceiling < 1:
+            raise ValueError("concurrency start and ceiling must be >= 1")
+
+
+class AdaptiveLimit:
+    """Slots for transfers, their number tuned by measured throughput (see the module)."""
+
+    def __init__(
+        self,
+        concurrency: Concurrency,
+        *,
+        name: str,
+        window: float = WINDOW_SECONDS,
+        gain: float = WORTHWHILE_GAIN,
+        reprobe: float = REPROBE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.ceiling = concurrency.ceiling
+        self.adaptive = concurrency.adaptive
+        start = concurrency.start if concurrency.adaptive else concurrency.ceiling
+        self._slots = anyio.CapacityLimiter(min(start, self.ceiling))
+        self._window, self._gain, self._reprobe, self._clock = window, gain, reprobe, clock
+        self._since = clock()
+        self._bytes = 0
+        self._bound = False  # whether a transfer waited for a slot in this window
+        # A window is judged only after a whole window at the same limit with the pool busy:
+        # the first one after a change (or an idle spell, or the start) holds new connections'
+        # handshakes and the burst that fills fresh socket buffers, not the path's rate.
+        self._fresh = True
+        # A probe under way: the limit and the rate before it.
+        self._probe: tuple[int, float] | None = None
+        self._next_probe = self._since
+
+    @property
+    def limit(self) -> int:
+        return int(self._slots.total_tokens)
+
+    @property
+    def in_use(self) -> int:
+        return int(self._slots.borrowed_tokens)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one slot while a transfer runs."""
+        if self._slots.available_tokens < 1:
+            self._bound = True
+        try:
+            async with self._slots:
+                yield
+        finally:
+            if self._slots.borrowed_tokens == 0:
+                self._fresh = True  # idle: the window's rate says nothing of the path
+
+    def moved(self, n: int) -> None:
+        """``n`` bytes went over the wire; judges the window when it is over."""
+        self._bytes += n
+        if not self.adaptive:
+            return
+        now = self._clock()
+        elapsed = now - self._since
+        if elapsed >= self._window:
+            # The limit bound if a transfer waited for a slot in the window, or waits now.
+            bound = self._bound or self._slots.statistics().tasks_waiting > 0
+            rate = self._bytes / elapsed
+            self._since, self._bytes, self._bound = now, 0, False
+            if self._fresh:
+                self._fresh = False
+            else:
+                self._judge(now, rate, bound)
+
+    def throttled(self) -> None:
+        """Storage asked to slow down: halve the limit and hold it for a while."""
+        if not self.adaptive:
+            return
+        self._probe = None
+        self._next_probe = self._clock() + self._reprobe
+        self._set(max(1, self.limit // 2), "throttled", None)
+
+    def _judge(self, now: float, rate: float, bound: bool) -> None:
+        if self._probe is not None:
+            before, before_rate = self._probe
+            self._probe = None
+            if not bound:
+                # Demand fell below the new limit: nothing to judge; it costs nothing idle.
+                self._next_probe = now + self._reprobe
+            elif rate >= before_rate * self._gain:
+                self._next_probe = now  # it paid: try the next step at once
+                log.info(
+                    "transfer.concurrency.kept",
+                    pool=self.name,
+                    limit=self.limit,
+                    mb_per_s=round(rate / 1e6, 1),
+                )
+            else:
+                self._next_probe = now + self._reprobe
+                self._set(before, "no gain", rate)
+            return
+        if bound and now >= self._next_probe and self.limit < self.ceiling:
+            self._probe = (self.limit, rate)
+            self._set(min(self.ceiling, self.limit * 2), "probe", rate)
+
+    def _set(self, limit: int, why: str, rate: float | None) -> None:
+        if limit == self.limit:
+            return
+        self._slots.total_tokens = limit
+        self._fresh = True
+        log.info(
+            "transfer.concurrency",
+            pool=self.name,
+            limit=limit,
+            why=why,
+            mb_per_s=None if rate is None else round(rate / 1e6, 1),
+        )
