@@ -29,6 +29,7 @@ BASE = frozenset(
         "rfbatch.member_names",
         "rfbatch.settings",
         "rfbatch.samples",
+        "rfbatch.allocator",  # glibc malloc tuning, process-wide
     }
 )
 

@@ -110,7 +110,10 @@ class UploadSettings(_Section):
     shard_workers: int = Field(16, ge=1, le=64)
     video_workers: int = Field(8, ge=1, le=64)
     adaptive_concurrency: bool = True
-    chunk_bytes: int = Field(1 * MiB, ge=64 * 1024, le=64 * MiB)
+    # Bytes read from disk per worker-thread call. Each PUT holds two or three such chunks while
+    # the link is slower than the disk: 512 KiB kept a TLS upload of 20,000 images at 96 MB
+    # peak RSS (105 MB at 1 MiB) for the same CPU (benchmarks/README.md, WAN profile).
+    chunk_bytes: int = Field(512 * 1024, ge=64 * 1024, le=64 * MiB)
     max_image_bytes: int = Field(20 * MiB, ge=1)
     ingest_timeout_seconds: float = Field(1800.0, gt=0)
     ingest_poll_seconds: float = Field(2.0, gt=0)

@@ -61,6 +61,10 @@ async def test_files_dropped_over_time_arrive_and_metrics_match(
         skipped = sorted(Path(e["path"]).name for e in d.saw("upload.skipped"))
         assert skipped == ["empty.png", "link.png"]
         assert await d.metric("rfbatch_bytes_uploaded_total") >= sum(map(len, sent.values()))
+        # PUTs start at 6 and may probe upward, never past 16 shards + 8 videos; downloads
+        # have not started.
+        assert 6 <= await d.metric('rfbatch_transfer_concurrency{direction="put"}') <= 24
+        assert await d.metric('rfbatch_transfer_concurrency{direction="download"}') == 8
         assert await d.terminate() == 0
     assert all_digests(emulator) == {sha(v): 1 for v in sent.values()}
     assert API_KEY not in "\n".join(d.raw)

@@ -2,7 +2,7 @@
 
 The soak found RSS creeping up in glibc's per-thread arenas, not in Python objects (tracemalloc
 saw the traced heap flat): every worker thread that allocates gets an arena of its own, and
-fragmented arenas keep their pages. The daemon caps them at two before any thread starts.
+fragmented arenas keep their pages. Every command caps them at two before any thread starts.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 PROBE = """
 import sys, threading
 if sys.argv[1] == "cap":
-    from rfbatch.pipeline.daemon import limit_malloc_arenas
-    limit_malloc_arenas()
+    from rfbatch import allocator
+    allocator.tune()
 barrier = threading.Barrier(16)
 keep = []
 def work():
@@ -48,7 +48,7 @@ def arena_heaps(mode: str) -> int:
     return int(out.stdout)
 
 
-def test_the_daemon_caps_malloc_arenas_at_two() -> None:
+def test_rfbatch_caps_malloc_arenas_at_two() -> None:
     # The main arena lives in the brk heap; a cap of two leaves one other arena (its heap, and
     # now and then an unrelated mapping that happens to be 64 MiB-aligned). Without the cap the
     # sixteen threads get up to 8 arenas per core: the probe does see them multiply.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import cast
 
 import anyio
 import pytest
 
-from rfbatch.transfer.adaptive import AdaptiveLimit, Concurrency
+from rfbatch.transfer.adaptive import SEND_SLACK, AdaptiveLimit, Concurrency, SendMeter
 
 MB = 1_000_000
 TICK = 0.1
@@ -68,14 +69,24 @@ async def test_it_grows_to_the_ceiling_when_every_step_pays() -> None:
     assert seen[-1] == 64
 
 
+async def test_a_step_the_workers_fill_without_waiting_must_still_pay() -> None:
+    now = [0.0]
+    limit = AdaptiveLimit(Concurrency(8, 64), name="t", clock=lambda: now[0])
+    # Sixty-four workers for sixty-four slots: at the top step nobody waits for a slot, yet
+    # 64 connections bring only 90 MB/s where 32 brought 80, so the step is taken back.
+    seen = await run_path(limit, capped_link(2.5 * MB, 90 * MB), 20, now, demand=64)
+    assert max(seen) == 64
+    assert seen[-1] == 32
+
+
 async def test_a_doubling_that_brings_nothing_is_taken_back_and_tried_again_later() -> None:
     now = [0.0]
     limit = AdaptiveLimit(Concurrency(8, 64), name="t", clock=lambda: now[0], reprobe=30)
     # A LAN limited by something else than concurrency: 100 MB/s whatever the count.
-    seen = await run_path(limit, lambda n: 100 * MB, 70, now)
+    seen = await run_path(limit, lambda n: 100 * MB, 80, now)
     assert set(seen) == {8, 16}  # probed, found no gain, went back
     assert seen[-1] == 8
-    # Probed again after each 30 s hold: three probes in 70 s.
+    # Probed again after each 30 s hold: three probes in 80 s.
     probes = sum(1 for a, b in itertools.pairwise(seen) if b > a)
     assert probes == 3
 
@@ -120,3 +131,24 @@ async def test_the_ceiling_caps_growth() -> None:
 def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError, match="start and ceiling"):
         Concurrency(0, 4)
+
+
+class Moved:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def moved(self, n: int) -> None:
+        self.total += n
+
+
+def test_a_put_is_credited_as_the_link_must_have_carried_it() -> None:
+    pool = Moved()
+    meter = SendMeter(cast(AdaptiveLimit, pool))
+    meter.handed(SEND_SLACK)  # a fresh socket swallows this much at once: nothing yet
+    assert pool.total == 0
+    meter.handed(3 * MB)  # from here on the link is what takes bytes in
+    assert pool.total == 3 * MB
+    meter.delivered()  # storage answered: the slack has crossed too
+    assert pool.total == SEND_SLACK + 3 * MB
+    meter.delivered()
+    assert pool.total == SEND_SLACK + 3 * MB  # never twice

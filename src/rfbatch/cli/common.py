@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import anyio
 import typer
 
+from rfbatch import allocator
 from rfbatch.cli.render import print_json, print_report
 from rfbatch.errors import ApiError, ConfigError, FatalError, RfbatchError
 from rfbatch.obs.logging import configure_logging
@@ -54,6 +55,7 @@ def settings_from(
 
 def run(main: Callable[[], Awaitable[int]], *secrets: str | None) -> NoReturn:
     """Run ``main`` on asyncio with uvloop and exit with its code, mapping errors to exit codes."""
+    allocator.tune()  # before any worker thread allocates
     try:
         code = anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
     except KeyboardInterrupt:

@@ -35,6 +35,7 @@ class MetricsSnapshot:
     downloads: Mapping[str, int] = field(default_factory=dict)  # by state
     intake_paused: bool = False
     watch_polling: bool = False
+    concurrency: Mapping[str, int] = field(default_factory=dict)  # limit by direction
 
 
 class _SnapshotCollector(Collector):
@@ -81,6 +82,13 @@ class _SnapshotCollector(Collector):
         yield _labelled(GaugeMetricFamily, "rfbatch_jobs", "Jobs by state.", "state", s.jobs)
         yield _labelled(
             GaugeMetricFamily, "rfbatch_downloads", "Result files by state.", "state", s.downloads
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "rfbatch_transfer_concurrency",
+            "Transfers allowed at once, by direction (adaptive: grows while throughput grows).",
+            "direction",
+            s.concurrency,
         )
         paused = GaugeMetricFamily("rfbatch_intake_paused", "1 while intake waits for disk.")
         paused.add_metric([], 1.0 if s.intake_paused else 0.0)

@@ -21,10 +21,8 @@ with :meth:`tracemalloc.Snapshot.compare_to` to see what grows.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
-import platform
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from rfbatch import allocator
 from rfbatch.app import Services
 from rfbatch.errors import FatalError, UnresumableRowError
 from rfbatch.localfs.after_ingest import SourceCleanup
@@ -62,18 +61,8 @@ MAX_BATCHES_IN_PROGRESS = 4
 DISK_CHECK_SECONDS = 5.0
 # Failed files offered again per worker-thread call.
 RETRY_CHUNK = 512
-# glibc's malloc gives each thread that allocates its own arena (up to 8 per core) and returns
-# freed memory to the system only from the top of the main heap: the worker threads' arenas
-# (file reads, SQLite) fragment and RSS creeps up file after file. Two arenas, and a trim every
-# minute, keep it flat (make soak); the systemd unit and the image also set MALLOC_ARENA_MAX=2.
-# A fixed mmap threshold, too: glibc otherwise raises it to the size of the largest block freed
-# (a tar shard's buffers), and from then on such blocks fragment the heap instead of being
-# given back whole.
-MALLOC_ARENA_MAX = 2
-MALLOC_MMAP_THRESHOLD = 128 * 1024
+# How often the daemon gives free heap memory back (rfbatch.allocator says why).
 MALLOC_TRIM_SECONDS = 60.0
-_M_ARENA_MAX = -8  # mallopt parameter numbers, from glibc's malloc.h
-_M_MMAP_THRESHOLD = -3
 
 # How often the retention pass runs: hourly, or more often for a retention under two hours.
 RETENTION_PASS_SECONDS = 3600.0
@@ -159,7 +148,7 @@ class Daemon:
     # --- the run ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        limit_malloc_arenas()
+        allocator.tune()
         # The key is checked before anything starts: a daemon with a wrong key would otherwise
         # look healthy until its first upload, which may be days away on a quiet source.
         await self.services.client.workspace()
@@ -184,7 +173,7 @@ class Daemon:
                 tg.start_soon(self._rotation_timer)
                 tg.start_soon(self._disk_monitor)
                 tg.start_soon(self._retention_loop)
-                if _libc is not None:
+                if allocator.AVAILABLE:
                     tg.start_soon(self._malloc_trimmer)
                 if tracemalloc.is_tracing():
                     tg.start_soon(self._tracemalloc_snapshots)
@@ -298,8 +287,7 @@ class Daemon:
     async def _malloc_trimmer(self) -> None:
         while True:
             await anyio.sleep(MALLOC_TRIM_SECONDS)
-            if _libc is not None:  # run on the event loop thread: a trim takes milliseconds
-                _libc.malloc_trim(0)
+            allocator.trim()  # on the event loop thread: a trim takes milliseconds
 
     async def _retention_loop(self) -> None:
         """Forget files that left the source and batches done, ``[state] retention_days`` on."""
@@ -415,6 +403,14 @@ class Daemon:
             webhook_events=webhooks,
             intake_paused=not self.intake_gate.is_open,
             watch_polling=self.watch_status.polling,
+            concurrency={
+                direction: slots.limit
+                for direction, slots in (
+                    ("put", self.services.transfer.put_slots),
+                    ("download", self.services.transfer.download_slots),
+                )
+                if slots is not None
+            },
         )
 
 
@@ -436,30 +432,3 @@ def _dump_snapshot(snapshot: tracemalloc.Snapshot, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     snapshot.dump(str(tmp))
     tmp.replace(path)
-
-
-def _glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (``mallopt`` and ``malloc_trim`` exist), else ``None``."""
-    if platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.malloc_trim.argtypes = [ctypes.c_size_t]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_libc = _glibc()
-
-
-def limit_malloc_arenas() -> None:
-    """At most :data:`MALLOC_ARENA_MAX` malloc arenas and a fixed mmap threshold, unless the
-    environment sets them (``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_``)."""
-    if _libc is None:
-        return
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        _libc.mallopt(_M_ARENA_MAX, MALLOC_ARENA_MAX)
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        _libc.mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)

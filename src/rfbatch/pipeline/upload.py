@@ -73,7 +73,7 @@ class UploadOptions:
 
     display_name: str | None = None
     ingest_webhook_url: str | None = None
-    chunk_bytes: int = 1024 * 1024
+    chunk_bytes: int = 512 * 1024
     max_in_flight_bytes: int = 2 * 1024 * 1024 * 1024
 
 
@@ -123,7 +123,8 @@ class Uploader:
             size = sum(f.size for f in pending)
             await self.budget.acquire(size)
             try:
-                await self._put_shard(batch, pending)
+                async with self.transfer.put_slot():
+                    await self._put_shard(batch, pending)
                 return []
             except EntityTooLargeError as exc:
                 if len(pending) == 1:
@@ -235,7 +236,8 @@ class Uploader:
     async def send_video(self, batch: str, file: FoundFile) -> None:
         await self.budget.acquire(file.size)
         try:
-            await self._send_video(batch, file)
+            async with self.transfer.put_slot():
+                await self._send_video(batch, file)
         finally:
             await self.budget.release(file.size)
 

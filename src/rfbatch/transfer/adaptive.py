@@ -12,8 +12,9 @@ The limit never exceeds its ceiling, the configured worker count: that is what b
 load on the service, and the files a crash may send twice. A fixed limit (``adaptive=False``)
 is simply the ceiling.
 
-Throughput is measured in bytes per second over windows of about a second, from the bytes the
-transfers report as they move, so a long transfer counts while it runs rather than when it ends.
+Throughput is measured in bytes per second over two windows of about a second, from the bytes
+the transfers report as they move, so a long transfer counts while it runs rather than when it
+ends (a PUT's last few megabytes, which may still sit in socket buffers, when storage answers).
 A window right after a change, or after the pool stood idle, is not judged: new connections
 are still shaking hands and filling fresh socket buffers in a burst.
 """
@@ -33,8 +34,14 @@ log = structlog.get_logger("rfbatch.transfer")
 # Seconds of traffic per measurement, and the gain a doubling must bring to be kept.
 WINDOW_SECONDS = 1.0
 WORTHWHILE_GAIN = 1.15
+# Steady windows averaged into one rate (the warm-up window after a change not counted).
+MEASURE_WINDOWS = 2
 # How long a held limit stays unprobed while it keeps binding.
 REPROBE_SECONDS = 30.0
+# Bytes a PUT hands to its socket before the link has carried them: the kernel's send buffer
+# (Linux grows it to 4 MiB) and what the path holds. They are credited only once storage
+# answers, so a burst of new PUTs filling fresh buffers does not pass for throughput.
+SEND_SLACK = 5 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,9 @@ class AdaptiveLimit:
         # the first one after a change (or an idle spell, or the start) holds new connections'
         # handshakes and the burst that fills fresh socket buffers, not the path's rate.
         self._fresh = True
+        # The steady windows' rates at the current limit, and whether any of them was bound.
+        self._rates: list[float] = []
+        self._bound_seen = False
         # A probe under way: the limit and the rate before it.
         self._probe: tuple[int, float] | None = None
         self._next_probe = self._since
@@ -98,7 +108,9 @@ class AdaptiveLimit:
                 yield
         finally:
             if self._slots.borrowed_tokens == 0:
-                self._fresh = True  # idle: the window's rate says nothing of the path
+                # Idle: the windows' rates say nothing of the path.
+                self._fresh = True
+                self._rates.clear()
 
     def moved(self, n: int) -> None:
         """``n`` bytes went over the wire; judges the window when it is over."""
@@ -117,6 +129,10 @@ class AdaptiveLimit:
             else:
                 self._judge(now, rate, bound)
 
+    def sending(self) -> SendMeter:
+        """A meter for one PUT attempt: what it hands over, credited as the link carries it."""
+        return SendMeter(self)
+
     def throttled(self) -> None:
         """Storage asked to slow down: halve the limit and hold it for a while."""
         if not self.adaptive:
@@ -126,13 +142,24 @@ class AdaptiveLimit:
         self._set(max(1, self.limit // 2), "throttled", None)
 
     def _judge(self, now: float, rate: float, bound: bool) -> None:
+        """One steady window's ``rate``; ``bound``: whether the limit held a transfer back."""
+        # Rates are judged over MEASURE_WINDOWS windows: transfers end in lumps (a shard's
+        # last megabytes are credited when storage answers), so one window is noisy.
+        self._rates.append(rate)
+        self._bound_seen = self._bound_seen or bound
+        if len(self._rates) < MEASURE_WINDOWS:
+            return
+        rate = sum(self._rates) / len(self._rates)
+        bound = self._bound_seen
+        self._rates.clear()
+        self._bound_seen = False
         if self._probe is not None:
+            # Judged by the rate alone, bound or not: a pool whose workers cannot all be busy
+            # (fewer files than slots, or the limit at the worker count) must still earn a
+            # step, or it would keep every step it cannot fill.
             before, before_rate = self._probe
             self._probe = None
-            if not bound:
-                # Demand fell below the new limit: nothing to judge; it costs nothing idle.
-                self._next_probe = now + self._reprobe
-            elif rate >= before_rate * self._gain:
+            if rate >= before_rate * self._gain:
                 self._next_probe = now  # it paid: try the next step at once
                 log.info(
                     "transfer.concurrency.kept",
@@ -153,6 +180,8 @@ class AdaptiveLimit:
             return
         self._slots.total_tokens = limit
         self._fresh = True
+        self._rates.clear()
+        self._bound_seen = False
         log.info(
             "transfer.concurrency",
             pool=self.name,
@@ -160,3 +189,29 @@ class AdaptiveLimit:
             why=why,
             mb_per_s=None if rate is None else round(rate / 1e6, 1),
         )
+
+
+class SendMeter:
+    """Credits one PUT's bytes to its pool: all but the last :data:`SEND_SLACK` of what was
+    handed over as it goes, the rest when storage has answered (what a socket has accepted is
+    not yet on the wire; what storage acknowledged is)."""
+
+    __slots__ = ("_credited", "_handed", "_limit")
+
+    def __init__(self, limit: AdaptiveLimit) -> None:
+        self._limit = limit
+        self._handed = 0
+        self._credited = 0
+
+    def handed(self, n: int) -> None:
+        self._handed += n
+        due = self._handed - SEND_SLACK - self._credited
+        if due > 0:
+            self._credited += due
+            self._limit.moved(due)
+
+    def delivered(self) -> None:
+        rest = self._handed - self._credited
+        self._credited = self._handed
+        if rest > 0:
+            self._limit.moved(rest)

@@ -54,6 +54,9 @@ Refresh = Callable[[], Awaitable[SignedUrl]]
 # Storage asking to slow down; a pool that meets it halves its concurrency.
 _THROTTLE_REASONS = frozenset({"429", "503"})
 
+# The most bytes handed to the connection at once (a read chunk is larger: 1 MiB).
+_WRITE_SLICE = 64 * 1024
+
 # A PUT carries the extension headers and Content-Length, nothing a signature could trip on.
 _PUT_SKIP_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
 
@@ -186,14 +189,21 @@ class Transfer(SessionHolder):
     def _held(slots: AdaptiveLimit | None) -> AbstractAsyncContextManager[None]:
         return slots.slot() if slots is not None else nullcontext()
 
+    def put_slot(self) -> AbstractAsyncContextManager[None]:
+        """One of the PUTs allowed at once, held by the caller around everything a PUT needs
+        (its signed URL, its manifest marks and :meth:`put`): work prepared ahead of a slot
+        would only wait, holding memory and files marked ``uploading``. A download takes its
+        slot inside :meth:`download`, having nothing to prepare."""
+        return self._held(self.put_slots)
+
     def _count(self, n: int, sent: bool, extra: ByteCounter | None) -> None:
-        slots = self.put_slots if sent else self.download_slots
         if sent:
             self._sent += n
         else:
             self._received += n
-        if slots is not None:
-            slots.moved(n)
+            # Received bytes have crossed the link; sent ones are credited by a SendMeter.
+            if self.download_slots is not None:
+                self.download_slots.moved(n)
         if self._on_bytes is not None:
             self._on_bytes(n)
         if extra is not None:
@@ -240,8 +250,7 @@ class Transfer(SessionHolder):
             return await self._put_once(session, current, body, on_bytes)
 
         try:
-            async with self._held(self.put_slots):
-                sent = await self._retrier.call("put", attempt, classify)
+            sent = await self._retrier.call("put", attempt, classify)
         except TransientError as exc:
             raise TransferError(f"PUT gave up after retries: {exc}") from exc
         self._puts += 1
@@ -257,15 +266,23 @@ class Transfer(SessionHolder):
     ) -> int:
         shown = redact_url(signed.upload_url)
         local_failure: list[LocalFileError] = []
+        meter = self.put_slots.sending() if self.put_slots is not None else None
 
-        async def stream() -> AsyncGenerator[bytes, None]:
+        async def stream() -> AsyncGenerator[bytes | memoryview, None]:
             chunks = body.chunks()
             try:
                 async for chunk in chunks:
-                    if self._up_limit is not None:
-                        await self._up_limit.take(len(chunk))
-                    self._count(len(chunk), True, on_bytes)
-                    yield chunk
+                    # Handed on in slices: the transport then encrypts and buffers a slice at
+                    # a time while the link is slower than the disk, not a whole read chunk.
+                    view = memoryview(chunk)
+                    for start in range(0, len(view), _WRITE_SLICE):
+                        piece = view[start : start + _WRITE_SLICE]
+                        if self._up_limit is not None:
+                            await self._up_limit.take(len(piece))
+                        self._count(len(piece), True, on_bytes)
+                        if meter is not None:
+                            meter.handed(len(piece))
+                        yield piece
             except LocalFileError as exc:
                 # aiohttp wraps whatever the body raises into a connection error; keep the
                 # real cause so a changed file is not mistaken for a network blip.
@@ -303,6 +320,8 @@ class Transfer(SessionHolder):
             raise local_failure[0]
         if not 200 <= status < 300:
             _raise_for_status("PUT", status, raw, shown, retry_after)
+        if meter is not None:
+            meter.delivered()
         return body.length
 
     # --- download ----------------------------------------------------------------------------
