@@ -76,6 +76,21 @@ class Services:
     manifest: Ledger
 
 
+async def open_ledger(
+    settings: Settings, *, source_roots: Sequence[Path] = (), exclusive: bool = True
+) -> Ledger:
+    """The ledger the settings name: PostgreSQL at ``[state] url``, else SQLite in
+    ``[state] dir`` (checked never to lie inside ``source_roots``). ``exclusive``: hold it
+    against other workers (a webhook follower shares a daemon's)."""
+    if settings.state.url is not None:
+        from rfbatch.state.postgres import PostgresLedger  # only a fleet pays for asyncpg
+
+        return await PostgresLedger.open(settings.state.url, exclusive=exclusive)
+    return await SqliteManifest.open(
+        settings.state.dir, source_roots=source_roots, exclusive=exclusive
+    )
+
+
 @asynccontextmanager
 async def open_services(
     settings: Settings, *, source_roots: Sequence[Path] = ()
@@ -86,7 +101,7 @@ async def open_services(
         RoboflowClient(config) as client,
         Transfer(transfer_config(settings)) as transfer,
     ):
-        manifest = await SqliteManifest.open(settings.state.dir, source_roots=source_roots)
+        manifest = await open_ledger(settings, source_roots=source_roots)
         try:
             yield Services(settings, client, transfer, manifest)
         finally:

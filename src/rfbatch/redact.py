@@ -38,12 +38,16 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return MASK
+    # Userinfo (user:password@, as in a database URL) is a secret too.
+    netloc = parts.netloc.rsplit("@", 1)[-1]
     if not parts.query:
-        return url
+        return (
+            url
+            if netloc == parts.netloc
+            else urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        )
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     query = "&".join(f"{k}={v if k in _SAFE_QUERY_KEYS else MASK}" for k, v in pairs)
-    # Userinfo (user:password@) is a secret too.
-    netloc = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 

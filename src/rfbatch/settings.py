@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,7 @@ from pydantic_settings import (
 from rfbatch.errors import ConfigError
 from rfbatch.ids import validate_api_key
 from rfbatch.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from rfbatch.redact import redact_url
 
 MiB = 1024 * 1024
 # Where adaptive concurrency starts: what a LAN needs (and what rfbatch ran at before it adapted).
@@ -239,11 +241,25 @@ class StateSettings(_Section):
     # The daemon forgets files that left the source (and batches long done) after this many
     # days since their last change; within it, an unchanged file is never sent again.
     retention_days: float = Field(3.0, gt=0)
+    # A PostgreSQL ledger (postgresql://user@host/db) instead of SQLite in `dir`; shown with
+    # its password masked.
+    url: str | None = None
 
     @field_validator("dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (unset: SQLite in state.dir)")
+        return value
+
+    @field_serializer("url")
+    def _masked(self, value: str | None) -> str | None:
+        return None if value is None else redact_url(value)
 
 
 class LogSettings(_Section):

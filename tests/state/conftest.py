@@ -13,8 +13,12 @@ from tests.state.support import BACKENDS, LedgerBackend
 
 
 @pytest.fixture(params=list(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> LedgerBackend:
-    return BACKENDS[request.param](tmp_path)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LedgerBackend]:
+    made = BACKENDS[request.param](tmp_path)
+    try:
+        yield made
+    finally:
+        await made.dispose()
 
 
 @pytest.fixture

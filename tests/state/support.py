@@ -1,6 +1,6 @@
 """The ledger implementations the contract suite runs against, and small builders of records.
 
-A PostgreSQL ledger joins the suite by adding its backend to ``BACKENDS``.
+Every backend in ``BACKENDS`` runs the whole contract suite: SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class LedgerBackend(Protocol):
 
     async def open(self, *, clock: Clock = time.time) -> Ledger: ...
 
+    async def dispose(self) -> None:
+        """Remove the store, once the test is over."""
+
 
 @dataclass(frozen=True)
 class SqliteBackend:
@@ -37,8 +40,18 @@ class SqliteBackend:
     async def open(self, *, clock: Clock = time.time) -> Ledger:
         return await SqliteManifest.open(self.state_dir, clock=clock)
 
+    async def dispose(self) -> None:
+        """Nothing to do: the test's temporary folder goes with it."""
+
 
 # Name -> a backend over a fresh, empty store in the test's temporary folder.
+def _postgres(_tmp_path: Path) -> LedgerBackend:
+    from tests.state.postgres_support import PostgresBackend
+
+    return PostgresBackend()
+
+
 BACKENDS: dict[str, Callable[[Path], LedgerBackend]] = {
     "sqlite": lambda tmp_path: SqliteBackend(tmp_path / "state"),
+    "postgres": _postgres,
 }

@@ -17,6 +17,8 @@ def test_api_key_and_signature_are_masked_but_paging_stays() -> None:
 
 def test_userinfo_is_dropped() -> None:
     assert "pw" not in redact_url("https://user:pw@host/path?x=1")
+    # A database URL has no query, and its password must go all the same.
+    assert redact_url("postgresql://rf:s3cret@db:5432/ledger") == "postgresql://db:5432/ledger"
 
 
 def test_text_with_urls_pairs_and_known_secret() -> None:

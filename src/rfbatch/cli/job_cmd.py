@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import JobMetadata, RestartOverrides
-from rfbatch.app import open_client
+from rfbatch.app import open_client, open_ledger
 from rfbatch.cli.common import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
@@ -57,7 +57,6 @@ from rfbatch.errors import ConfigError
 from rfbatch.ids import job_id_for_batch, validate_batch_id, validate_job_id
 from rfbatch.pipeline.jobs import JobOutcome, Wake, follow_job, job_spec_from, start_job
 from rfbatch.settings import Settings, split_host_port
-from rfbatch.state.manifest import SqliteManifest
 from rfbatch.webhooks import serve_webhooks
 
 app = typer.Typer(help="Start, follow and manage batch-processing jobs.", no_args_is_help=True)
@@ -444,7 +443,7 @@ async def _follow_with_webhook(
 ) -> JobOutcome:
     """Follow the job with a webhook receiver listening on ``listen`` for its notification."""
     # Not exclusive: a daemon may hold the state directory; event ids then dedup across both.
-    manifest = await SqliteManifest.open(settings.state.dir, exclusive=False)
+    manifest = await open_ledger(settings, exclusive=False)
     try:
         receiver = await webhook_receiver(settings.webhook, client, manifest.record_event)
         async with serve_webhooks(receiver, *listen):

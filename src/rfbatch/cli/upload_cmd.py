@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rfbatch.app import open_services
+from rfbatch.app import open_ledger, open_services
 from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, fail, run, settings_from
 from rfbatch.cli.options import (
     ConfigOpt,
@@ -37,7 +37,6 @@ from rfbatch.pipeline.upload_pass import (
     upload_options,
 )
 from rfbatch.settings import Settings
-from rfbatch.state.manifest import SqliteManifest
 
 
 def upload(
@@ -96,7 +95,7 @@ def upload(
 
 
 async def _dry_run(settings: Settings, sources: list[Path], json_out: bool) -> int:
-    ledger = await SqliteManifest.open(settings.state.dir, source_roots=sources)
+    ledger = await open_ledger(settings, source_roots=sources)
     try:
         listing = await dry_run(ledger, scan_specs(settings, [str(s) for s in sources]))
     finally:

@@ -1,0 +1,144 @@
+"""Result downloads and webhook event ids on PostgreSQL (see :mod:`rfbatch.state.downloads`
+and :mod:`rfbatch.state.events`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import asyncpg
+
+from rfbatch.state.ledger import EVENT_RETENTION
+from rfbatch.state.postgres.connection import (
+    PgDatabase,
+    _check,
+    _count,
+    _key,
+    _opt_key,
+    _path,
+    _states,
+    _unkey,
+)
+from rfbatch.state.records import DOWNLOAD_STATES, DownloadMark, DownloadRow, DownloadState
+
+_DOWNLOAD_COLUMNS = "batch_id, part_name, file_name, size, state, path, updated_at"
+# Recording an event prunes old ids at most this often (an index serves the DELETE).
+_PRUNE_EVERY = 3600.0
+
+
+def _download_row(r: asyncpg.Record) -> DownloadRow:
+    return DownloadRow(
+        batch_id=r[0],
+        part_name=_unkey(r[1]),
+        file_name=_unkey(r[2]),
+        size=r[3],
+        state=r[4],
+        path=_path(r[5]),
+        updated_at=r[6],
+    )
+
+
+class PgDownloadStore(PgDatabase):
+    """The ``downloads`` and ``webhook_events`` tables."""
+
+    _next_prune: float = float("-inf")
+
+    async def add_downloads(
+        self, batch_id: str, items: Sequence[tuple[str | None, str, int | None]]
+    ) -> int:
+        if not items:
+            return 0
+        parts = [_key(part or "") for part, _name, _size in items]
+        names = [_key(name) for _part, name, _size in items]
+        sizes = [size for _part, _name, size in items]
+        async with self._tx() as conn:
+            status = await conn.execute(
+                "INSERT INTO downloads (batch_id, part_name, file_name, size, updated_at, state)"
+                " SELECT $1, p, n, s, $5, 'pending' FROM unnest($2::bytea[], $3::bytea[],"
+                " $4::bigint[]) AS t(p, n, s) ON CONFLICT DO NOTHING",
+                batch_id,
+                parts,
+                names,
+                sizes,
+                self._clock(),
+            )
+        return _count(status)
+
+    async def mark_download(
+        self,
+        batch_id: str,
+        part_name: str | None,
+        file_name: str,
+        state: DownloadState,
+        *,
+        path: Path | None = None,
+        size: int | None = None,
+    ) -> None:
+        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
+
+    async def mark_downloads(
+        self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
+    ) -> None:
+        _check(state, DOWNLOAD_STATES, "download state")
+        if not marks:
+            return
+        # One row per file: the last mark of a file given twice wins, as it would one by one.
+        latest = {(m.part_name or "", m.file_name): m for m in marks}
+        async with self._tx() as conn:
+            await conn.execute(
+                f"INSERT INTO downloads ({_DOWNLOAD_COLUMNS})"  # noqa: S608
+                " SELECT $1, p, n, s, $5, w, $7 FROM unnest($2::bytea[], $3::bytea[],"
+                " $4::bigint[], $6::bytea[]) AS t(p, n, s, w)"
+                " ON CONFLICT (batch_id, part_name, file_name) DO UPDATE SET"
+                " size = COALESCE(excluded.size, downloads.size), state = excluded.state,"
+                " path = COALESCE(excluded.path, downloads.path),"
+                " updated_at = excluded.updated_at",
+                batch_id,
+                [_key(part) for part, _name in latest],
+                [_key(name) for _part, name in latest],
+                [m.size for m in latest.values()],
+                state,
+                [_opt_key(m.path) for m in latest.values()],
+                self._clock(),
+            )
+
+    async def list_downloads(
+        self, batch_id: str, *, states: Iterable[DownloadState] | None = None
+    ) -> list[DownloadRow]:
+        sql = f"SELECT {_DOWNLOAD_COLUMNS} FROM downloads WHERE batch_id = $1"  # noqa: S608
+        if states is None:
+            rows = await self._fetch(sql + " ORDER BY part_name, file_name", batch_id)
+        else:
+            wanted = _states(states, DOWNLOAD_STATES, "download state")
+            rows = await self._fetch(
+                sql + " AND state = ANY($2::text[]) ORDER BY part_name, file_name",
+                batch_id,
+                wanted,
+            )
+        return [_download_row(r) for r in rows]
+
+    # -- webhook events -----------------------------------------------------------------
+
+    async def record_event(self, event_id: str) -> bool:
+        now = self._clock()
+        prune = now >= self._next_prune
+        async with self._tx() as conn:
+            if prune:
+                await conn.execute(
+                    "DELETE FROM webhook_events WHERE received_at < $1", now - EVENT_RETENTION
+                )
+            status = await conn.execute(
+                "INSERT INTO webhook_events (event_id, received_at) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                _key(event_id),
+                now,
+            )
+        if prune:  # only once committed
+            self._next_prune = now + _PRUNE_EVERY
+        return _count(status) == 1
+
+    async def prune_events(self, older_than: float) -> int:
+        async with self._tx() as conn:
+            return _count(
+                await conn.execute("DELETE FROM webhook_events WHERE received_at < $1", older_than)
+            )
