@@ -334,13 +334,18 @@ class _BatchExport:
             settings.prefetch_pages
         )
         item_tx, item_rx = anyio.create_memory_object_stream[Planned](settings.workers)
+        # With download slots, twice as many fetchers as slots: a fetcher that has its file
+        # places it (rename, group commit) holding no slot, and the spare ones keep every slot
+        # busy meanwhile (as many fetchers as slots lost a quarter of the speed across a WAN).
+        slots = self.services.transfer.download_slots is not None
+        fetchers = settings.workers * (2 if slots else 1)
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
                 tg.start_soon(self._list_pages, chosen, page_tx)
                 tg.start_soon(self._plan, page_rx, item_tx)
                 async with item_rx:
-                    for _ in range(settings.workers):
+                    for _ in range(fetchers):
                         tg.start_soon(self._fetch_worker, item_rx.clone())
         except BaseExceptionGroup as group:
             # One failing stage cancels the others; its error is the one callers expect.
