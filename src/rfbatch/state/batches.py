@@ -17,7 +17,6 @@ from typing import Any
 from rfbatch.errors import ConfigError, UnknownBatchError, UnknownShardError
 from rfbatch.ids import validate_batch_id
 from rfbatch.state.database import Database, _check, _key, _text, _where
-from rfbatch.state.files import _FILE_COLUMNS, _file_row
 from rfbatch.state.records import (
     BATCH_KINDS,
     BATCH_STATES,
@@ -29,36 +28,27 @@ from rfbatch.state.records import (
     ShardRow,
     ShardState,
 )
-
-_SHARD_COLUMNS = (
-    "shard_id, batch_id, state, file_count, bytes, attempts, last_error, created_at, updated_at"
+from rfbatch.state.rows import (
+    BATCH_COLUMNS,
+    FILE_COLUMNS,
+    SHARD_COLUMNS,
+    batch_row,
+    file_row,
+    shard_row,
 )
-_BATCH_COLUMNS = "batch_id, kind, state, expected_count, job_id, created_at, updated_at, info"
-_SELECT_SHARD = f"SELECT {_SHARD_COLUMNS} FROM shards WHERE shard_id = ?"  # noqa: S608
-_SELECT_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = ?"  # noqa: S608
 
-
-def _batch_row(r: Sequence[Any]) -> BatchRow:
-    return BatchRow(
-        batch_id=r[0],
-        kind=r[1],
-        state=r[2],
-        expected_count=r[3],
-        job_id=r[4],
-        created_at=r[5],
-        updated_at=r[6],
-        info=json.loads(r[7]),
-    )
+_SELECT_SHARD = f"SELECT {SHARD_COLUMNS} FROM shards WHERE shard_id = ?"  # noqa: S608
+_SELECT_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = ?"  # noqa: S608
 
 
 def _shard(conn: sqlite3.Connection, shard_id: str) -> ShardRow | None:
     row = conn.execute(_SELECT_SHARD, (shard_id,)).fetchone()
-    return ShardRow(*row) if row is not None else None
+    return shard_row(row) if row is not None else None
 
 
 def _batch(conn: sqlite3.Connection, batch_id: str) -> BatchRow | None:
     row = conn.execute(_SELECT_BATCH, (batch_id,)).fetchone()
-    return _batch_row(row) if row is not None else None
+    return batch_row(row) if row is not None else None
 
 
 class BatchStore(Database):
@@ -77,7 +67,7 @@ class BatchStore(Database):
         def write() -> ShardRow:
             with self._tx() as conn:
                 conn.execute(
-                    f"INSERT INTO shards ({_SHARD_COLUMNS})"  # noqa: S608
+                    f"INSERT INTO shards ({SHARD_COLUMNS})"  # noqa: S608
                     " VALUES (?, ?, 'packed', ?, ?, 0, NULL, ?, ?)",
                     (shard_id, batch_id, len(paths), size, now, now),
                 )
@@ -127,12 +117,12 @@ class BatchStore(Database):
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
         where, args = _where(batch_id=batch_id, states=states, allowed=SHARD_STATES)
-        sql = f"SELECT {_SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
-        return await self._run(lambda: [ShardRow(*r) for r in self._conn.execute(sql, args)])
+        sql = f"SELECT {SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
+        return await self._run(lambda: [shard_row(r) for r in self._conn.execute(sql, args)])
 
     async def shard_files(self, shard_id: str) -> list[FileRow]:
-        sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE shard_id = ? ORDER BY path"  # noqa: S608
-        return await self._run(lambda: [_file_row(r) for r in self._conn.execute(sql, (shard_id,))])
+        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE shard_id = ? ORDER BY path"  # noqa: S608
+        return await self._run(lambda: [file_row(r) for r in self._conn.execute(sql, (shard_id,))])
 
     # -- batches ------------------------------------------------------------------------
 
@@ -156,7 +146,7 @@ class BatchStore(Database):
                 if found is not None:
                     return found
                 conn.execute(
-                    f"INSERT INTO batches ({_BATCH_COLUMNS})"  # noqa: S608
+                    f"INSERT INTO batches ({BATCH_COLUMNS})"  # noqa: S608
                     " VALUES (?, ?, 'open', 0, NULL, ?, ?, ?)",
                     (batch_id, kind, now, now, info_json),
                 )
@@ -206,7 +196,7 @@ class BatchStore(Database):
                         batch_id,
                     ),
                 )
-                return _batch_row(conn.execute(_SELECT_BATCH, (batch_id,)).fetchone())
+                return batch_row(conn.execute(_SELECT_BATCH, (batch_id,)).fetchone())
 
         return await self._run(write)
 
@@ -215,5 +205,5 @@ class BatchStore(Database):
     ) -> list[BatchRow]:
         """Batches, oldest first, optionally only in ``states`` and of ``kind``."""
         where, args = _where(states=states, allowed=BATCH_STATES, kind=kind)
-        sql = f"SELECT {_BATCH_COLUMNS} FROM batches{where} ORDER BY created_at, batch_id"  # noqa: S608
-        return await self._run(lambda: [_batch_row(r) for r in self._conn.execute(sql, args)])
+        sql = f"SELECT {BATCH_COLUMNS} FROM batches{where} ORDER BY created_at, batch_id"  # noqa: S608
+        return await self._run(lambda: [batch_row(r) for r in self._conn.execute(sql, args)])

@@ -24,6 +24,7 @@ import anyio.to_thread
 import structlog
 
 from rfbatch.errors import ConfigError, InvalidStateError, ManifestClosedError
+from rfbatch.state.rows import path_of, unkey
 from rfbatch.state.schema import migrate
 
 log = structlog.get_logger("rfbatch.state")
@@ -96,12 +97,9 @@ def _opt_key(value: str | os.PathLike[str] | None) -> Key | None:
     return None if value is None else _key(value)
 
 
-def _unkey(value: Key) -> str:
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
-
-
-def _path(value: Key | None) -> Path | None:
-    return None if value is None else Path(_unkey(value))
+# Read back the same way by both ledgers (rfbatch.state.rows).
+_unkey = unkey
+_path = path_of
 
 
 def _text(value: str | None) -> str | None:

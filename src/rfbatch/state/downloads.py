@@ -7,24 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
-from rfbatch.state.database import Database, _check, _key, _opt_key, _path, _unkey, _where
+from rfbatch.state.database import Database, _check, _key, _opt_key, _where
 from rfbatch.state.records import DOWNLOAD_STATES, DownloadMark, DownloadRow, DownloadState
-
-_DOWNLOAD_COLUMNS = "batch_id, part_name, file_name, size, state, path, updated_at"
-
-
-def _download_row(r: Sequence[Any]) -> DownloadRow:
-    return DownloadRow(
-        batch_id=r[0],
-        part_name=_unkey(r[1]),
-        file_name=_unkey(r[2]),
-        size=r[3],
-        state=r[4],
-        path=_path(r[5]),
-        updated_at=r[6],
-    )
+from rfbatch.state.rows import DOWNLOAD_COLUMNS, download_row
 
 
 class DownloadStore(Database):
@@ -85,7 +71,7 @@ class DownloadStore(Database):
         def write() -> None:
             with self._tx() as conn:
                 conn.executemany(
-                    f"INSERT INTO downloads ({_DOWNLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                    f"INSERT INTO downloads ({DOWNLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                     " ON CONFLICT DO UPDATE SET size = COALESCE(excluded.size, size),"
                     " state = excluded.state, path = COALESCE(excluded.path, path),"
                     " updated_at = excluded.updated_at",
@@ -99,5 +85,5 @@ class DownloadStore(Database):
         self, batch_id: str, *, states: Iterable[DownloadState] | None = None
     ) -> list[DownloadRow]:
         where, args = _where(batch_id=batch_id, states=states, allowed=DOWNLOAD_STATES)
-        sql = f"SELECT {_DOWNLOAD_COLUMNS} FROM downloads{where} ORDER BY part_name, file_name"  # noqa: S608
-        return await self._run(lambda: [_download_row(r) for r in self._conn.execute(sql, args)])
+        sql = f"SELECT {DOWNLOAD_COLUMNS} FROM downloads{where} ORDER BY part_name, file_name"  # noqa: S608
+        return await self._run(lambda: [download_row(r) for r in self._conn.execute(sql, args)])

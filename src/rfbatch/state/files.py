@@ -23,41 +23,17 @@ from rfbatch.state.database import (
     _marks,
     _path,
     _text,
-    _unkey,
     _where,
 )
 from rfbatch.state.records import DONE_STATES, FILE_STATES, IN_FLIGHT_STATES, FileRow, FileState
+from rfbatch.state.rows import FILE_COLUMNS, file_row
 
 _PAGE = 1000  # rows per files_in_state page
-
-_FILE_COLUMNS = (
-    "path, root, rel, size, mtime_ns, inode, kind, state, batch_id, shard_id, member_name, "
-    "attempts, last_error, updated_at"
-)
 
 
 def _file_values(f: FoundFile, now: float, key: Key) -> tuple[Any, ...]:
     """A ``files`` row's columns root .. path, in the order of the INSERT and UPDATE below."""
     return (_key(f.root), _key(f.rel), f.size, f.mtime_ns, f.inode, f.kind, now, key)
-
-
-def _file_row(r: Sequence[Any]) -> FileRow:
-    return FileRow(
-        path=Path(_unkey(r[0])),
-        root=_path(r[1]),
-        rel=_unkey(r[2]) if r[2] is not None else None,
-        size=r[3],
-        mtime_ns=r[4],
-        inode=r[5],
-        kind=r[6],
-        state=r[7],
-        batch_id=r[8],
-        shard_id=r[9],
-        member_name=r[10],
-        attempts=r[11],
-        last_error=r[12],
-        updated_at=r[13],
-    )
 
 
 class FileStore(Database):
@@ -253,10 +229,10 @@ class FileStore(Database):
     async def get_file(self, path: Path) -> FileRow | None:
         def read() -> FileRow | None:
             row = self._conn.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE path = ?",  # noqa: S608 fixed columns
+                f"SELECT {FILE_COLUMNS} FROM files WHERE path = ?",  # noqa: S608 fixed columns
                 (_key(path),),
             ).fetchone()
-            return _file_row(row) if row is not None else None
+            return file_row(row) if row is not None else None
 
         return await self._run(read)
 
@@ -285,11 +261,11 @@ class FileStore(Database):
         # (batch_id, state, path) or files_by_state (state, path).
         scope, args = ("batch_id = ? AND ", [batch_id]) if batch_id is not None else ("", [])
         cursor = self._conn.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE {scope}state = ? AND path > ?"  # noqa: S608
+            f"SELECT {FILE_COLUMNS} FROM files WHERE {scope}state = ? AND path > ?"  # noqa: S608
             " ORDER BY path LIMIT ?",
             (*args, state, after, _PAGE),
         )
-        return [_file_row(r) for r in cursor]
+        return [file_row(r) for r in cursor]
 
     async def counts(self, batch_id: str | None = None) -> dict[FileState, int]:
         """Files per state (every state present, zeros included), overall or for one batch."""

@@ -8,12 +8,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from rfbatch.errors import ConfigError, UnknownBatchError, UnknownShardError
 from rfbatch.ids import validate_batch_id
 from rfbatch.state.postgres.connection import PgDatabase, _check, _key, _states, _text
-from rfbatch.state.postgres.files import FILE_COLUMNS, file_row
 from rfbatch.state.records import (
     BATCH_KINDS,
     BATCH_STATES,
@@ -25,39 +22,26 @@ from rfbatch.state.records import (
     ShardRow,
     ShardState,
 )
-
-_SHARD_COLUMNS = (
-    "shard_id, batch_id, state, file_count, bytes, attempts, last_error, created_at, updated_at"
+from rfbatch.state.rows import (
+    BATCH_COLUMNS,
+    FILE_COLUMNS,
+    SHARD_COLUMNS,
+    batch_row,
+    file_row,
+    shard_row,
 )
-_BATCH_COLUMNS = "batch_id, kind, state, expected_count, job_id, created_at, updated_at, info"
-_SELECT_SHARD = f"SELECT {_SHARD_COLUMNS} FROM shards WHERE shard_id = $1"  # noqa: S608
-_SELECT_BATCH = f"SELECT {_BATCH_COLUMNS} FROM batches WHERE batch_id = $1"  # noqa: S608
+
+_SELECT_SHARD = f"SELECT {SHARD_COLUMNS} FROM shards WHERE shard_id = $1"  # noqa: S608
+_SELECT_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = $1"  # noqa: S608
 _UPDATE_SHARD = (
     "UPDATE shards SET state = COALESCE($1, state), last_error = $2, attempts = attempts + $3,"  # noqa: S608
-    f" updated_at = $4 WHERE shard_id = $5 RETURNING {_SHARD_COLUMNS}"
+    f" updated_at = $4 WHERE shard_id = $5 RETURNING {SHARD_COLUMNS}"
 )
 _UPDATE_BATCH = (
     "UPDATE batches SET state = COALESCE($1, state), expected_count = COALESCE($2,"  # noqa: S608
     " expected_count), job_id = COALESCE($3, job_id), info = $4, updated_at = $5"
-    f" WHERE batch_id = $6 RETURNING {_BATCH_COLUMNS}"
+    f" WHERE batch_id = $6 RETURNING {BATCH_COLUMNS}"
 )
-
-
-def _batch_row(r: asyncpg.Record) -> BatchRow:
-    return BatchRow(
-        batch_id=r[0],
-        kind=r[1],
-        state=r[2],
-        expected_count=r[3],
-        job_id=r[4],
-        created_at=r[5],
-        updated_at=r[6],
-        info=json.loads(r[7]),
-    )
-
-
-def _shard_row(r: asyncpg.Record) -> ShardRow:
-    return ShardRow(*r)
 
 
 def _where(column_values: Sequence[tuple[str, Any]]) -> tuple[str, list[Any]]:
@@ -85,7 +69,7 @@ class PgBatchStore(PgDatabase):
         now = self._clock()
         async with self._tx() as conn:
             await conn.execute(
-                f"INSERT INTO shards ({_SHARD_COLUMNS})"  # noqa: S608
+                f"INSERT INTO shards ({SHARD_COLUMNS})"  # noqa: S608
                 " VALUES ($1, $2, 'packed', $3, $4, 0, NULL, $5, $5)",
                 shard_id,
                 batch_id,
@@ -125,19 +109,19 @@ class PgBatchStore(PgDatabase):
             )
         if row is None:
             raise UnknownShardError(f"no shard {shard_id!r} in the ledger")
-        return _shard_row(row)
+        return shard_row(row)
 
     async def get_shard(self, shard_id: str) -> ShardRow | None:
         rows = await self._fetch(_SELECT_SHARD, shard_id)
-        return _shard_row(rows[0]) if rows else None
+        return shard_row(rows[0]) if rows else None
 
     async def list_shards(
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
         wanted = _states(states, SHARD_STATES, "shard state") if states is not None else None
         where, args = _where([("batch_id", batch_id), ("state", wanted)])
-        sql = f"SELECT {_SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
-        return [_shard_row(r) for r in await self._fetch(sql, *args)]
+        sql = f"SELECT {SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
+        return [shard_row(r) for r in await self._fetch(sql, *args)]
 
     async def shard_files(self, shard_id: str) -> list[FileRow]:
         sql = f"SELECT {FILE_COLUMNS} FROM files WHERE shard_id = $1 ORDER BY path"  # noqa: S608
@@ -155,7 +139,7 @@ class PgBatchStore(PgDatabase):
         async with self._tx() as conn:
             # ON CONFLICT: a worker creating the same batch at the same time finds it made.
             await conn.execute(
-                f"INSERT INTO batches ({_BATCH_COLUMNS})"  # noqa: S608
+                f"INSERT INTO batches ({BATCH_COLUMNS})"  # noqa: S608
                 " VALUES ($1, $2, 'open', 0, NULL, $3, $3, $4) ON CONFLICT DO NOTHING",
                 batch_id,
                 kind,
@@ -164,14 +148,14 @@ class PgBatchStore(PgDatabase):
             )
             found = await conn.fetchrow(_SELECT_BATCH, batch_id)
         assert found is not None  # inserted, or there already, in this transaction
-        row = _batch_row(found)
+        row = batch_row(found)
         if row.kind != kind:
             raise ConfigError(f"batch {batch_id!r} holds {row.kind}, not {kind}")
         return row
 
     async def get_batch(self, batch_id: str) -> BatchRow | None:
         rows = await self._fetch(_SELECT_BATCH, batch_id)
-        return _batch_row(rows[0]) if rows else None
+        return batch_row(rows[0]) if rows else None
 
     async def update_batch(
         self,
@@ -188,7 +172,7 @@ class PgBatchStore(PgDatabase):
             found = await conn.fetchrow(f"{_SELECT_BATCH} FOR UPDATE", batch_id)
             if found is None:
                 raise UnknownBatchError(f"no batch {batch_id!r} in the ledger")
-            merged = {**_batch_row(found).info, **(info or {})}
+            merged = {**batch_row(found).info, **(info or {})}
             row = await conn.fetchrow(
                 _UPDATE_BATCH,
                 state,
@@ -199,12 +183,12 @@ class PgBatchStore(PgDatabase):
                 batch_id,
             )
         assert row is not None  # locked above
-        return _batch_row(row)
+        return batch_row(row)
 
     async def list_batches(
         self, *, states: Iterable[BatchState] | None = None, kind: BatchKind | None = None
     ) -> list[BatchRow]:
         wanted = _states(states, BATCH_STATES, "batch state") if states is not None else None
         where, args = _where([("state", wanted), ("kind", kind)])
-        sql = f"SELECT {_BATCH_COLUMNS} FROM batches{where} ORDER BY created_at, batch_id"  # noqa: S608
-        return [_batch_row(r) for r in await self._fetch(sql, *args)]
+        sql = f"SELECT {BATCH_COLUMNS} FROM batches{where} ORDER BY created_at, batch_id"  # noqa: S608
+        return [batch_row(r) for r in await self._fetch(sql, *args)]

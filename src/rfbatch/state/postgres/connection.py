@@ -17,7 +17,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
@@ -139,14 +138,6 @@ def _key(value: str | os.PathLike[str]) -> bytes:
 
 def _opt_key(value: str | os.PathLike[str] | None) -> bytes | None:
     return None if value is None else _key(value)
-
-
-def _unkey(value: bytes) -> str:
-    return bytes(value).decode("utf-8", "surrogatepass")
-
-
-def _path(value: bytes | None) -> Path | None:
-    return None if value is None else Path(_unkey(value))
 
 
 def _text(value: str | None) -> str | None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import asyncpg
-
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.postgres.connection import (
     PgDatabase,
@@ -15,27 +13,13 @@ from rfbatch.state.postgres.connection import (
     _count,
     _key,
     _opt_key,
-    _path,
     _states,
-    _unkey,
 )
 from rfbatch.state.records import DOWNLOAD_STATES, DownloadMark, DownloadRow, DownloadState
+from rfbatch.state.rows import DOWNLOAD_COLUMNS, download_row
 
-_DOWNLOAD_COLUMNS = "batch_id, part_name, file_name, size, state, path, updated_at"
 # Recording an event prunes old ids at most this often (an index serves the DELETE).
 _PRUNE_EVERY = 3600.0
-
-
-def _download_row(r: asyncpg.Record) -> DownloadRow:
-    return DownloadRow(
-        batch_id=r[0],
-        part_name=_unkey(r[1]),
-        file_name=_unkey(r[2]),
-        size=r[3],
-        state=r[4],
-        path=_path(r[5]),
-        updated_at=r[6],
-    )
 
 
 class PgDownloadStore(PgDatabase):
@@ -86,7 +70,7 @@ class PgDownloadStore(PgDatabase):
         latest = {(m.part_name or "", m.file_name): m for m in marks}
         async with self._tx() as conn:
             await conn.execute(
-                f"INSERT INTO downloads ({_DOWNLOAD_COLUMNS})"  # noqa: S608
+                f"INSERT INTO downloads ({DOWNLOAD_COLUMNS})"  # noqa: S608
                 " SELECT $1, p, n, s, $5, w, $7 FROM unnest($2::bytea[], $3::bytea[],"
                 " $4::bigint[], $6::bytea[]) AS t(p, n, s, w)"
                 " ON CONFLICT (batch_id, part_name, file_name) DO UPDATE SET"
@@ -105,7 +89,7 @@ class PgDownloadStore(PgDatabase):
     async def list_downloads(
         self, batch_id: str, *, states: Iterable[DownloadState] | None = None
     ) -> list[DownloadRow]:
-        sql = f"SELECT {_DOWNLOAD_COLUMNS} FROM downloads WHERE batch_id = $1"  # noqa: S608
+        sql = f"SELECT {DOWNLOAD_COLUMNS} FROM downloads WHERE batch_id = $1"  # noqa: S608
         if states is None:
             rows = await self._fetch(sql + " ORDER BY part_name, file_name", batch_id)
         else:
@@ -115,7 +99,7 @@ class PgDownloadStore(PgDatabase):
                 batch_id,
                 wanted,
             )
-        return [_download_row(r) for r in rows]
+        return [download_row(r) for r in rows]
 
     # -- webhook events -----------------------------------------------------------------
 

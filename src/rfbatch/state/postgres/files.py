@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from rfbatch.media import FoundFile, Skipped
 from rfbatch.member_names import member_name
 from rfbatch.state.postgres.connection import (
@@ -21,39 +19,14 @@ from rfbatch.state.postgres.connection import (
     _check,
     _count,
     _key,
-    _path,
     _states,
     _text,
-    _unkey,
 )
 from rfbatch.state.records import DONE_STATES, FILE_STATES, IN_FLIGHT_STATES, FileRow, FileState
+from rfbatch.state.rows import FILE_COLUMNS, file_row, path_of
 
 _PAGE = 1000  # rows per files_in_state page
 _CHUNK = 1000  # files per lookup
-
-FILE_COLUMNS = (
-    "path, root, rel, size, mtime_ns, inode, kind, state, batch_id, shard_id, member_name, "
-    "attempts, last_error, updated_at"
-)
-
-
-def file_row(r: asyncpg.Record) -> FileRow:
-    return FileRow(
-        path=Path(_unkey(r[0])),
-        root=_path(r[1]),
-        rel=_unkey(r[2]) if r[2] is not None else None,
-        size=r[3],
-        mtime_ns=r[4],
-        inode=r[5],
-        kind=r[6],
-        state=r[7],
-        batch_id=r[8],
-        shard_id=r[9],
-        member_name=r[10],
-        attempts=r[11],
-        last_error=r[12],
-        updated_at=r[13],
-    )
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -336,4 +309,4 @@ class PgFileStore(PgDatabase):
         rows = await self._fetch(
             "SELECT path FROM members WHERE batch_id = $1 AND member_name = $2", batch_id, member
         )
-        return _path(rows[0][0]) if rows else None
+        return path_of(rows[0][0]) if rows else None

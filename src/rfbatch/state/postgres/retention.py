@@ -12,15 +12,16 @@ from collections.abc import Callable, Iterable
 import anyio.to_thread
 
 from rfbatch.state.ledger import EVENT_RETENTION
-from rfbatch.state.postgres.connection import PgDatabase, _count, _unkey
+from rfbatch.state.postgres.connection import PgDatabase, _count
 from rfbatch.state.records import DONE_BATCH_STATES, FINAL_FILE_STATES, BatchState, Forgotten
+from rfbatch.state.rows import unkey
 
 _PAGE = 1000
 _FINAL = list(FINAL_FILE_STATES)
 
 
 def _gone(keys: list[bytes], exists: Callable[[str], bool]) -> list[bytes]:
-    return [k for k in keys if not exists(_unkey(k))]
+    return [k for k in keys if not exists(unkey(k))]
 
 
 class PgRetentionStore(PgDatabase):
