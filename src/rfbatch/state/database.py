@@ -23,8 +23,8 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from rfbatch.errors import ConfigError, InvalidStateError, ManifestClosedError
-from rfbatch.state.rows import path_of, unkey
+from rfbatch.errors import ConfigError, ManifestClosedError
+from rfbatch.state.rows import check, known_states, path_of, unkey
 from rfbatch.state.schema import migrate
 
 log = structlog.get_logger("rfbatch.state")
@@ -37,9 +37,7 @@ _CHUNK = 500  # rows per IN (...) query: far below SQLite's bound-variable limit
 T = TypeVar("T")
 
 
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise InvalidStateError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+_check = check
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -68,9 +66,7 @@ def _where(
         clauses.append("kind = ?")
         args.append(kind)
     if states is not None:
-        wanted = list(dict.fromkeys(states))
-        for s in wanted:
-            _check(s, allowed, "state")
+        wanted = known_states(states, allowed)
         clauses.append(f"state IN ({_marks(len(wanted))})")
         args.extend(wanted)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args

@@ -1,4 +1,4 @@
-"""Rows read back as records: the column lists and row builders both ledgers share.
+"""What both ledgers share: the column lists and row builders, and the check of states.
 
 SQLite hands back tuples and PostgreSQL (asyncpg) records; both index by position, and both give
 a key column either as text or as the bytes of its surrogatepass UTF-8 (see each ledger's key
@@ -8,9 +8,11 @@ helpers), which :func:`unkey` turns back into the same ``str``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from rfbatch.errors import InvalidStateError
 from rfbatch.state.records import BatchRow, DownloadRow, FileRow, ShardRow
 
 FILE_COLUMNS = (
@@ -22,6 +24,20 @@ SHARD_COLUMNS = (
 )
 BATCH_COLUMNS = "batch_id, kind, state, expected_count, job_id, created_at, updated_at, info"
 DOWNLOAD_COLUMNS = "batch_id, part_name, file_name, size, state, path, updated_at"
+
+
+def check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    """Refuse a state or kind outside ``allowed``, before anything is written."""
+    if value not in allowed:
+        raise InvalidStateError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+
+
+def known_states(states: Iterable[str], allowed: tuple[str, ...], what: str = "state") -> list[str]:
+    """``states`` once each, in order, every one checked."""
+    wanted = list(dict.fromkeys(states))
+    for s in wanted:
+        check(s, allowed, what)
+    return wanted
 
 
 class Row(Protocol):

@@ -10,7 +10,7 @@ from typing import Any
 
 from rfbatch.errors import ConfigError, UnknownBatchError, UnknownShardError
 from rfbatch.ids import validate_batch_id
-from rfbatch.state.postgres.connection import PgDatabase, _check, _key, _states, _text
+from rfbatch.state.postgres.connection import PgDatabase, _key, _text
 from rfbatch.state.records import (
     BATCH_KINDS,
     BATCH_STATES,
@@ -27,7 +27,9 @@ from rfbatch.state.rows import (
     FILE_COLUMNS,
     SHARD_COLUMNS,
     batch_row,
+    check,
     file_row,
+    known_states,
     shard_row,
 )
 
@@ -97,7 +99,7 @@ class PgBatchStore(PgDatabase):
         bump_attempts: bool = False,
     ) -> ShardRow:
         if state is not None:
-            _check(state, SHARD_STATES, "shard state")
+            check(state, SHARD_STATES, "shard state")
         async with self._tx() as conn:
             row = await conn.fetchrow(
                 _UPDATE_SHARD,
@@ -118,7 +120,7 @@ class PgBatchStore(PgDatabase):
     async def list_shards(
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
-        wanted = _states(states, SHARD_STATES, "shard state") if states is not None else None
+        wanted = known_states(states, SHARD_STATES, "shard state") if states is not None else None
         where, args = _where([("batch_id", batch_id), ("state", wanted)])
         sql = f"SELECT {SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
         return [shard_row(r) for r in await self._fetch(sql, *args)]
@@ -133,7 +135,7 @@ class PgBatchStore(PgDatabase):
         self, batch_id: str, kind: BatchKind, *, info: Mapping[str, Any] | None = None
     ) -> BatchRow:
         validate_batch_id(batch_id)
-        _check(kind, BATCH_KINDS, "batch kind")
+        check(kind, BATCH_KINDS, "batch kind")
         now = self._clock()
         info_json = json.dumps(dict(info or {}), sort_keys=True)
         async with self._tx() as conn:
@@ -167,7 +169,7 @@ class PgBatchStore(PgDatabase):
         info: Mapping[str, Any] | None = None,
     ) -> BatchRow:
         if state is not None:
-            _check(state, BATCH_STATES, "batch state")
+            check(state, BATCH_STATES, "batch state")
         async with self._tx() as conn:
             found = await conn.fetchrow(f"{_SELECT_BATCH} FOR UPDATE", batch_id)
             if found is None:
@@ -188,7 +190,7 @@ class PgBatchStore(PgDatabase):
     async def list_batches(
         self, *, states: Iterable[BatchState] | None = None, kind: BatchKind | None = None
     ) -> list[BatchRow]:
-        wanted = _states(states, BATCH_STATES, "batch state") if states is not None else None
+        wanted = known_states(states, BATCH_STATES, "batch state") if states is not None else None
         where, args = _where([("state", wanted), ("kind", kind)])
         sql = f"SELECT {BATCH_COLUMNS} FROM batches{where} ORDER BY created_at, batch_id"  # noqa: S608
         return [batch_row(r) for r in await self._fetch(sql, *args)]

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import asyncpg
 
-from rfbatch.errors import ConfigError, InvalidStateError, ManifestClosedError
+from rfbatch.errors import ConfigError, ManifestClosedError
 from rfbatch.redact import redact_url
 
 # What the pool hands out; every statement of the ledger runs on one. (Generic in the stubs
@@ -118,18 +118,6 @@ CREATE INDEX webhook_events_by_age ON webhook_events (received_at);
 # Append only: entry i takes the schema from version i to version i + 1.
 MIGRATIONS: tuple[str, ...] = (_V1,)
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise InvalidStateError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
-
-
-def _states(states: Iterable[str], allowed: tuple[str, ...], what: str = "state") -> list[str]:
-    wanted = list(dict.fromkeys(states))
-    for s in wanted:
-        _check(s, allowed, what)
-    return wanted
 
 
 def _key(value: str | os.PathLike[str]) -> bytes:

@@ -9,14 +9,12 @@ from pathlib import Path
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.postgres.connection import (
     PgDatabase,
-    _check,
     _count,
     _key,
     _opt_key,
-    _states,
 )
 from rfbatch.state.records import DOWNLOAD_STATES, DownloadMark, DownloadRow, DownloadState
-from rfbatch.state.rows import DOWNLOAD_COLUMNS, download_row
+from rfbatch.state.rows import DOWNLOAD_COLUMNS, check, download_row, known_states
 
 # Recording an event prunes old ids at most this often (an index serves the DELETE).
 _PRUNE_EVERY = 3600.0
@@ -63,7 +61,7 @@ class PgDownloadStore(PgDatabase):
     async def mark_downloads(
         self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
     ) -> None:
-        _check(state, DOWNLOAD_STATES, "download state")
+        check(state, DOWNLOAD_STATES, "download state")
         if not marks:
             return
         # One row per file: the last mark of a file given twice wins, as it would one by one.
@@ -93,7 +91,7 @@ class PgDownloadStore(PgDatabase):
         if states is None:
             rows = await self._fetch(sql + " ORDER BY part_name, file_name", batch_id)
         else:
-            wanted = _states(states, DOWNLOAD_STATES, "download state")
+            wanted = known_states(states, DOWNLOAD_STATES, "download state")
             rows = await self._fetch(
                 sql + " AND state = ANY($2::text[]) ORDER BY part_name, file_name",
                 batch_id,

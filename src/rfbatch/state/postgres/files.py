@@ -16,14 +16,12 @@ from rfbatch.media import FoundFile, Skipped
 from rfbatch.member_names import member_name
 from rfbatch.state.postgres.connection import (
     PgDatabase,
-    _check,
     _count,
     _key,
-    _states,
     _text,
 )
 from rfbatch.state.records import DONE_STATES, FILE_STATES, IN_FLIGHT_STATES, FileRow, FileState
-from rfbatch.state.rows import FILE_COLUMNS, file_row, path_of
+from rfbatch.state.rows import FILE_COLUMNS, check, file_row, known_states, path_of
 
 _PAGE = 1000  # rows per files_in_state page
 _CHUNK = 1000  # files per lookup
@@ -31,7 +29,7 @@ _CHUNK = 1000  # files per lookup
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows turned into one list per column, for ``unnest``."""
-    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 class _Unknown(Exception):
@@ -155,8 +153,8 @@ class PgFileStore(PgDatabase):
         batch_id: str | None = None,
         error: str | None = None,
     ) -> int:
-        states = _states(from_states, FILE_STATES, "file state")
-        _check(to_state, FILE_STATES, "file state")
+        states = known_states(from_states, FILE_STATES, "file state")
+        check(to_state, FILE_STATES, "file state")
         sql = (
             "UPDATE files SET state = $1, last_error = $2, updated_at = $3"
             " WHERE state = ANY($4::text[])"
@@ -178,7 +176,7 @@ class PgFileStore(PgDatabase):
         error: str | None = None,
         only_shard: str | None = None,
     ) -> int:
-        _check(state, FILE_STATES, "file state")
+        check(state, FILE_STATES, "file state")
         keys = list(dict.fromkeys(_key(p) for p in paths))
         sql = (
             "UPDATE files SET state = $1, batch_id = COALESCE($2, batch_id),"
@@ -204,7 +202,7 @@ class PgFileStore(PgDatabase):
         self, states: Iterable[FileState], batch_id: str | None = None
     ) -> AsyncIterator[FileRow]:
         for state in dict.fromkeys(states):
-            _check(state, FILE_STATES, "file state")
+            check(state, FILE_STATES, "file state")
             after = b""
             while True:
                 if batch_id is None:
