@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rfbatch.api import ClientConfig, RetryPolicy, RoboflowClient
 from rfbatch.settings import DOWNLOADS_START, UPLOADS_START, Settings
+from rfbatch.state.fleet import Fleet, fleet_of
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import Transfer, TransferConfig
@@ -74,6 +75,11 @@ class Services:
     client: RoboflowClient
     transfer: Transfer
     manifest: Ledger
+    fleet: Fleet = field(init=False)
+    """How this worker shares the ledger (a fleet of one on SQLite): :mod:`rfbatch.state.fleet`."""
+
+    def __post_init__(self) -> None:
+        self.fleet = fleet_of(self.manifest)
 
 
 async def open_ledger(
@@ -85,7 +91,12 @@ async def open_ledger(
     if settings.state.url is not None:
         from rfbatch.state.postgres import PostgresLedger  # only a fleet pays for asyncpg
 
-        return await PostgresLedger.open(settings.state.url, exclusive=exclusive)
+        return await PostgresLedger.open(
+            settings.state.url,
+            exclusive=exclusive,
+            worker_id=settings.state.worker_id,
+            lease_seconds=settings.state.lease_seconds,
+        )
     return await SqliteManifest.open(
         settings.state.dir, source_roots=source_roots, exclusive=exclusive
     )

@@ -245,6 +245,10 @@ class StateSettings(_Section):
     # A PostgreSQL ledger (postgresql://user@host/db) instead of SQLite in `dir`; shown with
     # its password masked.
     url: str | None = None
+    # A fleet on one PostgreSQL ledger: this worker's name (default host:pid), and the seconds
+    # its claims outlive its last heartbeat (peers take a dead worker's work over after that).
+    worker_id: str | None = Field(None, min_length=1, max_length=200)
+    lease_seconds: float = Field(30.0, ge=1.0, le=3600.0)
 
     @field_validator("dir")
     @classmethod

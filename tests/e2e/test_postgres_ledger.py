@@ -66,3 +66,49 @@ async def test_config_check_masks_the_password_and_a_bad_url_stops_the_start(
     [line] = bad.stderr.decode().strip().splitlines()
     assert "state.url" in line
     assert "postgresql://" in line
+
+
+async def test_status_shows_the_fleet_and_the_backlog(
+    emulator: Emulator, tmp_path: Path, ledger_url: str
+) -> None:
+    make_tree(tmp_path / "src", 5)
+    env = {**cli_env(emulator, tmp_path / "state"), "RFBATCH_STATE__URL": ledger_url}
+    sent = await run_cli(["upload", str(tmp_path / "src"), "--batch", "pg-s"], env)
+    assert sent.returncode == 0, sent.stderr.decode()
+    # No API key needed to look at the ledger.
+    env.pop("ROBOFLOW_API_KEY")
+    shown = await run_cli(["status", "--json"], env)
+    human = await run_cli(["status"], env)
+
+    assert shown.returncode == 0, shown.stderr.decode()
+    doc = json.loads(shown.stdout)
+    assert doc["shared"] is True
+    assert "@" not in doc["ledger"] or "postgres@" in doc["ledger"]
+    [upload_worker] = doc["workers"]  # the upload worked, then stopped cleanly
+    assert upload_worker["stopped"] is True
+    assert upload_worker["live"] is False
+    assert doc["files"]["ingested"] + doc["files"]["uploaded"] == 5
+    assert doc["unclaimed"] == 0
+    assert human.returncode == 0, human.stderr.decode()
+    text = human.stdout.decode()
+    assert "shared by a fleet" in text
+    assert "0 live" in text
+    assert upload_worker["worker_id"] in text
+    assert "stopped" in text
+
+
+async def test_status_of_a_sqlite_ledger_is_a_fleet_of_one(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    make_tree(tmp_path / "src", 3)
+    env = cli_env(emulator, tmp_path / "state")
+    sent = await run_cli(["upload", str(tmp_path / "src"), "--batch", "sq-s"], env)
+    assert sent.returncode == 0, sent.stderr.decode()
+    shown = await run_cli(["status", "--json"], env)
+
+    assert shown.returncode == 0, shown.stderr.decode()
+    doc = json.loads(shown.stdout)
+    assert doc["shared"] is False
+    assert doc["workers"] == []
+    assert doc["files"]["ingested"] + doc["files"]["uploaded"] == 3
+    assert doc["ledger"] == str(tmp_path / "state")

@@ -68,6 +68,11 @@ COMMANDS: dict[str, _Command] = {
     "job": _Command(
         "rfbatch.cli.job_cmd", "app", "Start, follow and manage batch-processing jobs."
     ),
+    "status": _Command(
+        "rfbatch.cli.status_cmd",
+        "status",
+        "Show the workers sharing the ledger, what each holds, and the backlog per state.",
+    ),
     "config": _Command("rfbatch.cli.config_cmd", "app", "Check configuration."),
 }
 

@@ -36,6 +36,8 @@ class MetricsSnapshot:
     intake_paused: bool = False
     watch_polling: bool = False
     concurrency: Mapping[str, int] = field(default_factory=dict)  # limit by direction
+    ledger_files: Mapping[str, int] = field(default_factory=dict)  # the whole fleet's, by state
+    fleet_workers: Mapping[str, int] = field(default_factory=dict)  # live / gone
 
 
 class _SnapshotCollector(Collector):
@@ -89,6 +91,20 @@ class _SnapshotCollector(Collector):
             "Transfers allowed at once, by direction (adaptive: grows while throughput grows).",
             "direction",
             s.concurrency,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "rfbatch_ledger_files",
+            "Files in the ledger by state: the whole fleet's backlog, not only this worker's.",
+            "state",
+            s.ledger_files,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "rfbatch_fleet_workers",
+            "Workers sharing the ledger: live (lease held) or gone.",
+            "state",
+            s.fleet_workers,
         )
         paused = GaugeMetricFamily("rfbatch_intake_paused", "1 while intake waits for disk.")
         paused.add_metric([], 1.0 if s.intake_paused else 0.0)

@@ -24,6 +24,7 @@ import structlog
 
 from rfbatch.ids import BATCH_ID_MAX
 from rfbatch.media import FoundFile, MediaKind
+from rfbatch.state.fleet import Fleet
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchKind
 
@@ -112,16 +113,27 @@ def batch_id_for(prefix: str, kind: BatchKind, window_start: float, seq: int) ->
     return prefix[: BATCH_ID_MAX - len(tail)] + tail
 
 
+# Slots of a batch's item limit a worker reserves at a time: one ledger write per this many
+# files, and at most this many of a batch's items stranded when a worker dies.
+SLOT_CHUNK = 32
+
+
 class RotatingBatches:
     """Opens, fills and seals batches by time window and item count (daemon mode).
 
-    The open batch of each kind lives in the manifest (state ``open``), so a restart keeps
-    filling it while its window lasts. Sealing is recorded before the next batch is opened.
+    Batch ids follow from the window (prefix, window start, a sequence number), so every worker
+    of a fleet fills the same open batch per window and kind: whoever finds it missing creates
+    it, whoever finds the window over or the items all taken seals it, and the rest move on to
+    the next when they find it sealed. The items are counted in the ledger (slots reserved
+    :data:`SLOT_CHUNK` at a time), so the fleet as a whole keeps to ``max_items``. A worker joins
+    a batch before routing a file to it and leaves once none of its files is on the way there
+    (:meth:`release_idle`): the batch's lifecycle waits for every live filler.
     """
 
     def __init__(
         self,
         manifest: Ledger,
+        fleet: Fleet,
         *,
         prefix: str,
         window_seconds: float,
@@ -130,61 +142,88 @@ class RotatingBatches:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.manifest = manifest
+        self.fleet = fleet
         self.prefix = prefix
         self.window_seconds = window_seconds
         self.max_items = max_items
         self.in_flight = in_flight
         self.clock = clock
         self._open: dict[BatchKind, _OpenBatch] = {}
+        self._joined: set[str] = set()
         self._lock = anyio.Lock()
 
     async def load(self) -> None:
-        """Pick up the batches a previous run left open."""
+        """Pick up the batches left open (by an earlier run, or by the fleet)."""
         for row in await self.manifest.list_batches(states=["open"]):
             info = row.info or {}
-            self._open[row.kind] = _OpenBatch(
-                row.batch_id,
-                float(info.get("window_start", row.created_at)),
-                int(info.get("items", 0)),
-            )
+            window_start = float(info.get("window_start", row.created_at))
+            if row.kind in self._open or not await self.join(row.batch_id):
+                continue
+            self._open[row.kind] = _OpenBatch(row.batch_id, window_start)
+
+    async def join(self, batch_id: str) -> bool:
+        """Join ``batch_id`` as one of its fillers (resumed files go back to their batch)."""
+        if batch_id in self._joined:
+            return True
+        if not await self.fleet.join(batch_id):
+            return False
+        self._joined.add(batch_id)
+        return True
 
     async def batch_for(self, file: FoundFile) -> str:
         kind = KIND_OF[file.kind]
         async with self._lock:
             current = self._open.get(kind)
-            if (
-                current is not None
-                and not self._expired(current)
-                and current.items < self.max_items
-            ):
-                current.items += 1
-                if current.items % 100 == 0 or current.items == self.max_items:
-                    await self.manifest.update_batch(
-                        current.batch_id, info={"items": current.items}
+            if current is not None and not self._expired(current):
+                if not current.slots:
+                    current.slots = await self.fleet.take_slots(
+                        current.batch_id, SLOT_CHUNK, self.max_items
                     )
-                return current.batch_id
+                if current.slots:
+                    current.slots -= 1
+                    current.items += 1
+                    return current.batch_id
             if current is not None:
                 await self._seal(kind, current)
-            opened = await self._open_new(kind)
-            opened.items = 1
-            return opened.batch_id
+            while True:
+                opened = await self._open_new(kind)
+                opened.slots = await self.fleet.take_slots(
+                    opened.batch_id, SLOT_CHUNK, self.max_items
+                )
+                if opened.slots:
+                    opened.slots -= 1
+                    opened.items += 1
+                    return opened.batch_id
+                await self._seal(kind, opened)  # filled by the fleet before this worker came
 
     async def seal_expired(self) -> None:
-        """Seal open batches whose window has passed; called periodically by the daemon."""
+        """Seal open batches whose window has passed, let go of those the fleet sealed, and
+        leave batches this worker no longer sends to; called periodically by the daemon."""
         async with self._lock:
             for kind, current in list(self._open.items()):
                 if self._expired(current):
                     await self._seal(kind, current)
+                elif self.fleet.shared:
+                    row = await self.manifest.get_batch(current.batch_id)
+                    if row is None or row.state != "open":
+                        self._open.pop(kind, None)  # sealed by another worker
+            await self.release_idle()
+
+    async def release_idle(self) -> None:
+        """Leave every joined batch that is not open here and has no file of ours on its way."""
+        current = {b.batch_id for b in self._open.values()}
+        for batch_id in sorted(self._joined - current):
+            if not self.in_flight.pending(batch_id):
+                await self.fleet.leave(batch_id)
+                self._joined.discard(batch_id)
 
     def _expired(self, batch: _OpenBatch) -> bool:
         return self.clock() >= batch.window_start + self.window_seconds
 
     async def _seal(self, kind: BatchKind, batch: _OpenBatch) -> None:
-        await self.manifest.update_batch(
-            batch.batch_id, state="sealed", info={"items": batch.items}
-        )
         self._open.pop(kind, None)
-        log.info("batch.sealed", batch=batch.batch_id, items=batch.items)
+        if await self.fleet.seal(batch.batch_id):
+            log.info("batch.sealed", batch=batch.batch_id, items=batch.items)
 
     async def _open_new(self, kind: BatchKind) -> _OpenBatch:
         now = self.clock()
@@ -192,20 +231,25 @@ class RotatingBatches:
         seq = 0
         while True:
             batch_id = batch_id_for(self.prefix, kind, window_start, seq)
-            if await self.manifest.get_batch(batch_id) is None:
-                break
+            row = await self.manifest.get_batch(batch_id)
+            if row is None:
+                # Idempotent: a worker creating it at the same moment finds it made.
+                row = await self.manifest.create_batch(
+                    batch_id, kind, info={"window_start": window_start}
+                )
+                log.info("batch.opened", batch=batch_id, kind=kind)
+            if row.state == "open" and await self.join(batch_id):
+                opened = _OpenBatch(batch_id, window_start)
+                self._open[kind] = opened
+                return opened
             seq += 1  # this window already had a batch that filled up
-        await self.manifest.create_batch(
-            batch_id, kind, info={"window_start": window_start, "items": 0}
-        )
-        opened = _OpenBatch(batch_id, window_start, 0)
-        self._open[kind] = opened
-        log.info("batch.opened", batch=batch_id, kind=kind)
-        return opened
 
 
 @dataclass
 class _OpenBatch:
     batch_id: str
     window_start: float
-    items: int
+    items: int = 0
+    """Files this worker routed to it."""
+    slots: int = 0
+    """Items reserved in the ledger and not routed yet."""

@@ -98,6 +98,7 @@ class Daemon:
         cfg = self.settings.daemon
         self.batches = RotatingBatches(
             services.manifest,
+            services.fleet,
             prefix=cfg.batch_prefix,
             window_seconds=cfg.batch_window_seconds,
             max_items=cfg.batch_max_items,
@@ -121,6 +122,8 @@ class Daemon:
         self._cancel = anyio.CancelScope()
         self._lifecycle_scope = anyio.CancelScope()
         self._batch_states: dict[str, int] = {}
+        self._ledger_files: dict[str, int] = {}
+        self._fleet_workers: dict[str, int] = {}
         self._active: set[str] = set()
 
     # --- control ----------------------------------------------------------------------------
@@ -152,11 +155,10 @@ class Daemon:
         # The key is checked before anything starts: a daemon with a wrong key would otherwise
         # look healthy until its first upload, which may be days away on a quiet source.
         await self.services.client.workspace()
-        manifest = self.services.manifest
-        released = await release_in_flight(manifest)
+        released = await release_in_flight(self.services.fleet)
         await self.batches.load()
         # Claimed before intake starts, so the first scan cannot route them anywhere else.
-        resume = await resumable(manifest, released, self.specs)
+        resume = await resumable(released, self.specs, self.batches.join)
         for item in resume:
             self.in_flight.claim(item.file.path)
             self.in_flight.assign(item.batch_id)
@@ -197,6 +199,8 @@ class Daemon:
         scan = self.settings.scan
         async with found, skipped, anyio.create_task_group() as tg:
             tg.start_soon(self._retry_failed, found.clone())
+            if self.services.fleet.shared:
+                tg.start_soon(self._adopt_orphans, found.clone())
             async for item in watch(
                 self.specs,
                 force_polling=scan.force_polling or None,
@@ -240,19 +244,37 @@ class Daemon:
                         rows = []
                 await offer(rows)
 
+    async def _adopt_orphans(self, found: MemoryObjectSendStream[FoundFile]) -> None:
+        """Take over, every half lease, what a worker of the fleet left when it died: its lease
+        lapsed, so its files are free; they are offered again if unchanged on disk."""
+        fleet = self.services.fleet
+        async with found:
+            while True:
+                await anyio.sleep(fleet.lease_seconds / 2)
+                rows = await fleet.adopt(limit=RETRY_CHUNK)
+                if rows:
+                    log.warning("fleet.adopted", files=len(rows))
+                for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
+                    await self.intake_gate.wait_open()
+                    await found.send(file)
+
     async def _lifecycle_loop(self) -> None:
         limiter = anyio.CapacityLimiter(MAX_BATCHES_IN_PROGRESS)
         poll = self.settings.daemon.lifecycle_poll_seconds
+        states = self.lifecycle.active_states()
         with self._lifecycle_scope:
             async with anyio.create_task_group() as tg:
                 while True:
-                    rows = await self.services.manifest.list_batches(
-                        states=self.lifecycle.active_states()
+                    # Claimed, so that in a fleet one worker drives each batch: one job start
+                    # and one export per batch. A few more than run at once, so a batch that
+                    # waits (its ingest, its job) does not hold the next one back.
+                    claimed = await self.services.fleet.claim_batches(
+                        states, 2 * MAX_BATCHES_IN_PROGRESS
                     )
-                    for row in rows:
-                        if row.batch_id not in self._active:
-                            self._active.add(row.batch_id)
-                            tg.start_soon(self._advance, row.batch_id, limiter)
+                    for batch_id in claimed:
+                        if batch_id not in self._active:
+                            self._active.add(batch_id)
+                            tg.start_soon(self._advance, batch_id, limiter)
                     await anyio.sleep(poll)
 
     async def _advance(self, batch_id: str, limiter: anyio.CapacityLimiter) -> None:
@@ -362,10 +384,13 @@ class Daemon:
             raise RuntimeError(low)
 
     async def _refresh_states(self) -> None:
-        counts: dict[str, int] = {}
-        for row in await self.services.manifest.list_batches():
-            counts[row.state] = counts.get(row.state, 0) + 1
-        self._batch_states = counts
+        """The ledger's totals (the whole fleet's, on a shared ledger), read once per scrape."""
+        found = await self.services.fleet.fleet_status()
+        self._batch_states = found.batches
+        self._ledger_files = found.files
+        if found.shared:
+            live = sum(w.live for w in found.workers)
+            self._fleet_workers = {"live": live, "gone": len(found.workers) - live}
 
     def snapshot(self) -> MetricsSnapshot:
         t = self.tally
@@ -403,6 +428,8 @@ class Daemon:
             webhook_events=webhooks,
             intake_paused=not self.intake_gate.is_open,
             watch_polling=self.watch_status.polling,
+            ledger_files=self._ledger_files,
+            fleet_workers=self._fleet_workers,
             concurrency={
                 direction: slots.limit
                 for direction, slots in (

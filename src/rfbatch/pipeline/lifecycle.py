@@ -112,8 +112,8 @@ class Lifecycle:
 
     async def _from_sealed(self, row: BatchRow) -> bool:
         manifest = self.services.manifest
-        if self.in_flight.pending(row.batch_id):
-            return False  # files of this batch are still on their way
+        if self.in_flight.pending(row.batch_id) or await self.services.fleet.busy(row.batch_id):
+            return False  # files of this batch are still on their way (here or elsewhere)
         counts = await manifest.counts(row.batch_id)
         if counts["packed"] or counts["uploading"]:
             return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,6 +33,7 @@ from rfbatch.pipeline.lifecycle import Lifecycle
 from rfbatch.pipeline.pack import Shard, pack_shards
 from rfbatch.pipeline.upload import Uploader, UploadOptions
 from rfbatch.settings import Settings
+from rfbatch.state.fleet import Fleet
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import BatchKind, BatchState, FileRow
 
@@ -193,45 +194,41 @@ async def run_intake(
                 tg.start_soon(uploader.video_worker, video_rx.clone())
 
 
-async def release_in_flight(manifest: Ledger) -> list[FileRow]:
-    """Put files left ``packed``/``uploading`` by a run that died back to ``seen``.
+async def release_in_flight(fleet: Fleet) -> list[FileRow]:
+    """Put files that a run which died left ``packed``/``uploading`` back to ``seen``.
 
-    The manifest is held exclusively by this process, so no other run owns them: their PUT
-    either never finished or finished unrecorded. Sending them again is the only safe choice;
-    the copies the service may already hold are the bounded duplicates of a crash. The rows
-    returned still name the batch each file was on its way to (see :func:`resumable`).
+    Their PUT either never finished or finished unrecorded: sending them again is the only safe
+    choice, and the copies the service may already hold are the bounded duplicates of a crash.
+    On a shared ledger only a gone worker's files are taken (:meth:`Fleet.adopt`), never a live
+    one's. The rows returned still name the batch each file was on its way to (see
+    :func:`resumable`).
     """
-    rows = [row async for row in manifest.files_in_state(["packed", "uploading"])]
-    if rows:
-        await manifest.mark([row.path for row in rows], "seen", error="interrupted")
-    return rows
-
-
-# Batches that still take files: a resumed file may go back to one of these only.
-_RESUMABLE_BATCH_STATES = frozenset({"open", "sealed"})
+    return await fleet.adopt()
 
 
 async def resumable(
-    manifest: Ledger, released: Sequence[FileRow], specs: Sequence[SourceSpec]
+    released: Sequence[FileRow],
+    specs: Sequence[SourceSpec],
+    join: Callable[[str], Awaitable[bool]],
 ) -> list[Assigned]:
     """The released files to send again to the very batch a killed run was sending them to.
 
     Sent anywhere else, a file whose PUT reached the service just before the crash would sit in
     the old batch as well as the new one (processed twice, or stranding an otherwise empty
     batch); sent to the same batch under the same member name it simply replaces that copy.
-    Only files whose batch still takes files, that are unchanged on disk and that lie under a
-    current source are resumed; the rest are found again by the scan like any other file.
+    Only files whose batch still takes them (``join`` says so: see :meth:`Fleet.join`), that
+    are unchanged on disk and that lie under a current source are resumed; the rest are found
+    again by the scan like any other file.
     """
     roots = {spec.root for spec in specs}
-    states: dict[str, bool] = {}
+    takes: dict[str, bool] = {}
     candidates: list[tuple[str, FoundFile]] = []
     for row in released:
         if row.batch_id is None or row.root not in roots:
             continue
-        if row.batch_id not in states:
-            batch = await manifest.get_batch(row.batch_id)
-            states[row.batch_id] = batch is not None and batch.state in _RESUMABLE_BATCH_STATES
-        if not states[row.batch_id]:
+        if row.batch_id not in takes:
+            takes[row.batch_id] = await join(row.batch_id)
+        if not takes[row.batch_id]:
             continue
         try:
             candidates.append((row.batch_id, row.to_found()))
@@ -293,7 +290,7 @@ async def upload_and_confirm(
     confirmation on the batches' ingest notifications and names rejected files with reasons.
     """
     result = PassResult(tally if tally is not None else Tally())
-    await release_in_flight(services.manifest)
+    await release_in_flight(services.fleet)
     batches = FixedBatches(target.image_batch, target.video_batch)
     started = time.monotonic()
     for number in range(MAX_PASSES):

@@ -11,10 +11,11 @@ from rfbatch.state.postgres.batches import PgBatchStore
 from rfbatch.state.postgres.connection import SCHEMA_VERSION
 from rfbatch.state.postgres.downloads import PgDownloadStore
 from rfbatch.state.postgres.files import PgFileStore
+from rfbatch.state.postgres.fleet import PgFleetStore
 from rfbatch.state.postgres.retention import PgRetentionStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresLedger"]
 
 
-class PostgresLedger(PgFileStore, PgBatchStore, PgDownloadStore, PgRetentionStore):
+class PostgresLedger(PgFileStore, PgBatchStore, PgDownloadStore, PgRetentionStore, PgFleetStore):
     """The PostgreSQL :class:`~rfbatch.state.ledger.Ledger`. Open it with :meth:`open`."""

@@ -19,6 +19,7 @@ from rfbatch.state.postgres.connection import (
     _count,
     _key,
     _text,
+    claimable,
 )
 from rfbatch.state.records import DONE_STATES, FILE_STATES, IN_FLIGHT_STATES, FileRow, FileState
 from rfbatch.state.rows import FILE_COLUMNS, check, file_row, known_states, path_of
@@ -45,12 +46,22 @@ class PgFileStore(PgDatabase):
     async def filter_new(
         self, files: Sequence[FoundFile], batch_of: Callable[[FoundFile], str] | None = None
     ) -> list[FoundFile]:
+        return await self._retrying(lambda: self._filter_new(files, batch_of))
+
+    async def _filter_new(
+        self, files: Sequence[FoundFile], batch_of: Callable[[FoundFile], str] | None
+    ) -> list[FoundFile]:
+        # A fleet's workers all scan the same tree: a file is returned only to the worker that
+        # claims it (``owner``), by the statement that writes it, so of two workers that see one
+        # file at once exactly one sends it. Rows go in path order: two workers writing
+        # overlapping chunks then lock them in one order and never deadlock each other.
         now = self._clock()
-        out: list[FoundFile] = []
+        wanted: list[tuple[bytes, FoundFile]] = []
         inserts: list[tuple[Any, ...]] = []
         resets: list[tuple[Any, ...]] = []
         refreshes: list[tuple[Any, ...]] = []
         handled: set[bytes] = set()
+        claimed: set[bytes] = set()
         async with self._tx() as conn:
             for start in range(0, len(files), _CHUNK):
                 chunk = files[start : start + _CHUNK]
@@ -71,7 +82,7 @@ class PgFileStore(PgDatabase):
                     row = known.get(key)
                     if row is None:
                         inserts.append(values)
-                        out.append(f)
+                        wanted.append((key, f))
                         continue
                     size, mtime_ns, state, batch_id = row
                     if (size, mtime_ns) != (f.size, f.mtime_ns) or (
@@ -81,42 +92,60 @@ class PgFileStore(PgDatabase):
                         and batch_id != batch_of(f)
                     ):
                         resets.append(values)
-                        out.append(f)
+                        wanted.append((key, f))
                     elif state in DONE_STATES or state in IN_FLIGHT_STATES:
                         continue
                     else:
                         refreshes.append((key, _key(f.root), _key(f.rel), f.inode, f.kind))
-                        out.append(f)
+                        wanted.append((key, f))
             if inserts:
-                await conn.execute(
-                    "INSERT INTO files (path, root, rel, size, mtime_ns, inode, kind,"
-                    " updated_at, state) SELECT p, r, l, s, m, i, k, $8, 'seen' FROM unnest("
-                    "$1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[],"
-                    " $6::bigint[], $7::text[]) AS t(p, r, l, s, m, i, k)"
-                    " ON CONFLICT (path) DO NOTHING",
-                    *_columns(inserts, 7),
-                    now,
+                inserts.sort()
+                claimed.update(
+                    bytes(r[0])
+                    for r in await conn.fetch(
+                        "INSERT INTO files (path, root, rel, size, mtime_ns, inode, kind,"
+                        " updated_at, state, owner) SELECT p, r, l, s, m, i, k, $8, 'seen', $9"
+                        " FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[],"
+                        " $5::bigint[], $6::bigint[], $7::text[]) AS t(p, r, l, s, m, i, k)"
+                        " ORDER BY p ON CONFLICT (path) DO NOTHING RETURNING path",
+                        *_columns(inserts, 7),
+                        now,
+                        self.worker_id,
+                    )
                 )
             if resets:
-                await conn.execute(
-                    "UPDATE files SET root = t.r, rel = t.l, size = t.s, mtime_ns = t.m,"
-                    " inode = t.i, kind = t.k, updated_at = $8, state = 'seen', batch_id = NULL,"
-                    " shard_id = NULL, member_name = NULL, attempts = 0, last_error = NULL"
-                    " FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[],"
-                    " $5::bigint[], $6::bigint[], $7::text[]) AS t(p, r, l, s, m, i, k)"
-                    " WHERE files.path = t.p",
-                    *_columns(resets, 7),
-                    now,
+                resets.sort()
+                claimed.update(
+                    bytes(r[0])
+                    for r in await conn.fetch(
+                        "UPDATE files SET root = t.r, rel = t.l, size = t.s, mtime_ns = t.m,"  # noqa: S608
+                        " inode = t.i, kind = t.k, updated_at = $8, state = 'seen',"
+                        " batch_id = NULL, shard_id = NULL, member_name = NULL, attempts = 0,"
+                        " last_error = NULL, owner = $9 FROM unnest($1::bytea[], $2::bytea[],"
+                        " $3::bytea[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[])"
+                        " AS t(p, r, l, s, m, i, k) WHERE files.path = t.p"
+                        f" AND {claimable('files.owner', '$9')} RETURNING files.path",
+                        *_columns(resets, 7),
+                        now,
+                        self.worker_id,
+                    )
                 )
             if refreshes:
-                await conn.execute(
-                    "UPDATE files SET root = t.r, rel = t.l, inode = t.i, kind = t.k,"
-                    " updated_at = $6 FROM unnest($1::bytea[], $2::bytea[], $3::bytea[],"
-                    " $4::bigint[], $5::text[]) AS t(p, r, l, i, k) WHERE files.path = t.p",
-                    *_columns(refreshes, 5),
-                    now,
+                refreshes.sort()
+                claimed.update(
+                    bytes(r[0])
+                    for r in await conn.fetch(
+                        "UPDATE files SET root = t.r, rel = t.l, inode = t.i, kind = t.k,"  # noqa: S608
+                        " updated_at = $6, owner = $7 FROM unnest($1::bytea[], $2::bytea[],"
+                        " $3::bytea[], $4::bigint[], $5::text[]) AS t(p, r, l, i, k)"
+                        " WHERE files.path = t.p AND files.state IN ('seen', 'settled', 'failed')"
+                        f" AND {claimable('files.owner', '$7')} RETURNING files.path",
+                        *_columns(refreshes, 5),
+                        now,
+                        self.worker_id,
+                    )
                 )
-        return out
+        return [f for key, f in wanted if key in claimed]
 
     async def record_skipped(self, items: Sequence[Skipped]) -> list[Skipped]:
         now = self._clock()
