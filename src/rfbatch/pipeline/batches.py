@@ -71,6 +71,8 @@ class InFlight:
     def __init__(self) -> None:
         self._paths: set[str] = set()
         self._per_batch: Counter[str] = Counter()
+        self._room: anyio.Event | None = None
+        self._room_below = 0
 
     def __contains__(self, path: StrPath) -> bool:
         return os.fspath(path) in self._paths
@@ -93,6 +95,15 @@ class InFlight:
                 self._per_batch[batch_id] -= 1
                 if not self._per_batch[batch_id]:
                     del self._per_batch[batch_id]  # a daemon sees batches for months
+        if self._room is not None and len(self._paths) < self._room_below:
+            self._room.set()
+            self._room = None
+
+    async def wait_below(self, limit: int) -> None:
+        """Return once fewer than ``limit`` files are on their way (one waiter at a time)."""
+        while len(self._paths) >= limit:
+            self._room, self._room_below = anyio.Event(), limit
+            await self._room.wait()
 
     def pending(self, batch_id: str) -> int:
         return self._per_batch[batch_id]

@@ -7,7 +7,7 @@ size it checks is the final one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
@@ -45,8 +45,12 @@ async def select_new(
     in_flight: InFlight,
     batch_of: Callable[[FoundFile], str] | None = None,
     refusal: Callable[[FoundFile], Skipped | None] | None = None,
+    room: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Pass on only the files that are new or changed since the manifest last saw them.
+
+    ``room``, when given, is awaited before each chunk is claimed from the ledger: a worker of a
+    fleet claims files only as fast as it can send them, leaving the rest to its peers.
 
     A file already on its way (a watcher event and a rescan can both report it) is dropped
     here, before the manifest is asked, so it is never packed twice. A one-shot run (not
@@ -64,6 +68,8 @@ async def select_new(
                 tally.found_bytes += sum(f.size for f in batch)
             if refusal is not None and not tally.new_only:
                 batch = await _refuse(batch, refusal, manifest, tally)
+            if room is not None:
+                await room()
             fresh = await manifest.filter_new(batch, batch_of)
             if counting:
                 tally.unchanged += len(batch) - len(fresh)

@@ -162,7 +162,17 @@ async def run_intake(
         tg.start_soon(record_skips, skip_rx, manifest, tally)
         batch_of = batches.batch_of if isinstance(batches, FixedBatches) else None
         refused = partial(refusal, max_image_bytes=cfg.max_image_bytes)
-        tg.start_soon(select_new, found_rx, new_tx, manifest, tally, in_flight, batch_of, refused)
+        tg.start_soon(
+            select_new,
+            found_rx,
+            new_tx,
+            manifest,
+            tally,
+            in_flight,
+            batch_of,
+            refused,
+            _claim_room(services, in_flight) if services.fleet.shared else None,
+        )
         tg.start_soon(partial(settle_files, new_rx, settled_tx, settler, poll_interval=poll))
         tg.start_soon(
             partial(
@@ -192,6 +202,20 @@ async def run_intake(
                 tg.start_soon(uploader.shard_worker, shard_rx.clone())
             for _ in range(cfg.video_workers):
                 tg.start_soon(uploader.video_worker, video_rx.clone())
+
+
+def _claim_room(services: Services, in_flight: InFlight) -> Callable[[], Awaitable[None]]:
+    """How a worker of a fleet waits before claiming more files: until fewer are on their way
+    than fill a shard for each PUT it may run now, and one more. Claimed beyond that, files would
+    only queue here while a peer sits idle (and wait a lease to be adopted if this one died)."""
+    shard_files = services.settings.upload.shard_max_files
+    slots = services.transfer.put_slots
+
+    async def room() -> None:
+        puts = slots.limit if slots is not None else services.settings.upload.shard_workers
+        await in_flight.wait_below(shard_files * (puts + 1))
+
+    return room
 
 
 async def release_in_flight(fleet: Fleet) -> list[FileRow]:
