@@ -109,3 +109,34 @@ async def test_a_throwaway_server_serves_when_none_runs(tmp_path: Path) -> None:
         assert await ledger.filter_new([ff("c.jpg")]) == [ff("c.jpg")]
     async with await PostgresLedger.open(url) as again:
         assert (await again.counts())["seen"] == 1
+
+
+async def test_a_ledger_of_the_first_schema_is_migrated_and_its_files_adopted(
+    pg: PostgresBackend,
+) -> None:
+    from rfbatch.state.postgres.connection import MIGRATIONS
+
+    url = await pg.url()
+    conn = await asyncpg.connect(url)
+    try:  # what the first release of the PostgreSQL ledger left: schema 1, a shard in flight
+        await conn.execute(MIGRATIONS[0])
+        await conn.execute("CREATE TABLE rfbatch_schema (version integer NOT NULL)")
+        await conn.execute("INSERT INTO rfbatch_schema VALUES (1)")
+        await conn.execute(
+            "INSERT INTO files (path, root, rel, size, mtime_ns, kind, state, batch_id,"
+            " updated_at) VALUES ($1, $2, 'old.jpg', 10, 1000, 'image', 'uploading', 'b0', 0)",
+            str(ROOT / "old.jpg").encode(),
+            str(ROOT).encode(),
+        )
+    finally:
+        await conn.close()
+    async with await PostgresLedger.open(url, worker_id="upgraded") as ledger:
+        [row] = await ledger.adopt()  # nobody's claim: an upgraded ledger's rows are free
+        assert row.path == ROOT / "old.jpg"
+        assert row.state == "seen"
+        assert row.batch_id == "b0"
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT version FROM rfbatch_schema") == SCHEMA_VERSION
+    finally:
+        await conn.close()

@@ -218,7 +218,25 @@ class RotatingBatches:
                     row = await self.manifest.get_batch(current.batch_id)
                     if row is None or row.state != "open":
                         self._open.pop(kind, None)  # sealed by another worker
+            await self._seal_abandoned()
             await self.release_idle()
+
+    async def _seal_abandoned(self) -> None:
+        """Seal rotating batches of this prefix left open past their window by a worker that
+        died (or an earlier run): nobody else has them open, and their files wait for a job."""
+        mine = {b.batch_id for b in self._open.values()}
+        for row in await self.manifest.list_batches(states=["open"]):
+            start = row.info.get("window_start")
+            if (
+                row.batch_id in mine
+                or not row.batch_id.startswith(f"{self.prefix[: BATCH_ID_MAX - 24]}-")
+                or not isinstance(start, int | float)
+            ):
+                continue  # a one-shot upload's batch, or another prefix's: not this rotation's
+            if self.clock() >= float(start) + self.window_seconds and await self.fleet.seal(
+                row.batch_id
+            ):
+                log.info("batch.sealed", batch=row.batch_id, abandoned=True)
 
     async def release_idle(self) -> None:
         """Leave every joined batch that is not open here and has no file of ours on its way."""
