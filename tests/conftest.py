@@ -11,6 +11,9 @@ import pytest
 
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
 
+# A fresh PostgreSQL database per test that asks: `pg` (a backend for ledgers), `ledger_url`.
+from tests.state.postgres_support import ledger_url, pg  # noqa: F401
+
 API_KEY = "test-secret-key-0123456789"
 WORKSPACE = "test-ws"
 

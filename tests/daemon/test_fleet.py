@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 
 import anyio
 import asyncpg
-import pytest
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
 from tests.daemon.support import DaemonProcess, daemon, write_config
 from tests.daemon.test_daemon import image_batches
 from tests.e2e.support import make_tree, received_digests, sha
-from tests.state.postgres_support import create_database, database_url, drop_database
 from tests.waiting import wait_for
 
 WORKERS = 3
@@ -39,15 +36,6 @@ def uploaded(emulator: Emulator) -> Counter[str]:
     for batch_id in image_batches(emulator):
         out.update(received_digests(emulator, batch_id))
     return out
-
-
-@pytest.fixture
-async def ledger_url() -> AsyncIterator[str]:
-    name = await create_database()
-    try:
-        yield database_url(name)
-    finally:
-        await drop_database(name)
 
 
 async def ledger_rows(url: str, sql: str, *args: object) -> list[asyncpg.Record]:

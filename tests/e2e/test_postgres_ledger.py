@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from rfbatch.emulator import Emulator
 from tests.e2e.support import cli_env, make_tree, received_digests, run_cli, sha
-from tests.state.postgres_support import create_database, database_url, drop_database
-
-
-@pytest.fixture
-async def ledger_url() -> AsyncIterator[str]:
-    name = await create_database()
-    try:
-        yield database_url(name)
-    finally:
-        await drop_database(name)
 
 
 async def test_upload_records_in_postgres_and_a_rerun_sends_nothing(

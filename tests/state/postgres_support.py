@@ -15,11 +15,13 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.postgres import PostgresLedger
@@ -114,3 +116,23 @@ class PostgresBackend:
     async def dispose(self) -> None:
         if self.name is not None:
             await drop_database(self.name)
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PostgresBackend]:
+    """A fresh database for the test, dropped after it."""
+    backend = PostgresBackend()
+    try:
+        yield backend
+    finally:
+        await backend.dispose()
+
+
+@pytest.fixture
+async def ledger_url() -> AsyncIterator[str]:
+    """The URL of a fresh database for the test (a ledger for rfbatch processes), dropped after."""
+    name = await create_database()
+    try:
+        yield database_url(name)
+    finally:
+        await drop_database(name)

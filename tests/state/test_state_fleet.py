@@ -8,25 +8,14 @@ waited for); a clean close ends its lease at once.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 
 import anyio
 import asyncpg
-import pytest
 
 from rfbatch.state.fleet import Fleet, SoloFleet, fleet_of
 from rfbatch.state.postgres import PostgresLedger
 from tests.state.postgres_support import PostgresBackend
 from tests.state.support import ROOT, SqliteBackend, ff
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[PostgresBackend]:
-    backend = PostgresBackend()
-    try:
-        yield backend
-    finally:
-        await backend.dispose()
 
 
 async def worker(pg: PostgresBackend, name: str) -> PostgresLedger:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -14,15 +13,6 @@ from rfbatch.errors import ConfigError
 from rfbatch.state.postgres import SCHEMA_VERSION, PostgresLedger
 from tests.state.postgres_support import PostgresBackend, database_url, throwaway_server
 from tests.state.support import ROOT, ff
-
-
-@pytest.fixture
-async def pg() -> AsyncIterator[PostgresBackend]:
-    backend = PostgresBackend()
-    try:
-        yield backend
-    finally:
-        await backend.dispose()
 
 
 async def test_workers_starting_together_migrate_once_and_share_what_they_commit(

@@ -185,27 +185,25 @@ class RotatingBatches:
         kind = KIND_OF[file.kind]
         async with self._lock:
             current = self._open.get(kind)
-            if current is not None and not self._expired(current):
-                if not current.slots:
-                    current.slots = await self.fleet.take_slots(
-                        current.batch_id, SLOT_CHUNK, self.max_items
-                    )
-                if current.slots:
-                    current.slots -= 1
-                    current.items += 1
-                    return current.batch_id
+            if current is not None and not self._expired(current) and await self._slot(current):
+                return current.batch_id
             if current is not None:
                 await self._seal(kind, current)
             while True:
                 opened = await self._open_new(kind)
-                opened.slots = await self.fleet.take_slots(
-                    opened.batch_id, SLOT_CHUNK, self.max_items
-                )
-                if opened.slots:
-                    opened.slots -= 1
-                    opened.items += 1
+                if await self._slot(opened):
                     return opened.batch_id
                 await self._seal(kind, opened)  # filled by the fleet before this worker came
+
+    async def _slot(self, batch: _OpenBatch) -> bool:
+        """Take one of the batch's items, reserving more in the ledger when none is left."""
+        if not batch.slots:
+            batch.slots = await self.fleet.take_slots(batch.batch_id, SLOT_CHUNK, self.max_items)
+        if not batch.slots:
+            return False
+        batch.slots -= 1
+        batch.items += 1
+        return True
 
     async def seal_expired(self) -> None:
         """Seal open batches whose window has passed, let go of those the fleet sealed, and
