@@ -15,7 +15,7 @@ from anyio.streams.text import TextReceiveStream
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
 from rfbatch.ids import job_id_for_batch
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import cli_env
+from tests.e2e.support import cli_env, make_tree, run_cli
 from tests.jobs.support import (
     JOB_CLI,
     client_for,
@@ -127,6 +127,9 @@ async def test_start_sends_every_option_with_its_wire_name(
 async def test_the_official_clients_option_names_are_accepted(
     emulator: Emulator, tmp_path: Path
 ) -> None:
+    # inference-cli's --workflow-params is the path of a JSON document, in job start and sync.
+    params = tmp_path / "params.json"
+    params.write_text('{"confidence": 0.5, "classes": ["car"]}')
     env = await _env_with_images(emulator, tmp_path, "aliases")
     started = await job_cli(
         [
@@ -134,7 +137,7 @@ async def test_the_official_clients_option_names_are_accepted(
             "--batch-id", "aliases",
             "--job-id", "aliased",
             "--workflow-id", "wf-a",
-            "--workflow-params", "confidence=0.5",
+            "--workflow-params", str(params),
             "--image-input-name", "picture",
             "--job-name", "same names",
         ],
@@ -143,9 +146,73 @@ async def test_the_official_clients_option_names_are_accepted(
     assert started.returncode == 0, started.stderr.decode()
     spec = stored_definition(emulator, "aliased")["processingSpecification"]
     assert spec["workflowId"] == "wf-a"
-    assert spec["workflowParameters"] == {"confidence": 0.5}
+    assert spec["workflowParameters"] == {"confidence": 0.5, "classes": ["car"]}
     assert spec["imageInputName"] == "picture"
     assert _json(await job_cli(["status", "aliased", "--json"], env))["name"] == "same names"
+
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    synced = await run_cli(
+        [
+            "sync", str(src),
+            "--batch", "synced",
+            "--job-id", "synced-job",
+            "--workflow-id", "wf-s",
+            "--workflow-params", str(params),
+            "--image-input-name", "picture",
+            "--output", str(tmp_path / "out"),
+        ],
+        env,
+    )  # fmt: skip
+    assert synced.returncode == 0, synced.stderr.decode()
+    spec = stored_definition(emulator, "synced-job")["processingSpecification"]
+    assert spec["workflowId"] == "wf-s"
+    assert spec["workflowParameters"] == {"confidence": 0.5, "classes": ["car"]}
+    assert spec["imageInputName"] == "picture"
+
+
+async def test_workflow_parameters_come_the_same_three_ways_to_start_and_sync(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # A file, then a JSON object, then KEY=VALUE pairs: each later one wins key by key.
+    params = tmp_path / "params.json"
+    params.write_text('{"a": 1, "b": 1, "c": 1}')
+    given = ["--workflow-params", str(params), "--workflow-parameters", '{"b": 2, "c": 2}']
+    given += ["--param", "c=3"]
+    expected = {"a": 1, "b": 2, "c": 3}
+    env = await _env_with_images(emulator, tmp_path, "three-ways")
+    start = ["start", "--batch", "three-ways", "--job-id", "three", "--workflow", "w", *given]
+    assert (await job_cli(start, env)).returncode == 0
+    src = tmp_path / "src"
+    make_tree(src, 1)
+    sync = ["sync", str(src), "--batch", "s3", "--job-id", "s3-job", "--workflow", "w", *given]
+    synced = await run_cli([*sync, "--output", str(tmp_path / "out")], env)
+    assert synced.returncode == 0, synced.stderr.decode()
+    for job in ("three", "s3-job"):
+        spec = stored_definition(emulator, job)["processingSpecification"]
+        assert spec["workflowParameters"] == expected, job
+
+    # A file that is missing, not JSON or not an object stops either command before any work.
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "bad.json").write_text("{confidence: 0.5")
+    faults = {
+        str(tmp_path / "missing.json"): "cannot read",
+        str(tmp_path / "list.json"): "holds a JSON array, not an object",
+        str(tmp_path / "bad.json"): "is not JSON",
+    }
+    for path, says in faults.items():
+        for args in (
+            ["job", "start", "--batch", "three-ways", "--workflow", "w"],
+            ["sync", str(src), "--batch", "never", "--workflow", "w", "-o", str(tmp_path / "o")],
+        ):
+            done = await run_cli([*args, "--workflow-params", path], env)
+            err = done.stderr.decode().strip()
+            assert done.returncode == 2, err
+            assert len(err.splitlines()) == 1, err
+            assert err.startswith("rfbatch: error: --workflow-params: "), err
+            assert path in err
+            assert says in err
+    assert "never" not in emulator.state()["batches"]
 
 
 async def test_a_derived_job_id_makes_a_retried_start_idempotent(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
@@ -36,9 +36,13 @@ from rfbatch.cli.options import (
     LogLevelOpt,
     MachineOpt,
     ParallelOpt,
+    ParamOpt,
     RuntimeOpt,
     VideoFpsOpt,
     WorkersOpt,
+    WorkflowParametersOpt,
+    WorkflowParamsFileOpt,
+    workflow_parameters,
 )
 from rfbatch.cli.render import (
     SCHEMA_VERSION,
@@ -68,20 +72,6 @@ LimitOpt = Annotated[int | None, typer.Option(help="Stop after this many rows.",
 # --- plumbing --------------------------------------------------------------------------------
 
 
-def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; a VALUE that parses as JSON is taken as JSON, else as a string."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--param takes KEY=VALUE, got {pair!r}")
-        try:
-            params[key.strip()] = json.loads(raw)
-        except ValueError:
-            params[key.strip()] = raw
-    return params
-
-
 def _valid_job(job_id: str) -> Callable[[], None]:
     def check() -> None:
         validate_job_id(job_id)
@@ -104,14 +94,9 @@ def start(
     workflow: Annotated[
         str | None, typer.Option("--workflow", "--workflow-id", help="Workflow id.")
     ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "--workflow-params",
-            help="Workflow parameter KEY=VALUE (VALUE may be JSON); repeat.",
-        ),
-    ] = None,
+    workflow_params: WorkflowParamsFileOpt = None,
+    workflow_parameters_json: WorkflowParametersOpt = None,
+    param: ParamOpt = None,
     image_input: Annotated[
         str | None,
         typer.Option(
@@ -156,7 +141,8 @@ def start(
     try:
         validate_batch_id(batch)
         the_job = validate_job_id(job_id) if job_id else job_id_for_batch(batch)
-        params = {**settings.job.workflow_parameters, **_parse_params(param or [])}
+        given = workflow_parameters(workflow_params, workflow_parameters_json, param)
+        params = {**settings.job.workflow_parameters, **(given or {})}
         spec = job_spec_from(
             settings.job,
             batch_id=batch,

@@ -6,8 +6,10 @@ Each is a ``typing.Annotated`` type: a command declares ``config: ConfigOpt = No
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -65,6 +67,78 @@ VideoFpsOpt = Annotated[
     float | None,
     typer.Option("--max-video-fps", help="Frame rate cap; video jobs only."),
 ]
+
+# The workflow's parameters, three ways that merge in this order (a later one wins key by key):
+# a JSON file (the official client's --workflow-params), a JSON object, KEY=VALUE pairs.
+WorkflowParamsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workflow-params",
+        help="Path to a JSON document with the workflow parameters (as inference-cli).",
+        dir_okay=False,
+    ),
+]
+WorkflowParametersOpt = Annotated[
+    str | None,
+    typer.Option("--workflow-parameters", help="Workflow parameters as a JSON object."),
+]
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Workflow parameter KEY=VALUE (VALUE may be JSON); repeat."),
+]
+
+
+def workflow_parameters(
+    path: Path | None, text: str | None, pairs: Sequence[str] | None
+) -> dict[str, Any] | None:
+    """The parameters given by ``--workflow-params`` (a file), ``--workflow-parameters`` (JSON)
+    and ``--param`` (pairs), merged in that order; ``None`` when none of them was given.
+
+    A ConfigError names the flag at fault.
+    """
+    if path is None and text is None and not pairs:
+        return None
+    params: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--workflow-params: cannot read {path}: {exc.strerror}") from None
+        params.update(_json_object(raw, f"--workflow-params: {path}"))
+    if text is not None:
+        params.update(_json_object(text, "--workflow-parameters"))
+    params.update(_parse_params(pairs or []))
+    return params
+
+
+def _json_object(raw: str | bytes, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{where} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        kind = _JSON_KINDS.get(type(value), "value")
+        raise ConfigError(f"{where} holds a JSON {kind}, not an object")
+    return value
+
+
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS[type(None)] = "null"
+
+
+def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; a VALUE that parses as JSON is taken as JSON, else as a string."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param takes KEY=VALUE, got {pair!r}")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except ValueError:
+            params[key.strip()] = raw
+    return params
+
 
 # --- commands that upload (upload, sync) ------------------------------------------------------
 

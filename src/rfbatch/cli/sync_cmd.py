@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -21,6 +20,7 @@ from rfbatch.cli.options import (
     LogLevelOpt,
     MachineOpt,
     ParallelOpt,
+    ParamOpt,
     RuntimeOpt,
     SettleOpt,
     SourcesArg,
@@ -28,8 +28,11 @@ from rfbatch.cli.options import (
     VideoFpsOpt,
     VideosBatchOpt,
     WorkersOpt,
+    WorkflowParametersOpt,
+    WorkflowParamsFileOpt,
     check_sources,
     videos_batch_for,
+    workflow_parameters,
 )
 from rfbatch.cli.render import export_progress, job_progress, sync_report
 from rfbatch.cli.webhook import webhook_receiver
@@ -51,7 +54,12 @@ def sync_command(
     ] = None,
     videos_batch: VideosBatchOpt = None,
     workflow: Annotated[
-        str | None, typer.Option(help="Workflow id; without it, sync uploads and confirms only.")
+        str | None,
+        typer.Option(
+            "--workflow",
+            "--workflow-id",
+            help="Workflow id; without it, sync uploads and confirms only.",
+        ),
     ] = None,
     job_id: Annotated[
         str | None,
@@ -64,11 +72,12 @@ def sync_command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Where the results go.")
     ] = None,
-    workflow_parameters: Annotated[
-        str | None, typer.Option(help="Workflow parameters as a JSON object.")
-    ] = None,
+    workflow_params: WorkflowParamsFileOpt = None,
+    workflow_parameters_json: WorkflowParametersOpt = None,
+    param: ParamOpt = None,
     image_input_name: Annotated[
-        str | None, typer.Option(help="The workflow's image input.")
+        str | None,
+        typer.Option("--image-input", "--image-input-name", help="The workflow's image input."),
     ] = None,
     machine_type: MachineOpt = None,
     workers_per_machine: WorkersOpt = None,
@@ -92,11 +101,9 @@ def sync_command(
 ) -> None:
     """Upload, wait for ingest, run the workflow, wait for the job and download its results."""
     try:
-        params = json.loads(workflow_parameters) if workflow_parameters else None
-        if params is not None and not isinstance(params, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
-        fail(f"--workflow-parameters: {exc}", EXIT_USAGE)
+        params = workflow_parameters(workflow_params, workflow_parameters_json, param)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
     settings = settings_from(
         config,
         {
