@@ -24,6 +24,7 @@ BASE = frozenset(
         "rfbatch",  # the package itself (__version__)
         "rfbatch.errors",
         "rfbatch.redact",
+        "rfbatch.escapes",  # control characters shown as escapes, for CLI output and log lines
         "rfbatch.ids",
         "rfbatch.media",
         "rfbatch.member_names",

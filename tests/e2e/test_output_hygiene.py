@@ -29,6 +29,26 @@ async def test_control_characters_in_names_are_escaped(emulator: Emulator, tmp_p
     assert "evil\\x1b]0;owned\\x07\\x0aforged line.png" in out
 
 
+async def test_console_log_lines_escape_control_characters(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    # Empty, so skipped: its name reaches the upload.skipped log line. No space in it, so the
+    # console renderer would print it bare, escape sequences and all.
+    (src / "x\x1b]0;owned\x07\x1b[2J.png").write_bytes(b"")
+    env = cli_env(emulator, tmp_path / "state")
+
+    done = await run_cli(["upload", str(src), "--batch", "console", "--log-format", "console"], env)
+
+    err = done.stderr.decode()
+    assert done.returncode == 1, err  # the empty file is skipped
+    assert "upload.skipped" in err  # a console line (colours are off: stderr is a pipe)
+    assert "\x1b" not in err
+    assert "\x07" not in err
+    assert "x\\x1b]0;owned\\x07\\x1b[2J.png" in err
+
+
 async def test_piped_tables_show_whole_ids(emulator: Emulator, tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_tree(src, 2)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from rfbatch.escapes import SURROGATE, printable
 from rfbatch.obs.progress import Row, live_rows
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def _reversible(doc: Any) -> Any:
         return doc
     out: dict[str, Any] = {}
     for key, value in doc.items():
-        if isinstance(value, str) and _SURROGATE.search(value):
+        if isinstance(value, str) and SURROGATE.search(value):
             out[key] = printable(value)
             try:  # a file name's undecodable bytes, back as they were
                 raw = value.encode("utf-8", "surrogateescape")
@@ -106,27 +106,6 @@ def cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group(0))
-    if 0xDC80 <= code <= 0xDCFF:
-        code -= 0xDC00  # a byte that was not UTF-8, as the file system decoder kept it
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-# Control characters (C0, DEL, C1) and lone surrogates (undecodable bytes of a file name).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def printable(text: object) -> str:
-    """``text`` safe for a terminal: control characters and undecodable bytes as escapes.
-
-    A file name may hold ESC, BEL or a newline; printed raw it could retitle or clear the
-    operator's terminal, or forge a line of the report. ``\\x1b`` shows what is there instead.
-    """
-    return _UNPRINTABLE.sub(_escape, str(text))
 
 
 # --- API objects as the wire names them ------------------------------------------------------

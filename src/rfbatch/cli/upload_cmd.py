@@ -23,8 +23,9 @@ from rfbatch.cli.options import (
     check_sources,
     videos_batch_for,
 )
-from rfbatch.cli.render import print_report, printable, upload_report
+from rfbatch.cli.render import print_report, upload_report
 from rfbatch.errors import ConfigError
+from rfbatch.escapes import printable
 from rfbatch.ids import validate_batch_id
 from rfbatch.obs.progress import upload_progress
 from rfbatch.obs.tally import Tally

@@ -3,7 +3,9 @@
 Every log event passes through :func:`_scrub`, which redacts URLs (their query strings carry the
 API key and URL signatures) and the configured secrets from every string field, so a careless
 ``log.info("x", url=url)`` cannot leak. Standard-library loggers (aiohttp, asyncio) are routed
-through the same chain.
+through the same chain. Console lines are for a terminal: :func:`_escape_for_console` shows the
+control characters of every text (a hostile file name's ESC or BEL) as escapes, as the CLI's own
+output does; JSON lines escape them by being JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal, TextIO, cast
 
 import structlog
 
+from rfbatch.escapes import printable
 from rfbatch.redact import redact_text
 
 LogFormat = Literal["auto", "json", "console"]
@@ -34,6 +37,16 @@ class _Scrubber:
             elif isinstance(value, BaseException):
                 event_dict[key] = redact_text(f"{type(value).__name__}: {value}", *self.secrets)
         return event_dict
+
+
+def _escape_for_console(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            # A traceback is lines by nature; any other text is one line.
+            event_dict[key] = printable(value, keep_newlines=key == "exception")
+    return event_dict
 
 
 def configure_logging(
@@ -57,16 +70,16 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        scrub,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    last: list[Any] = [scrub] if use_json else [scrub, _escape_for_console]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, *last, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
@@ -74,10 +87,10 @@ def configure_logging(
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared[:-1],
+            foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                scrub,
+                *last,
                 renderer,
             ],
         )
