@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +183,26 @@ class WebhookSettings(_Section):
         if value is not None:
             split_host_port(value)
         return value
+
+
+def refuse_inside_sources(
+    name: str,
+    path: Path,
+    sources: Iterable[Path],
+    *,
+    error: type[Exception] = ConfigError,
+) -> None:
+    """Raise ``error`` naming ``name`` when ``path`` (the real one) is in one of ``sources``:
+    a file rfbatch writes or moves under a source is found again and sent again (a second
+    upload and a second, paid job)."""
+    where = os.path.realpath(path)
+    for source in sources:
+        root = os.path.realpath(source)
+        if where == root or where.startswith(root.rstrip(os.sep) + os.sep):
+            raise error(
+                f"{name} {path} is inside source {source}: what rfbatch writes there "
+                "would be uploaded again"
+            )
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -437,17 +457,9 @@ class Settings(BaseSettings):
         written = {"state.dir": self.state.dir, "daemon.output_dir": d.output_dir}
         if d.after_ingest == "move":
             written["daemon.move_to"] = d.move_to
-        for source in d.sources:
-            root = os.path.realpath(source)
-            for key, path in written.items():
-                if path is None:
-                    continue
-                where = os.path.realpath(path)
-                if where == root or where.startswith(root.rstrip(os.sep) + os.sep):
-                    raise ValueError(
-                        f"{key} {path} is inside source {source}: what rfbatch writes there "
-                        "would be uploaded again"
-                    )
+        for key, path in written.items():
+            if path is not None:
+                refuse_inside_sources(key, path, d.sources, error=ValueError)
         return self
 
     def api_key(self) -> str:

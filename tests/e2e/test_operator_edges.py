@@ -62,6 +62,27 @@ async def test_paths_written_inside_a_source_are_refused_before_any_work(
     assert emulator.state()["batches"] == {}
 
 
+async def test_sync_refuses_an_output_inside_a_source(emulator: Emulator, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 3)
+    env = cli_env(emulator, tmp_path / "state")
+    # Nested deeper, and through a link: the real path is what counts.
+    (tmp_path / "link").symlink_to(src)
+    for out in (src / "results", src / "cam0" / "results", tmp_path / "link" / "results", src):
+        done = await run_cli(
+            ["sync", str(src), "--batch", "inside", "--workflow", "wf", "--output", str(out)], env
+        )
+        err = done.stderr.decode().strip()
+        assert done.returncode == 2, err
+        assert err.splitlines() == [
+            f"rfbatch: error: --output {out} is inside source {src}: what rfbatch writes there "
+            "would be uploaded again"
+        ]
+        assert not (src / "results").exists()
+    assert emulator.state()["batches"] == {}
+    assert emulator.state()["jobs"] == {}
+
+
 def _state_fault(tmp_path: Path, fault: str) -> Iterator[Path]:
     """A state directory with ``fault``, as a generator for ExitStack-free use in one test."""
     state = tmp_path / "state"

@@ -43,7 +43,7 @@ from rfbatch.obs.progress import upload_progress
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.sync import SyncResult, default_batch_id, sync
 from rfbatch.pipeline.upload_pass import UploadTarget, source_specs, upload_options
-from rfbatch.settings import split_host_port
+from rfbatch.settings import refuse_inside_sources, split_host_port
 from rfbatch.webhooks import WebhookReceiver, serve_webhooks
 
 
@@ -138,6 +138,7 @@ def sync_command(
         if settings.job.workflow_id and output is None:
             raise ConfigError("--output is required with --workflow (where should results go?)")
         if output is not None:
+            refuse_inside_sources("--output", output, sources)  # before anything is written
             check_output_folder(output)  # found now, not after the upload and a paid job
         listen = split_host_port(settings.webhook.listen) if settings.webhook.listen else None
     except (ConfigError, ValueError) as exc:
