@@ -237,7 +237,7 @@ async def test_a_folder_of_unsupported_files_says_what_was_ignored_and_exits_0(
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("scan.tif", "clip.gif", "photo.heic"):
+    for name in ("scan.tif", "clip.gif", "photo.heic", "frame.png.part", "~draft.jpg"):
         (src / name).write_bytes(b"not sent")
     env = cli_env(emulator, tmp_path / "state")
 
@@ -245,13 +245,28 @@ async def test_a_folder_of_unsupported_files_says_what_was_ignored_and_exits_0(
     as_json = await run_cli(["upload", str(src), "--batch", "unsupported", "--json"], env)
 
     assert human.returncode == 0, human.stderr.decode()  # nothing to do is not a failure
-    out = human.stdout.decode()
-    assert "no media files found: 3 other files ignored" in out
-    assert "image_extensions" in out
+    [line] = [li for li in human.stdout.decode().splitlines() if "ignored" in li]
+    # The count split by reason, and the types that are sent, named.
+    assert line.startswith("no media files found: 5 other files ignored: 3 not of a type "), line
+    assert line.endswith(", 2 matched by [scan] ignore_names"), line
+    images = "images: .bmp .dib .jp2 .jpe .jpeg .jpg .png .webp"
+    videos = "videos: .3gp .avi .flv .m4v .mkv .mov .mp4 .mpeg .mpg .ogg .webm .wmv"
+    assert f"({images}; {videos}; [scan] image_extensions and video_extensions)" in line
     assert as_json.returncode == 0
     summary = json.loads(as_json.stdout)
-    assert summary["files_ignored"] == 3
+    assert summary["files_ignored"] == 5
+    assert (summary["files_ignored_by_type"], summary["files_ignored_by_name"]) == (3, 2)
     assert summary["files_sent"] == 0
+
+    # The types named are the configured ones; a reason with no file is not mentioned.
+    env["RFBATCH_SCAN__IMAGE_EXTENSIONS"] = '["PNG", ".webp"]'
+    (src / "frame.png.part").unlink()
+    (src / "~draft.jpg").unlink()
+    configured = await run_cli(["upload", str(src), "--batch", "unsupported"], env)
+    out = configured.stdout.decode()
+    assert configured.returncode == 0, configured.stderr.decode()
+    assert "3 other files ignored: 3 not of a type rfbatch sends (images: .png .webp; " in out
+    assert "ignore_names" not in out
 
 
 def _unusable_output(tmp_path: Path, fault: str) -> Iterator[Path]:

@@ -162,6 +162,8 @@ def upload_summary(result: PassResult) -> dict[str, object]:
         "files_skipped": t.skipped_count,
         "files_failed": t.failed_count,
         "files_ignored": t.ignored,
+        "files_ignored_by_type": t.ignored - t.ignored_by_name,
+        "files_ignored_by_name": t.ignored_by_name,
         "bytes_sent": t.sent_bytes,
         "shards": t.shards,
         "videos": t.videos,
@@ -200,12 +202,7 @@ def upload_report(result: PassResult, json_out: bool) -> None:
         f"{t.unchanged} unchanged, {t.skipped_count} skipped, {t.failed_count} failed"
     )
     if t.ignored:
-        nothing = not (t.sent or t.unchanged or t.skipped_count or t.failed_count)
-        print(
-            f"{'no media files found: ' if nothing else ''}{t.ignored} other files ignored: "
-            "not of a type rfbatch sends ([scan] image_extensions and video_extensions; "
-            "`rfbatch config check` lists them) or matched by [scan] ignore_names"
-        )
+        print(ignored_line(result))
     for c in result.confirmations:
         state = "confirmed" if c.confirmed else "NOT confirmed"
         print(f"batch {c.batch_id}: {c.count} items ({c.expected} expected) {state}")
@@ -213,6 +210,28 @@ def upload_report(result: PassResult, json_out: bool) -> None:
         print(f"skipped {printable(f.path)}: {printable(f.reason)}")
     for f in result.tally.failed:
         print(f"failed {printable(f.path)}: {printable(f.reason)}")
+
+
+def ignored_line(result: PassResult) -> str:
+    """How many files the scan passed over, and why: a type not sent (with the types that are)
+    or a name matched by ``[scan] ignore_names``."""
+    t = result.tally
+    nothing = not (t.sent or t.unchanged or t.skipped_count or t.failed_count)
+    by_type = t.ignored - t.ignored_by_name
+    why: list[str] = []
+    if by_type:
+        sent = "; ".join(
+            f"{kind}s: {' '.join('.' + ext for ext in sorted(exts))}"
+            for kind, exts in result.extensions.items()
+        )
+        why.append(
+            f"{by_type} not of a type rfbatch sends ({sent}; [scan] image_extensions and "
+            "video_extensions)"
+        )
+    if t.ignored_by_name:
+        why.append(f"{t.ignored_by_name} matched by [scan] ignore_names")
+    found = "no media files found: " if nothing else ""
+    return f"{found}{t.ignored} other files ignored: {', '.join(why)}"
 
 
 def export_summary(results: list[ExportResult]) -> dict[str, Any]:

@@ -66,6 +66,8 @@ class ScanStats:
     directories: int = 0
     ignored: int = 0
     """Names matched by ``ignore_names``, non-media files, unfollowed links, special files."""
+    ignored_by_name: int = 0
+    """Of ``ignored``, the names matched by ``ignore_names`` (files and folders)."""
     excluded: int = 0
     """Files or folders left out by ``include``/``exclude``."""
     too_young: int = 0
@@ -319,6 +321,7 @@ def _examine_entry(
     name = entry.name
     if rules.name_ignored(name):
         stats.ignored += 1
+        stats.ignored_by_name += 1
         return None
     rel = rel_prefix + name
     try:

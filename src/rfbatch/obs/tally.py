@@ -35,8 +35,10 @@ class Tally:
     shards: int = 0
     videos: int = 0
     requeued: int = 0
-    # Files the scan passed over: not a media type that is sent, or matched by ignore_names.
+    # Files the scan passed over: not a media type that is sent, or matched by ignore_names
+    # (``ignored_by_name`` of them).
     ignored: int = 0
+    ignored_by_name: int = 0
     skipped_count: int = 0
     failed_count: int = 0
     skipped: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_PROBLEMS))

@@ -24,7 +24,7 @@ from rfbatch.app import Services
 from rfbatch.errors import UnresumableRowError
 from rfbatch.localfs.scan import scan
 from rfbatch.localfs.settle import Settler, settle_files
-from rfbatch.media import FoundFile, Skipped, SourceSpec
+from rfbatch.media import FoundFile, Skipped, SourceSpec, normalize_extensions
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, BatchAssigner, FixedBatches, InFlight
 from rfbatch.pipeline.confirm import Confirmation, expected_count
@@ -52,6 +52,8 @@ class PassResult:
     """The batches sealed after the passes: those sent files, in this run or an earlier one."""
     phases: dict[str, float] = field(default_factory=dict)
     """Seconds spent in each phase: ``upload`` (scan, settle, send) and ``confirm``."""
+    extensions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The extensions sent, by kind (``image``, ``video``): what a report says was looked for."""
 
     @property
     def complete(self) -> bool:
@@ -113,6 +115,7 @@ def scan_source(specs: Sequence[SourceSpec], tally: Tally) -> Source:
     ) -> None:
         stats = await scan(specs, found, skipped=skipped)
         tally.ignored = stats.ignored
+        tally.ignored_by_name = stats.ignored_by_name
 
     return run
 
@@ -313,7 +316,14 @@ async def upload_and_confirm(
     ``confirmed``; :func:`seal_batches` says where each one resumes. A ``receiver`` wakes the
     confirmation on the batches' ingest notifications and names rejected files with reasons.
     """
-    result = PassResult(tally if tally is not None else Tally())
+    scan_cfg = services.settings.scan
+    result = PassResult(
+        tally if tally is not None else Tally(),
+        extensions={
+            "image": tuple(sorted(normalize_extensions(scan_cfg.image_extensions))),
+            "video": tuple(sorted(normalize_extensions(scan_cfg.video_extensions))),
+        },
+    )
     await release_in_flight(services.fleet)
     batches = FixedBatches(target.image_batch, target.video_batch)
     started = time.monotonic()
