@@ -502,15 +502,21 @@ class WebhookReceiver:
 
 @asynccontextmanager
 async def serve_webhooks(
-    receiver: WebhookReceiver, host: str, port: int, *, path: str = "/webhook"
+    receiver: WebhookReceiver,
+    host: str,
+    port: int,
+    *,
+    path: str = "/webhook",
+    setting: str = "[webhook] listen",
 ) -> AsyncIterator[str]:
     """Serve ``receiver`` alone on ``host:port`` (0 picks a free port); yields its URL.
 
-    An address that cannot be bound (in use, not local) is a :class:`ConfigError`.
+    An address that cannot be bound (in use, not local) is a :class:`ConfigError` naming the
+    ``setting`` (or flag) that chose it.
     """
     app = web.Application()
     receiver.add_to(app, path)
-    async with serve_http(app, host, port, setting="[webhook] listen") as base:
+    async with serve_http(app, host, port, setting=setting) as base:
         url = f"{base}{path}"
         log.info("webhook.listening", url=url)
         yield url

@@ -201,21 +201,40 @@ async def test_an_unknown_rfbatch_variable_is_named_with_the_closest_setting(
     assert not [line for line in done.stderr.decode().splitlines() if "warning" in line][1:]
 
 
+def _invalid(flag: str) -> str:
+    return f"Invalid value for '{flag}'"
+
+
 @pytest.mark.parametrize(
-    ("args", "flag"),
+    ("args", "says"),
     [
         (["job", "start", "--batch", "b", "--workflow", "w", "--machine-type", "xpu"],
-         "--machine-type"),
+         _invalid("--machine-type")),
         (["job", "start", "--batch", "b", "--workflow", "w", "--workers-per-machine", "999"],
-         "--workers-per-machine"),
+         _invalid("--workers-per-machine")),
         (["job", "start", "--batch", "b", "--workflow", "w", "--max-image-failure-rate", "2"],
-         "--max-image-failure-rate"),
-        (["upload", "{src}", "--batch", "b", "--shard-workers", "0"], "--shard-workers"),
-        (["upload", "{src}", "--batch", "b", "--settle-seconds", "-1"], "--settle-seconds"),
+         _invalid("--max-image-failure-rate")),
+        (["upload", "{src}", "--batch", "b", "--shard-workers", "0"], _invalid("--shard-workers")),
+        (["upload", "{src}", "--batch", "b", "--shard-workers", "65"], _invalid("--shard-workers")),
+        (["upload", "{src}", "--batch", "b", "--settle-seconds", "-1"],
+         _invalid("--settle-seconds")),
+        (["export", "b", "-o", "{out}", "--workers", "0"], _invalid("--workers")),
+        (["export", "b", "-o", "{out}", "--workers", "1000"], _invalid("--workers")),
+        (["sync", "{src}", "--workflow", "w", "-o", "{out}", "--max-video-fps", "-3"],
+         _invalid("--max-video-fps")),
+        (["job", "start", "--batch", "b", "--videos", "--workflow", "w", "--max-video-fps", "0"],
+         _invalid("--max-video-fps")),
+        (["sync", "{src}", "--webhook-listen", "nonsense"], _invalid("--webhook-listen")),
+        # Right values for the other kind of job: one line naming the flag.
+        (["job", "start", "--batch", "b", "--workflow", "w", "--max-video-fps", "5"],
+         "rfbatch: error: --max-video-fps applies to video jobs only (add --videos)"),
+        (["job", "start", "--batch", "b", "--videos", "--workflow", "w",
+          "--max-image-failure-rate", "0.1"],
+         "rfbatch: error: --max-image-failure-rate applies to image jobs only, not --videos"),
     ],
 )  # fmt: skip
 async def test_a_bad_flag_value_is_named_by_its_flag(
-    tmp_path: Path, args: list[str], flag: str
+    tmp_path: Path, args: list[str], says: str
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -226,10 +245,39 @@ async def test_a_bad_flag_value_is_named_by_its_flag(
     }
     env["RFBATCH_STATE__DIR"] = str(tmp_path / "state")
 
-    done = await run_cli([a.format(src=src) for a in args], env)
+    done = await run_cli([a.format(src=src, out=tmp_path / "out") for a in args], env)
 
-    assert done.returncode == 2, done.stderr.decode()
-    assert f"Invalid value for '{flag}'" in done.stderr.decode()
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert says in err
+    assert "invalid config" not in err  # never the config key behind the flag
+    if says.startswith("rfbatch: error:"):
+        assert err.strip() == says
+
+
+async def test_a_busy_webhook_listen_is_named_by_its_flag(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    env = cli_env(emulator, tmp_path / "state")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        listen = ["--webhook-listen", f"127.0.0.1:{port}"]
+        runs = [
+            ["sync", str(src), "--batch", "busy", *listen],
+            ["job", "wait", "some-job", *listen],
+        ]
+        for args in runs:
+            done = await run_cli(args, env)
+            err = done.stderr.decode().strip()
+            assert done.returncode == 2, err
+            assert len(err.splitlines()) == 1, err
+            assert err.startswith(f"rfbatch: error: cannot listen on 127.0.0.1:{port} "), err
+            assert "(--webhook-listen)" in err
+    assert emulator.state()["batches"] == {}
 
 
 async def test_a_folder_of_unsupported_files_says_what_was_ignored_and_exits_0(

@@ -247,7 +247,15 @@ async def test_usage_errors_exit_2_before_any_call(tmp_path: Path) -> None:
     )
     cases = {
         "no workflow id": ["start", "--batch", "imgs"],
-        "max_video_fps": ["start", "--batch", "imgs", "--workflow", "w", "--max-video-fps", "5"],
+        "--max-video-fps applies": [
+            "start",
+            "--batch",
+            "imgs",
+            "--workflow",
+            "w",
+            "--max-video-fps",
+            "5",
+        ],
         "invalid job id": ["start", "--batch", "imgs", "--workflow", "w", "--job-id", "Bad ID"],
         "invalid batch id": ["start", "--batch", "Imgs!", "--workflow", "w"],
         "KEY=VALUE": ["start", "--batch", "imgs", "--workflow", "w", "--param", "novalue"],

@@ -41,7 +41,9 @@ def export(
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
     state_dir: StateDirOpt = None,
-    workers: Annotated[int | None, typer.Option(help="Concurrent downloads.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=256, help="Concurrent downloads (1-256).")
+    ] = None,
     log_level: LogLevelOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:

@@ -28,6 +28,7 @@ from rfbatch.cli.common import (
     settings_and_key,
 )
 from rfbatch.cli.options import (
+    WEBHOOK_LISTEN_FLAG,
     AggregationOpt,
     ConfigOpt,
     FailureRateOpt,
@@ -139,6 +140,11 @@ def start(
     """Start a job on a staging batch; starting the same job again is harmless."""
     settings, key = settings_and_key(config, log_level, log_format)
     try:
+        # Options of the other kind of job, named by their flags.
+        if max_video_fps is not None and not videos:
+            raise ConfigError("--max-video-fps applies to video jobs only (add --videos)")
+        if max_image_failure_rate is not None and videos:
+            raise ConfigError("--max-image-failure-rate applies to image jobs only, not --videos")
         validate_batch_id(batch)
         the_job = validate_job_id(job_id) if job_id else job_id_for_batch(batch)
         given = workflow_parameters(workflow_params, workflow_parameters_json, param)
@@ -432,7 +438,7 @@ async def _follow_with_webhook(
     manifest = await open_ledger(settings, exclusive=False)
     try:
         receiver = await webhook_receiver(settings.webhook, client, manifest.record_event)
-        async with serve_webhooks(receiver, *listen):
+        async with serve_webhooks(receiver, *listen, setting=WEBHOOK_LISTEN_FLAG):
             interval = poll_seconds or settings.job.poll_seconds_with_webhook
             return await follow(client, receiver.job_waker(job_id), interval)
     finally:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from rfbatch.errors import ConfigError
+from rfbatch.settings import split_host_port
 
 # --- every command ---------------------------------------------------------------------------
 
@@ -63,9 +64,37 @@ FailureRateOpt = Annotated[
 AggregationOpt = Annotated[
     Literal["csv", "jsonl"] | None, typer.Option("--aggregation-format", help="csv or jsonl.")
 ]
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"{value} is not greater than 0.")
+    return value
+
+
 VideoFpsOpt = Annotated[
     float | None,
-    typer.Option("--max-video-fps", help="Frame rate cap; video jobs only."),
+    typer.Option(
+        "--max-video-fps", callback=_positive, help="Frame rate cap (over 0); video jobs only."
+    ),
+]
+
+
+def _host_port(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            split_host_port(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+WEBHOOK_LISTEN_FLAG = "--webhook-listen"
+WebhookListenOpt = Annotated[
+    str | None,
+    typer.Option(
+        WEBHOOK_LISTEN_FLAG, callback=_host_port, help="HOST:PORT to receive job notifications on."
+    ),
 ]
 
 # The workflow's parameters, three ways that merge in this order (a later one wins key by key):
@@ -145,8 +174,12 @@ def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
 SettleOpt = Annotated[
     float | None, typer.Option(min=0.0, help="Quiet time before a file is sent (seconds).")
 ]
-ShardWorkersOpt = Annotated[int | None, typer.Option(min=1, help="Concurrent shard uploads.")]
-VideoWorkersOpt = Annotated[int | None, typer.Option(min=1, help="Concurrent video uploads.")]
+ShardWorkersOpt = Annotated[
+    int | None, typer.Option(min=1, max=64, help="Concurrent shard uploads (1-64).")
+]
+VideoWorkersOpt = Annotated[
+    int | None, typer.Option(min=1, max=64, help="Concurrent video uploads (1-64).")
+]
 
 
 def check_sources(sources: list[Path]) -> None:

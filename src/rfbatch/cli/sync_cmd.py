@@ -12,6 +12,7 @@ import typer
 from rfbatch.app import open_services
 from rfbatch.cli.common import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, fail, run, settings_from
 from rfbatch.cli.options import (
+    WEBHOOK_LISTEN_FLAG,
     AggregationOpt,
     ConfigOpt,
     FailureRateOpt,
@@ -27,6 +28,7 @@ from rfbatch.cli.options import (
     StateDirOpt,
     VideoFpsOpt,
     VideosBatchOpt,
+    WebhookListenOpt,
     WorkersOpt,
     WorkflowParametersOpt,
     WorkflowParamsFileOpt,
@@ -86,9 +88,7 @@ def sync_command(
     max_image_failure_rate: FailureRateOpt = None,
     aggregation_format: AggregationOpt = None,
     max_video_fps: VideoFpsOpt = None,
-    webhook_listen: Annotated[
-        str | None, typer.Option(help="HOST:PORT to receive job notifications on.")
-    ] = None,
+    webhook_listen: WebhookListenOpt = None,
     webhook_url: Annotated[
         str | None, typer.Option(help="The URL the service should call to reach --webhook-listen.")
     ] = None,
@@ -158,7 +158,9 @@ def sync_command(
                 receiver = await webhook_receiver(
                     settings.webhook, services.client, services.manifest.record_event
                 )
-                await stack.enter_async_context(serve_webhooks(receiver, *listen))
+                # A busy address is named by what chose it: the flag or the config key.
+                chosen = WEBHOOK_LISTEN_FLAG if webhook_listen else "[webhook] listen"
+                await stack.enter_async_context(serve_webhooks(receiver, *listen, setting=chosen))
 
             tally = Tally()
             specs = source_specs(services, [str(s) for s in sources])
