@@ -83,6 +83,35 @@ async def test_sync_refuses_an_output_inside_a_source(emulator: Emulator, tmp_pa
     assert emulator.state()["jobs"] == {}
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _documented(code: int) -> str:
+    """The row of the README's exit-code table for ``code``."""
+    rows = [row for row in README.read_text().splitlines() if row.startswith(f"| {code} |")]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+async def test_an_unknown_job_or_batch_is_one_line_and_the_documented_exit_code(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    env = cli_env(emulator, tmp_path / "state")
+    asked = {
+        "job 'nosuchjob' not found": ["job", "status", "nosuchjob"],
+        "batch 'nosuchbatch' not found": ["batch", "show", "nosuchbatch"],
+        "batch 'nosuch-export' not found": ["export", "nosuch-export", "-o", str(tmp_path / "o")],
+    }
+    for says, args in asked.items():
+        done = await run_cli(args, env)
+        err = done.stderr.decode().strip()
+        assert done.returncode == 3, err
+        assert len(err.splitlines()) == 1, err
+        assert err.startswith("rfbatch: error: HTTP 404: "), err
+        assert says in err
+    assert "unknown batch or job" in _documented(3)
+
+
 def _state_fault(tmp_path: Path, fault: str) -> Iterator[Path]:
     """A state directory with ``fault``, as a generator for ExitStack-free use in one test."""
     state = tmp_path / "state"

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_ITEMS_FAILED = 1  # the run finished but some items failed or were skipped (or the job failed)
 EXIT_USAGE = 2  # bad arguments or configuration: nothing was done
-EXIT_API = 3  # a fault no file gets past: bad key, no permission, untrusted TLS certificate
+# A fault no file gets past (bad key, no permission, untrusted TLS certificate, no answer), or a
+# request the service refused (404 unknown batch or job, 400, 409).
+EXIT_API = 3
 EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
