@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from rfbatch.emulator import Emulator
+from rfbatch.emulator import Emulator, running_emulator
+from rfbatch.emulator.faults import FaultProfile, FaultRates
 from rfbatch.state.manifest import DB_NAME
+from tests.conftest import emulator_config_with
 from tests.disks import small_disk
-from tests.e2e.support import cli_env, make_tree, run_cli
+from tests.e2e.support import batch_items, cli_env, make_tree, run_cli
+from tests.waiting import wait_for
 
 
 async def test_dry_run_needs_no_api_key(emulator: Emulator, tmp_path: Path) -> None:
@@ -192,6 +197,44 @@ async def test_an_unreachable_api_stops_upload_with_one_line_and_exit_3(
     errors = [line for line in done.stderr.decode().splitlines() if "rfbatch: error:" in line]
     assert len(errors) == 1
     assert f"the API at http://127.0.0.1:{port} cannot be reached" in errors[0]
+
+
+async def test_an_api_gone_mid_upload_stops_with_one_line_and_exit_3(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 240, size=500)
+    # Every PUT waits a second before it is taken: the upload is under way, shards in flight,
+    # when the API goes away (the site closes at once; what is in flight is let finish).
+    faults = FaultProfile(routes={"put": FaultRates(slow=1.0)}, slow_seconds=1.0)
+    shard_workers = 4
+    done: list[subprocess.CompletedProcess[bytes]] = []
+    config = emulator_config_with(tmp_path, faults=faults)
+    # The emulator stops first, then the task group waits for the upload to end without it.
+    async with anyio.create_task_group() as tg, running_emulator(config) as emulator:
+        env = cli_env(emulator, tmp_path / "state")
+        env.update(
+            RFBATCH_API__RETRY_TIMEOUT="2",
+            RFBATCH_UPLOAD__SHARD_MAX_FILES="4",  # 60 shards
+            RFBATCH_UPLOAD__SHARD_WORKERS=str(shard_workers),
+        )
+        args = ["upload", str(src), "--batch", "outage"]
+
+        async def upload() -> None:
+            done.append(await run_cli(args, env))
+
+        tg.start_soon(upload)
+        await wait_for(lambda: batch_items(emulator, "outage"), "a first shard to arrive")
+    assert 0 < len(batch_items(emulator, "outage")) < 240  # it went away mid-upload
+    [run] = done
+    err = run.stderr.decode()
+    assert run.returncode == 3, err
+    assert run.stdout.decode() == ""  # no "failed <file>" line per file
+    errors = [line for line in err.splitlines() if line.startswith("rfbatch: error:")]
+    assert len(errors) == 1, err
+    assert f"the API at {emulator.base_url} cannot be reached" in errors[0]
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    failed = [e for e in events if e["event"] == "upload.failed"]
+    assert len(failed) <= shard_workers, failed  # at most one per shard in flight
+    assert sum(e["files"] for e in failed) <= shard_workers * 4
 
 
 async def test_a_pasted_key_is_trimmed_and_a_broken_one_refused(
