@@ -1,13 +1,16 @@
-"""What a person reads is safe and whole: hostile file names cannot drive the terminal, and
-tables never cut an id, also when piped."""
+"""What a person reads is safe and whole: hostile file names cannot drive the terminal, tables
+never cut an id, on a terminal or piped, and progress bars are drawn on a terminal only."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import anyio
+
 from rfbatch.emulator import Emulator
 from tests.e2e.support import cli_env, make_tree, run_cli
+from tests.reliability.support_b import run_in_pty
 
 HOSTILE = "evil\x1b]0;owned\x07\nforged line.png"
 
@@ -63,3 +66,53 @@ async def test_piped_tables_show_whole_ids(emulator: Emulator, tmp_path: Path) -
     rows = listed.stdout.decode().splitlines()
     assert any(batch in row for row in rows), rows
     assert not any("…" in row for row in rows), rows
+
+
+async def test_tables_on_a_narrow_terminal_fold_ids_and_never_cut_them(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 2)
+    env = cli_env(emulator, tmp_path / "state")
+    batch = "a-very-long-batch-id-that-a-narrow-table-would-cut-" + "x" * 13  # 64 characters
+    sent = await run_cli(["upload", str(src), "--batch", batch], env)
+    assert sent.returncode == 0, sent.stderr.decode()
+
+    code, screen = await anyio.to_thread.run_sync(
+        lambda: run_in_pty(["batch", "list"], env, columns=60)
+    )
+
+    assert code == 0, screen
+    assert "…" not in screen
+    # The id's cell is folded over several rows of the table's first column: read back down
+    # that column, it is the whole id.
+    rows = [line for line in screen.splitlines() if line.startswith("│")]
+    assert len(rows) > 1, screen  # folded, so the narrow terminal really was narrow
+    assert "".join(row.split("│")[1].strip() for row in rows) == batch
+
+
+async def test_progress_bars_are_drawn_on_a_terminal_only(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 30)
+    piped_env = cli_env(emulator, tmp_path / "piped")
+    piped_env["RFBATCH_LOG__FORMAT"] = "console"  # lines for a person, but stderr is a pipe
+
+    piped = await run_cli(["upload", str(src), "--batch", "piped"], piped_env)
+    tty_env = cli_env(emulator, tmp_path / "tty")
+    del tty_env["RFBATCH_LOG__FORMAT"]
+    code, screen = await anyio.to_thread.run_sync(
+        lambda: run_in_pty(["upload", str(src), "--batch", "tty"], tty_env)
+    )
+
+    err = piped.stderr.decode()
+    assert piped.returncode == 0, err
+    assert "upload.shard" in err  # the log lines, and nothing else
+    assert "30/30 files" not in err
+    assert "\r" not in err
+    assert "\x1b" not in err  # no cursor movement, no colour
+    assert "sent 30 files" in piped.stdout.decode()
+    assert code == 0, screen
+    assert "upload 30/30 files" in screen  # the same run on a terminal draws its bars
+    assert "confirm tty: 30/30 files ingested" in screen

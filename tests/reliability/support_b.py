@@ -250,9 +250,9 @@ def without_file_permissions(argv: Sequence[str]) -> list[str] | None:
 
 
 def run_in_pty(
-    args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120.0
+    args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120.0, columns: int = 120
 ) -> tuple[int, str]:
-    """Run ``rfbatch ARGS`` with stdin, stdout and stderr on a pseudo-terminal.
+    """Run ``rfbatch ARGS`` with stdin, stdout and stderr on a pseudo-terminal ``columns`` wide.
 
     Returns the exit code and everything written to the terminal. Blocking: call it through
     ``anyio.to_thread.run_sync`` when an emulator runs on the test's loop.
@@ -264,7 +264,7 @@ def run_in_pty(
             stdin=secondary,
             stdout=secondary,
             stderr=secondary,
-            env={**env, "TERM": "xterm-256color", "COLUMNS": "120"},
+            env={**env, "TERM": "xterm-256color", "COLUMNS": str(columns)},
             close_fds=True,
         )
     finally:
