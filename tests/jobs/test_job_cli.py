@@ -169,6 +169,11 @@ async def test_the_official_clients_option_names_are_accepted(
     assert spec["workflowId"] == "wf-s"
     assert spec["workflowParameters"] == {"confidence": 0.5, "classes": ["car"]}
     assert spec["imageInputName"] == "picture"
+    # And its short flags: -b batch, -w workflow, -j job.
+    short = await job_cli(["start", "-b", "aliases", "-j", "short", "-w", "wf-short"], env)
+    assert short.returncode == 0, short.stderr.decode()
+    spec = stored_definition(emulator, "short")["processingSpecification"]
+    assert spec["workflowId"] == "wf-short"
 
 
 async def test_workflow_parameters_come_the_same_three_ways_to_start_and_sync(

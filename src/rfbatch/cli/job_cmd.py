@@ -85,15 +85,18 @@ def _valid_job(job_id: str) -> Callable[[], None]:
 
 @app.command()
 def start(
-    batch: Annotated[str, typer.Option("--batch", "--batch-id", help="Input staging batch id.")],
+    batch: Annotated[
+        str, typer.Option("--batch", "--batch-id", "-b", help="Input staging batch id.")
+    ],
     videos: Annotated[
         bool, typer.Option("--videos", help="A video job (default: an image job).")
     ] = False,
     job_id: Annotated[
-        str | None, typer.Option("--job-id", help="Job id (default: derived from the batch id).")
+        str | None,
+        typer.Option("--job-id", "-j", help="Job id (default: derived from the batch id)."),
     ] = None,
     workflow: Annotated[
-        str | None, typer.Option("--workflow", "--workflow-id", help="Workflow id.")
+        str | None, typer.Option("--workflow", "--workflow-id", "-w", help="Workflow id.")
     ] = None,
     workflow_params: WorkflowParamsFileOpt = None,
     workflow_parameters_json: WorkflowParametersOpt = None,
@@ -130,7 +133,9 @@ def start(
     ] = None,
     part: Annotated[
         str | None,
-        typer.Option("--part", "--part-name", help="Use one part of a multipart input batch."),
+        typer.Option(
+            "--part", "--part-name", "-p", help="Use one part of a multipart input batch."
+        ),
     ] = None,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
