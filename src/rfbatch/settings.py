@@ -119,6 +119,9 @@ class UploadSettings(_Section):
     max_image_bytes: int = Field(20 * MiB, ge=1)
     ingest_timeout_seconds: float = Field(1800.0, gt=0)
     ingest_poll_seconds: float = Field(2.0, gt=0)
+    # How long the batch count and every shard row must hold still before a count that stays
+    # short is final and the files missing from the batch are named as rejected.
+    ingest_settle_seconds: float = Field(15.0, gt=0, le=600)
     ingest_webhook_url: str | None = None
     # Upload bandwidth cap in bytes per second (unset: no cap), and the most file bytes that
     # may be in flight to storage at once.
@@ -140,6 +143,8 @@ class JobSettings(_Section):
     aggregation_format: Literal["csv", "jsonl"] | None = None
     persist_images_outputs: bool = False
     images_outputs_to_be_persisted: tuple[str, ...] = ()
+    # The contract's maxVideoFPS is a number: a whole value goes out as an integer (as the
+    # official client, whose flag takes integers, sends it), a fractional one as it is.
     max_video_fps: float | None = Field(None, gt=0)
     notifications_url: str | None = None
     # How often to ask for job status: fast without a webhook, slow when one is expected.

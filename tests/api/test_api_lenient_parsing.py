@@ -18,6 +18,7 @@ from rfbatch.api.schemas import (
     SignedUrlResponse,
     TaskStatus,
 )
+from rfbatch.transfer.signed import stated_limit
 
 STAMP = "2026-01-01T00:00:00Z"
 # Any JSON value at all: what a field may turn out to hold.
@@ -109,10 +110,26 @@ def test_signed_url_details_of_any_shape_keep_the_url(
     signed = SignedUrlResponse.model_validate({"signedURLDetails": details}).signed_url_details
     assert signed.upload_url == "https://storage/u?sig=1"
     assert signed.method in ("PUT", "POST", "PATCH")
-    # A size is used when it is a whole number of bytes, and ignored otherwise.
-    if isinstance(size, int) and not isinstance(size, bool):
+    # A size is used when it is a whole positive number of bytes, and ignored otherwise: a
+    # limit of true, 0 or -5 would fail every file as too large.
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         assert signed.max_file_size == size
+    else:
+        assert signed.max_file_size is None
+    limit = stated_limit(signed)
+    assert limit is None or limit > 0
     assert isinstance(signed.extension_headers, dict)
+
+
+def test_a_length_range_of_nothing_states_no_limit() -> None:
+    for headers, expected in (
+        ({"x-goog-content-length-range": "0,0"}, None),
+        ({"x-goog-content-length-range": "0,1048576"}, 1048576),
+        ({"x-goog-content-length-range": "garbage"}, None),
+    ):
+        details = {"uploadURL": "https://s/u", "extensionHeaders": headers, "maxFileSize": True}
+        signed = SignedUrlResponse.model_validate({"signedURLDetails": details}).signed_url_details
+        assert stated_limit(signed) == expected
 
 
 def test_well_formed_values_are_used() -> None:

@@ -18,9 +18,10 @@ from tests.e2e.test_upload_pipeline import upload
 LIMIT = 200_000  # bytes storage takes in one body: several images, far from a whole shard
 
 
-@pytest.fixture
-def emulator_config(tmp_path: Path) -> EmulatorConfig:
-    return emulator_config_with(tmp_path, max_upload_bytes=LIMIT)
+@pytest.fixture(params=[400, 413], ids=["gcs-400", "413"])
+def emulator_config(tmp_path: Path, request: pytest.FixtureRequest) -> EmulatorConfig:
+    # Storage refuses a body over the limit as GCS does (400 EntityTooLarge), or with a 413.
+    return emulator_config_with(tmp_path, max_upload_bytes=LIMIT, too_large_status=request.param)
 
 
 async def test_a_shard_over_the_stated_limit_goes_in_halves(
@@ -42,7 +43,7 @@ async def test_a_shard_over_the_stated_limit_goes_in_halves(
 async def test_storage_refusing_a_body_as_too_large_splits_it_too(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Storage that states no limit, and answers 400 EntityTooLarge once a body is over it.
+    # Storage that states no limit, and answers 400 EntityTooLarge (or 413) once a body is over.
     monkeypatch.setattr("rfbatch.pipeline.upload.stated_limit", lambda _: None)
     src = tmp_path / "src"
     files = make_tree(src, 40, size=20_000)

@@ -330,3 +330,14 @@ async def test_emulator_fixture_state_dir_holds_blobs(emulator: Emulator, api: A
     await api.upload_image("disk", "a.jpg", b"on-disk")
     blob_dir = (emulator.config.state_dir or Path()) / "blobs"
     assert [p.read_bytes() for p in blob_dir.iterdir()] == [b"on-disk"]
+
+
+def test_each_seed_draws_its_own_shard_words_and_only_failure_says_error() -> None:
+    # The vocabulary is opaque: a client keying on one seed's words fails against another's.
+    drawn = [ShardVocabulary.drawn(seed) for seed in range(20)]
+    assert len({v.ingested[0] for v in drawn}) == 20
+    assert len({v.received[0] for v in drawn}) == 20
+    for v in drawn:
+        assert "error" in v.failed[1]
+        assert all("error" not in kind for _, kind in (v.received, v.ingested, v.partial))
+    assert ShardVocabulary.drawn(7) == ShardVocabulary.drawn(7)

@@ -67,6 +67,12 @@ def _http_method(value: Any) -> str:
     return method if method in ("PUT", "POST", "PATCH") else "PUT"
 
 
+def _byte_count(value: Any) -> int | None:
+    # A size limit taken only when it is a whole positive number of bytes: true, -5 or 0 would
+    # make every body "too large".
+    return value if type(value) is int and value > 0 else None
+
+
 # A field rfbatch can do without: absent when missing, null or of another type.
 LenientStr = Annotated[str | None, WrapValidator(_or_none)]
 LenientInt = Annotated[int | None, WrapValidator(_or_none)]
@@ -186,8 +192,8 @@ class SignedUrl(WireModel):
         default="PUT", validate_default=True
     )
     # GB-DOC mentions a size limit whose name is cut off at "maxFileSi…"; take the likely names.
-    # Used when it is a whole number of bytes; ignored otherwise.
-    max_file_size: LenientInt = Field(
+    # Used when it is a whole positive number of bytes; ignored otherwise.
+    max_file_size: Annotated[int | None, BeforeValidator(_byte_count)] = Field(
         default=None, validation_alias=AliasChoices("maxFileSize", "maxFileSizeBytes")
     )
 

@@ -41,8 +41,10 @@ class EmulatorConfig:
     # Seeds the shard status words (``None``: a fresh draw per instance).
     vocabulary_seed: int | None = None
     # The largest body a signed URL takes (GCS's content-length range, bound in the signature);
-    # a PUT over it answers 400 EntityTooLarge.
+    # a PUT over it answers 400 EntityTooLarge, as GCS does (413, as other stores and proxies
+    # answer, with ``too_large_status = 413``).
     max_upload_bytes: int = 5 * 1024**3
+    too_large_status: int = 400
     # HTTPS with this certificate and key (the API and the signed URLs alike).
     tls: TlsFiles | None = None
     # A shaped link in front of it: round trips and bandwidth (see emulator/link.py).

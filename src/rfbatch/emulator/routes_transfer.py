@@ -101,7 +101,7 @@ async def put_upload(request: web.Request) -> web.StreamResponse:
         return web.Response(status=400)
     except TooLargeError:
         core.counters.putsRejected += 1
-        return _gcs_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum size.")
+        return _too_large(core.config.too_large_status)
     if limit is not None:
         # The injected reset: part of the body was read, nothing is kept, the peer sees a RST.
         await _discard(core, outcome)
@@ -124,9 +124,16 @@ def _check_extension_headers(request: web.Request, intent: UploadIntent) -> web.
     if length is None:
         # A signed URL binds a length range: a body of unannounced length cannot be checked.
         return _gcs_error(411, "MissingContentLength", "You must provide the Content-Length.")
-    if length > core_of(request).config.max_upload_bytes:
-        return _gcs_error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum size.")
+    config = core_of(request).config
+    if length > config.max_upload_bytes:
+        return _too_large(config.too_large_status)
     return None
+
+
+def _too_large(status: int) -> web.Response:
+    if status == 413:
+        return web.Response(status=413, text="Request Entity Too Large")
+    return _gcs_error(status, "EntityTooLarge", "Your proposed upload exceeds the maximum size.")
 
 
 async def _receive(

@@ -12,19 +12,24 @@ since counts accumulate) confirms every file at once; this is the usual case and
 per poll. When files are rejected the count stays short for good, so confirmation must decide
 when ingest is over without knowing the service's vocabulary. It is taken as over when both:
 
-- the count has not moved for ``SETTLE_SECONDS`` (or ``SETTLE_POLLS`` polls, if longer): a
-  shard being indexed moves it, and the shard rows are not even listed while it moves. A row
-  may appear when a shard is received, before it is indexed, and nothing vocabulary-free tells
-  the two apart, so the pause covers the gap between one shard's indexing and the next; and
-- the batch has at least one shard row per shard rfbatch sent to it (rows are counted, their
-  vocabulary is not read).
+- the count has not moved for the settle time (``[upload] ingest_settle_seconds``, 15 s, or
+  ``SETTLE_POLLS`` polls if longer): a
+  shard being indexed moves it; and
+- the batch has at least one shard row per shard rfbatch sent to it, and every row looks
+  processed. Status words are never read. A row may appear when its shard is received and
+  change (its status, its ``eventTimestamp``, its ``shardObjectsCount``) when it is indexed, so
+  a row counts once it has changed since rfbatch first saw it, or appeared already counting
+  objects (or with a ``statusType`` naming an error: a failed shard, as the contract says), and
+  then held still for the settle time; any other row counts ``ROW_FLOOR_SECONDS`` (40 s) after
+  it was first seen. So a shard that takes longer than the settle time to index is waited for,
+  not taken for one whose files were rejected.
 
 Or, sooner, when the ingest notifications name enough failed files to account for the gap.
 Then the listing is walked and every sent file missing from it is named: with the service's
 reason when a notification gave one, else "not in the batch after ingest". If the listing holds
-every sent file (the count lagged), polling goes on. A rejected file is so named about
-``SETTLE_SECONDS`` after the last shard is processed (at once with notifications), well within
-a minute with the default 2 s poll.
+every sent file (the count lagged), polling goes on. A rejected file is so named one settle
+time after its shard is processed, 40 s at most (at once with notifications): within a minute
+with the defaults.
 
 A new batch may not exist until its first shard is processed: a 404 from ``count`` or the shard
 listing means "nothing ingested yet" and is waited through within the same deadline.
@@ -50,9 +55,12 @@ if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot uplo
 
 log = structlog.get_logger("rfbatch.confirm")
 
-# How long the count must hold still (with every shard seen) before a shortfall is final.
-SETTLE_SECONDS = 15.0
+# The settle time is at least this many polls (``[upload] ingest_settle_seconds`` says how long).
 SETTLE_POLLS = 3
+# A shard row that shows no sign of being processed is taken as processed this long after rfbatch
+# first saw it: at least ROW_FLOOR_SECONDS, and this many settle times.
+ROW_FLOOR_SECONDS = 40.0
+ROW_FLOOR_SETTLES = 8 / 3
 NOT_KEPT = "not in the batch after ingest"
 
 
@@ -80,18 +88,53 @@ async def _count(client: RoboflowClient, batch_id: str) -> int:
         return 0  # the batch appears once its first shard is processed
 
 
-async def _every_shard_seen(client: RoboflowClient, manifest: Ledger, batch_id: str) -> bool:
-    """At least one shard row per shard sent: counted, never interpreted."""
-    sent = len(await manifest.list_shards(batch_id=batch_id, states=["uploaded", "ingested"]))
-    rows = 0
-    try:
-        async for _ in client.list_shards(batch_id):
-            rows += 1
-            if rows >= sent:
-                return True
-    except NotFoundError:
-        return False
-    return rows >= sent
+@dataclass
+class _Row:
+    fingerprint: tuple[object, ...]
+    first_seen: float
+    changed_at: float | None = None
+    settled_looking: bool = False
+    """It counted objects, or its ``statusType`` names an error (a failed shard, as documented)."""
+
+
+@dataclass
+class ShardWatch:
+    """What each shard row looked like when first seen, and when it last changed."""
+
+    rows: dict[str, _Row] = field(default_factory=dict)
+
+    async def observe(self, client: RoboflowClient, batch_id: str, now: float) -> None:
+        try:
+            async for shard in client.list_shards(batch_id):
+                seen = (
+                    shard.status_name,
+                    shard.status_type,
+                    shard.event_timestamp,
+                    shard.shard_objects_count,
+                    repr(shard.status_metadata),
+                )
+                row = self.rows.get(shard.shard_id)
+                if row is None:
+                    row = self.rows[shard.shard_id] = _Row(seen, now)
+                elif seen != row.fingerprint:
+                    row.fingerprint, row.changed_at = seen, now
+                row.settled_looking = shard.shard_objects_count > 0 or shard.failed
+        except NotFoundError:
+            return  # the batch appears once its first shard is processed
+
+    def processed(self, sent: int, settle: float, now: float) -> bool:
+        """A row per shard sent, each held still for the settle time since it changed or, never
+        seen to change, since it appeared counting objects (or failed); any row once it has
+        been listed for the floor time."""
+        if len(self.rows) < sent:
+            return False
+        floor = max(ROW_FLOOR_SECONDS, ROW_FLOOR_SETTLES * settle)
+        for row in self.rows.values():
+            still = now - (row.changed_at or row.first_seen) >= settle
+            evidence = row.changed_at is not None or row.settled_looking
+            if not (still and evidence) and now - row.first_seen < floor:
+                return False
+        return True
 
 
 def _reported_reasons(report: IngestReport | None) -> dict[str, str]:
@@ -110,8 +153,12 @@ async def _missing_files(
     ledger side is streamed.
     """
     kept: set[str] = set()
-    async for page in client.list_file_pages(batch_id):
-        kept.update(f.file_name for f in page.items)
+    try:
+        async for page in client.list_file_pages(batch_id):
+            kept.update(f.file_name for f in page.items)
+    except NotFoundError:
+        pass  # a batch whose every file was rejected may never come to exist
+
     missing: list[tuple[Path, str]] = []
     async for row in manifest.files_in_state(["uploaded"], batch_id):
         if row.member_name is not None and row.member_name not in kept:
@@ -141,6 +188,7 @@ async def confirm_ingest(
     *,
     deadline_seconds: float,
     poll_interval: float,
+    settle_seconds: float = 15.0,
     receiver: WebhookReceiver | None = None,
     on_count: Callable[[int, int], None] | None = None,
 ) -> Confirmation:
@@ -151,10 +199,12 @@ async def confirm_ingest(
     started = time.monotonic()
     expected = await expected_count(manifest, batch_id)
     waker = receiver.ingest_waker(batch_id) if receiver is not None else None
-    settle = max(SETTLE_SECONDS, SETTLE_POLLS * poll_interval)
+    settle = max(settle_seconds, SETTLE_POLLS * poll_interval)
     count, last, moved_at = 0, -1, started
     rejected: list[tuple[Path, str]] = []
     confirmed = False
+    shards = ShardWatch()
+    sent = len(await manifest.list_shards(batch_id=batch_id, states=["uploaded", "ingested"]))
     while True:
         count = await _count(client, batch_id)
         if on_count is not None:
@@ -162,13 +212,16 @@ async def confirm_ingest(
         if count >= expected:
             confirmed = True
         else:
+            now = time.monotonic()
             if count != last:
-                last, moved_at = count, time.monotonic()
+                last, moved_at = count, now
             report = receiver.ingest_report(batch_id) if receiver is not None else None
             reasons = _reported_reasons(report)
-            settled = time.monotonic() - moved_at >= settle
+            # Rows are watched on every poll while the count is short: a change is only seen
+            # by looking before and after it.
+            await shards.observe(client, batch_id, now)
             over = count + len(reasons) >= expected or (
-                settled and await _every_shard_seen(client, manifest, batch_id)
+                now - moved_at >= settle and shards.processed(sent, settle, now)
             )
             if over:
                 rejected = await _missing_files(client, manifest, batch_id, reasons)

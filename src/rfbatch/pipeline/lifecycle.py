@@ -131,6 +131,7 @@ class Lifecycle:
             row.batch_id,
             deadline_seconds=cfg.ingest_timeout_seconds,
             poll_interval=cfg.ingest_poll_seconds,
+            settle_seconds=cfg.ingest_settle_seconds,
             receiver=self.receiver,
             on_count=(
                 partial(self.on_ingest_count, row.batch_id)

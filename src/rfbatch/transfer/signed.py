@@ -110,7 +110,7 @@ def stated_limit(signed: SignedUrl) -> int | None:
     for name, value in signed.extension_headers.items():
         if name.lower() == LENGTH_RANGE_HEADER:
             upper = value.partition(",")[2].strip()
-            if upper.isdigit():
+            if upper.isdigit() and int(upper) > 0:  # "0,0" says nothing usable
                 limits.append(int(upper))
     return min(limits) if limits else None
 
