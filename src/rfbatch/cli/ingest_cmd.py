@@ -88,7 +88,11 @@ def _settings(config: Any, log_level: str | None, log_format: str | None) -> tup
 @app.command("references")
 def references(
     source: Annotated[
-        str, typer.Argument(help="A local JSONL file of {name, url}, or an https:// URL of one.")
+        str,
+        typer.Argument(
+            help="A local JSONL file of {name, url}, an https:// URL of one, or a cloud-storage "
+            "path (s3://, gs://, az://) with an optional glob: its media objects, presigned."
+        ),
     ],
     batch: BatchOpt,
     videos: Annotated[bool, typer.Option("--videos", help="The references are videos.")] = False,
@@ -114,7 +118,8 @@ def references(
         unknown = chosen - set(_CATEGORIES)
         if unknown:
             raise ConfigError(f"unknown notification category {sorted(unknown)}: {_CATEGORIES}")
-        parsed = parse_source(source)
+        scan = settings.scan
+        parsed = parse_source(source, scan.video_extensions if videos else scan.image_extensions)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
     request = IngestRequest(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -27,6 +27,7 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.client import IngestOptions
 from rfbatch.api.schemas import ImageReference, NotificationCategory
 from rfbatch.errors import ConfigError, NotFoundError
+from rfbatch.pipeline.cloud_storage import cloud_references, is_cloud_path
 
 if TYPE_CHECKING:  # the receiver brings aiohttp's server, which only a webhook run needs
     from rfbatch.webhooks import WebhookReceiver
@@ -36,7 +37,6 @@ log = structlog.get_logger("rfbatch.references")
 Kind = Literal["image", "video"]
 # The reference client's chunk (MAX_IMAGE_REFERENCES_IN_INGEST_REQUEST); videos go in one request.
 IMAGE_REFERENCES_PER_REQUEST = 20_000
-_CLOUD_SCHEMES = ("s3://", "gs://", "gcs://", "az://", "azure://")
 _JSONL_HELP = 'each line {"name": "<file name>", "url": "https://<signed URL>"}'
 
 
@@ -48,8 +48,10 @@ class ReferencesSource:
     url: str | None = None
 
 
-def parse_source(source: str) -> ReferencesSource:
-    """Read ``source``: a local JSONL file, or an ``https://`` URL the service fetches."""
+def parse_source(source: str, extensions: Collection[str] = ()) -> ReferencesSource:
+    """Read ``source``: a local JSONL file, an ``https://`` URL the service fetches, or a
+    cloud-storage path whose objects with one of ``extensions`` are presigned (blocking: it
+    lists the store; see :mod:`rfbatch.pipeline.cloud_storage`)."""
     if source.startswith("http://"):
         raise ConfigError(
             f"refusing {source!r}: only https:// references URLs are allowed "
@@ -57,12 +59,8 @@ def parse_source(source: str) -> ReferencesSource:
         )
     if source.startswith("https://"):
         return ReferencesSource(url=source)
-    if source.startswith(_CLOUD_SCHEMES):
-        raise ConfigError(
-            f"cloud-storage paths are not read by rfbatch ({source}): write a JSONL file of "
-            "presigned URLs, one per object (e.g. `aws s3 presign`, `gcloud storage sign-url`, "
-            f"`az storage blob generate-sas --full-uri`), {_JSONL_HELP}, and pass that file"
-        )
+    if is_cloud_path(source):
+        return ReferencesSource(references=tuple(cloud_references(source, extensions)))
     return ReferencesSource(references=tuple(read_jsonl(Path(source))))
 
 
