@@ -202,14 +202,17 @@ async def test_a_bad_line_is_named_with_its_file(
     assert says in err
 
 
-async def test_a_cloud_storage_path_is_refused_with_how_to(
+async def test_a_cloud_storage_path_without_the_cloud_extra_says_what_to_install(
     emulator: Emulator, tmp_path: Path
 ) -> None:
+    # The test install has fsspec but not s3fs: one line naming the extra, before any call.
     done = await _ingest(emulator, tmp_path, "references", "s3://bucket/images/", "--batch", "b")
     assert done.returncode == 2
     err = done.stderr.decode()
     assert len(err.strip().splitlines()) == 1
-    assert "presign" in err
+    assert "s3fs" in err
+    assert "rfbatch[cloud]" in err
+    assert "b" not in emulator.state()["batches"]
 
 
 @pytest.mark.parametrize("videos", [False, True])
