@@ -24,7 +24,7 @@ import anyio.to_thread
 import structlog
 
 from rfbatch.errors import ConfigError, ManifestClosedError
-from rfbatch.state.rows import check, known_states, path_of, unkey
+from rfbatch.state.rows import check, known_states, unkey
 from rfbatch.state.schema import migrate
 
 log = structlog.get_logger("rfbatch.state")
@@ -95,7 +95,6 @@ def _opt_key(value: str | os.PathLike[str] | None) -> Key | None:
 
 # Read back the same way by both ledgers (rfbatch.state.rows).
 _unkey = unkey
-_path = path_of
 
 
 def _text(value: str | None) -> str | None:

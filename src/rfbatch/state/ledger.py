@@ -127,9 +127,6 @@ class FileLedger(Protocol):
         :func:`rfbatch.member_names.member_name`. Known files' rows get the name and batch.
         """
 
-    async def member_path(self, batch_id: str, member: str) -> Path | None:
-        """The source file behind tar member ``member`` of ``batch_id``, if any."""
-
 
 class BatchLedger(Protocol):
     """Batches of the service, and the shards (tars) packed for them."""
@@ -155,15 +152,10 @@ class BatchLedger(Protocol):
         Unknown id: :class:`~rfbatch.errors.UnknownShardError`.
         """
 
-    async def get_shard(self, shard_id: str) -> ShardRow | None: ...
-
     async def list_shards(
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
         """Shards, oldest first, optionally of one batch and only in ``states``."""
-
-    async def shard_files(self, shard_id: str) -> list[FileRow]:
-        """The files currently recorded in the shard, by path."""
 
     async def create_batch(
         self, batch_id: str, kind: BatchKind, *, info: Mapping[str, Any] | None = None
@@ -238,9 +230,6 @@ class EventLedger(Protocol):
         An id is remembered for at least :data:`EVENT_RETENTION` seconds; older ones are
         forgotten by the ledger itself, so the record stays bounded however long it runs.
         """
-
-    async def prune_events(self, older_than: float) -> int:
-        """Forget event ids received before the timestamp ``older_than``; return how many."""
 
 
 class RetentionLedger(Protocol):

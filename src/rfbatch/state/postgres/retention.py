@@ -13,6 +13,7 @@ import anyio.to_thread
 
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.postgres.connection import PgDatabase, _count
+from rfbatch.state.postgres.downloads import prune_events
 from rfbatch.state.records import DONE_BATCH_STATES, FINAL_FILE_STATES, BatchState, Forgotten
 from rfbatch.state.rows import unkey
 
@@ -97,12 +98,7 @@ class PgRetentionStore(PgDatabase):
                         ids,
                     )
                 )
-            events = _count(
-                await conn.execute(
-                    "DELETE FROM webhook_events WHERE received_at < $1",
-                    self._clock() - EVENT_RETENTION,
-                )
-            )
+            events = await prune_events(conn, self._clock() - EVENT_RETENTION)
         bytes_after = await self._bytes()
         return Forgotten(
             files,
