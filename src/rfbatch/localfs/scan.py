@@ -49,7 +49,7 @@ from rfbatch.media import (
     Skipped,
     SkipReason,
     SourceSpec,
-    extension_of,
+    kind_of,
 )
 
 DEFAULT_CHUNK_SIZE = 1000
@@ -148,12 +148,10 @@ class _Rules:
         return not any(p.fullmatch(rel) for p in self.exclude)
 
     def kind(self, name: str) -> MediaKind | None:
-        ext = extension_of(name)
-        if ext in self.spec.image_extensions:
-            return "image"
-        if ext in self.spec.video_extensions:
-            return "video"
-        return None
+        spec = self.spec
+        return kind_of(
+            name, image_extensions=spec.image_extensions, video_extensions=spec.video_extensions
+        )
 
 
 @functools.lru_cache(maxsize=64)
