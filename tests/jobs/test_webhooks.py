@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.abc
+import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
@@ -302,6 +305,55 @@ async def test_an_address_in_use_is_a_config_error() -> None:
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
             async with serve_webhooks(receiver, "127.0.0.1", port):
                 pass
+
+
+async def test_a_cancelled_server_still_closes_its_port_and_connections() -> None:
+    # The daemon's task group cancelled (a signal, a failing stage) while the receiver serves:
+    # its cleanup still runs to the end, so the port can be bound again and a client's idle
+    # keep-alive connection is closed, not left open for ever.
+    receiver = WebhookReceiver(SECRET, CAP, InMemoryEvents())
+    with anyio.CancelScope() as scope:
+        async with serve_webhooks(receiver, "127.0.0.1", 0) as url:
+            port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            await client.send(b"GET /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            with anyio.fail_after(30):
+                assert (await read_response(client)).startswith(b"HTTP/1.1 405")
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()  # the cancellation lands here
+    assert scope.cancelled_caught
+    async with client:
+        with anyio.fail_after(30):
+            await until_closed(client)
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+        again.listen()
+
+
+async def read_response(stream: anyio.abc.ByteStream) -> bytes:
+    """One whole HTTP response (its body sized by Content-Length) from ``stream``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return data
+
+
+async def until_closed(stream: anyio.abc.ByteStream) -> None:
+    """Return once the peer has closed ``stream`` (nothing more is sent on it here)."""
+    try:
+        while True:
+            await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        return
 
 
 async def test_notices_after_forgetting_are_taken_but_not_kept(hook: Hook) -> None:
