@@ -1,8 +1,10 @@
 """The ledger: what the pipeline needs from durable state, whatever keeps it.
 
 :class:`Ledger` is the interface every implementation honours: :class:`~rfbatch.state.manifest.
-SqliteManifest` (one process, a state directory) today, a shared database for several workers
-later. The contract suite in ``tests/state`` runs against each implementation.
+SqliteManifest` (one process, a state directory) and :class:`~rfbatch.state.postgres.
+PostgresLedger` (a fleet of workers on one database). Both subclass it, so what the interface
+derives from their own methods (:meth:`DownloadLedger.mark_download`, the async context manager)
+is written once, here. The contract suite in ``tests/state`` runs against each implementation.
 
 What every method promises, unless its own text says more:
 
@@ -207,6 +209,7 @@ class DownloadLedger(Protocol):
         size: int | None = None,
     ) -> None:
         """:meth:`mark_downloads` for one file."""
+        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
 
     async def mark_downloads(
         self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
@@ -259,11 +262,13 @@ class Ledger(FileLedger, BatchLedger, DownloadLedger, EventLedger, RetentionLedg
     async def close(self) -> None:
         """Release the ledger (connections, locks). Safe to call again."""
 
-    async def __aenter__(self) -> Self: ...
+    async def __aenter__(self) -> Self:
+        return self
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        await self.close()

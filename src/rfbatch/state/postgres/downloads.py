@@ -4,7 +4,6 @@ and :mod:`rfbatch.state.events`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.postgres.connection import (
@@ -53,18 +52,6 @@ class PgDownloadStore(PgDatabase):
                 self._clock(),
             )
         return _count(status)
-
-    async def mark_download(
-        self,
-        batch_id: str,
-        part_name: str | None,
-        file_name: str,
-        state: DownloadState,
-        *,
-        path: Path | None = None,
-        size: int | None = None,
-    ) -> None:
-        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
 
     async def mark_downloads(
         self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
