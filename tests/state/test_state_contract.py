@@ -18,8 +18,9 @@ from rfbatch.errors import (
     UnknownShardError,
     UnresumableRowError,
 )
-from rfbatch.media import Skipped
+from rfbatch.media import FoundFile, Skipped
 from rfbatch.state.ledger import EVENT_RETENTION, Ledger
+from rfbatch.state.records import BatchState
 from tests.state.support import ROOT, LedgerBackend, ff, files_of_shard, member_path, shard_of
 
 
@@ -260,6 +261,56 @@ async def test_recorded_events_are_forgotten_after_the_retention(backend: Ledger
         assert await m.record_event("evt-recent") is False
         assert await m.record_event("evt-new") is False
         assert await m.record_event("evt-old") is True  # forgotten, so taken as new
+
+
+async def test_files_gone_from_the_source_are_forgotten_after_the_retention(
+    backend: LedgerBackend,
+) -> None:
+    day = 24 * 3600.0
+    retention = 3 * day
+    now = 1_750_000_000.0
+
+    def clock() -> float:
+        return now
+
+    files = [ff(f"d/{i:05d}.jpg") for i in range(2500)]  # candidates over several pages
+    running = ff("running.jpg")
+    on_disk = {str(f.path) for f in files[::2]}  # every other file is still in the source
+    batches: list[tuple[str, list[FoundFile], BatchState]] = [
+        ("b-done", files, "exported"),
+        ("b-run", [running], "job_started"),  # its job is still running
+    ]
+    async with await backend.open(clock=clock) as m:
+        await m.filter_new([*files, running])
+        for batch, batch_files, state in batches:
+            await m.create_batch(batch, "images")
+            await m.assign_members(batch, batch_files)
+            await m.create_shard(batch, [f.path for f in batch_files], size=10)
+            await m.mark([f.path for f in batch_files], "ingested", batch_id=batch)
+            await m.add_downloads(batch, [(None, "results.jsonl", 10)])
+            await m.update_batch(batch, state=state)
+
+        now += day  # within the retention: nothing goes, and nothing is sent again
+        assert (await m.forget(now - retention, exists=on_disk.__contains__)).files == 0
+        assert await m.filter_new([files[1]]) == []
+
+        now += retention
+        gone = await m.forget(now - retention, exists=on_disk.__contains__)
+        assert (gone.files, gone.batches) == (1250, 0)  # b-done's files on disk refer to it
+        assert await m.get_file(files[1].path) is None
+        assert await m.get_file(files[0].path) is not None
+        assert await m.get_file(running.path) is not None  # its batch is not done
+        # Forgotten, then back: new, so it may be sent again.
+        assert await m.filter_new([files[1]]) == [files[1]]
+
+        # Once no file refers to it, the done batch goes with its shards and downloads.
+        gone = await m.forget(now - retention, exists=lambda _: False)
+        assert (gone.files, gone.batches, gone.shards, gone.downloads) == (1250, 1, 1, 1)
+        assert await m.get_batch("b-done") is None
+        assert await m.list_shards(batch_id="b-done") == []
+        assert await m.list_downloads("b-done") == []
+        assert await m.get_batch("b-run") is not None
+        assert await m.get_file(files[1].path) is not None  # seen again, not final
 
 
 async def test_invalid_states_and_kinds_are_refused_before_any_write(ledger: Ledger) -> None:
