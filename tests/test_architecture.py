@@ -9,12 +9,14 @@ must be given a place in the layers, here and in the document, before its first 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "rfbatch"
+DOC = SRC.parents[1] / "docs" / "architecture.md"
 MAX_MODULE_LINES = 600
 
 # The bottom layer: records, rules and small leaf helpers (settings reads its one file, samples
@@ -171,3 +173,25 @@ def test_module_is_small(module: str) -> None:
     path = dict(_modules())[module]
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_MODULE_LINES, f"{module} has {lines} lines (at most {MAX_MODULE_LINES})"
+
+
+def test_every_module_is_named_in_the_document() -> None:
+    # Named in code spans: `name`, `name.py` or `name.attribute`; the command modules as a
+    # group (`*_cmd`); the emulator's in its package docstring, as ``name``.
+    named = {
+        span.split(".")[0] if not span.endswith(".py") else span.removesuffix(".py")
+        for span in re.findall(r"`([^`\s]+)`", DOC.read_text(encoding="utf-8"))
+    }
+    emulator_doc = ast.get_docstring(ast.parse((SRC / "emulator" / "__init__.py").read_text()))
+    assert emulator_doc is not None
+    missing: list[str] = []
+    for module, path in _modules():
+        stem = path.stem
+        if stem == "__init__" or (module.startswith("rfbatch.cli.") and stem.endswith("_cmd")):
+            continue
+        if module.startswith("rfbatch.emulator."):
+            if f"``{stem}``" not in emulator_doc:
+                missing.append(f"{module} (in the emulator's docstring)")
+        elif stem not in named:
+            missing.append(module)
+    assert not missing, f"modules docs/architecture.md does not name: {missing}"

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 import structlog
@@ -49,6 +49,8 @@ _CHUNK = 64 * 1024
 _MAX_EVENT_ID = 200  # ids are UUIDs; anything far longer is not the service's
 # Forgotten jobs and batches remembered, so that notices trailing the end are not kept again.
 _FORGOTTEN_KEPT = 10_000
+# Jobs and batches nobody waits on (yet) whose notices are kept, most recent first.
+UNCLAIMED_KEPT = 1_000
 
 
 # --- waking ----------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class IngestReport:
 
 @dataclass
 class _Ingest:
+    signal: _Signal = field(default_factory=_Signal)
     ingest_ids: dict[str, None] = field(default_factory=dict)
     status_notices: int = 0
     success: bool | None = None
@@ -172,6 +175,9 @@ class WebhookStatistics:
     duplicates: int
     ignored: int
     rejected: dict[str, int]
+    jobs_kept: int
+    """Jobs the receiver keeps something for: waited on, or noticed lately."""
+    batches_kept: int
 
 
 class _Malformed(ValueError):
@@ -240,6 +246,61 @@ class _RecentIds:
         self._ids.pop(key, None)
 
 
+E = TypeVar("E")
+
+
+class _Kept(Generic[E]):
+    """What the receiver keeps per job or batch id (``E``), bounded for a daemon's months.
+
+    An id a waiter asked for is kept until it is forgotten. An id only notices made (a job
+    started elsewhere with this receiver's URL, a batch nobody confirms, or one whose waiter
+    has not come yet: a notice may race ahead of it) is kept among the ``capacity`` most
+    recently noticed, the oldest going first. A forgotten id is remembered, so that notices
+    trailing its end are taken but not kept.
+    """
+
+    def __init__(self, make: Callable[[], E], capacity: int) -> None:
+        self._make = make
+        self._capacity = capacity
+        self._waited: dict[str, E] = {}
+        self._unclaimed: OrderedDict[str, E] = OrderedDict()
+        self._forgotten = _RecentIds(_FORGOTTEN_KEPT)
+
+    def __len__(self) -> int:
+        return len(self._waited) + len(self._unclaimed)
+
+    def get(self, key: str) -> E | None:
+        found = self._waited.get(key)
+        return found if found is not None else self._unclaimed.get(key)
+
+    def waited_on(self, key: str) -> E:
+        """The entry of ``key``, kept from now until :meth:`forget`."""
+        self._forgotten.discard(key)  # waited on again: its notices count again
+        entry = self._waited.get(key)
+        if entry is None:
+            entry = self._unclaimed.pop(key, None)
+            self._waited[key] = entry = entry if entry is not None else self._make()
+        return entry
+
+    def noticed(self, key: str) -> E | None:
+        """The entry a notice for ``key`` updates; ``None`` for a forgotten id."""
+        if key in self._forgotten:
+            return None
+        entry = self._waited.get(key)
+        if entry is not None:
+            return entry
+        entry = self._unclaimed.pop(key, None)
+        self._unclaimed[key] = entry = entry if entry is not None else self._make()
+        if len(self._unclaimed) > self._capacity:
+            self._unclaimed.popitem(last=False)
+        return entry
+
+    def forget(self, key: str) -> None:
+        self._waited.pop(key, None)
+        self._unclaimed.pop(key, None)
+        self._forgotten.add(key)
+
+
 class InMemoryEvents:
     """A ``record_event`` for short-lived receivers without a manifest: remembers the last
     ``capacity`` event ids."""
@@ -278,6 +339,7 @@ class WebhookReceiver:
         record_event: RecordEvent,
         *,
         read_timeout: float = 30.0,
+        unclaimed_kept: int = UNCLAIMED_KEPT,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError("max_body_bytes must be >= 1")
@@ -285,12 +347,8 @@ class WebhookReceiver:
         self._max_body = max_body_bytes
         self._record_event = record_event
         self._read_timeout = read_timeout
-        self._job_signals: dict[str, _Signal] = {}
-        self._ingest_signals: dict[str, _Signal] = {}
-        self._jobs: dict[str, JobNotice] = {}
-        self._ingests: dict[str, _Ingest] = {}
-        self._forgotten_jobs = _RecentIds(_FORGOTTEN_KEPT)
-        self._forgotten_batches = _RecentIds(_FORGOTTEN_KEPT)
+        self._jobs: _Kept[_Signal] = _Kept(_Signal, unclaimed_kept)
+        self._ingests: _Kept[_Ingest] = _Kept(_Ingest, unclaimed_kept)
         self._received = self._accepted = self._duplicates = self._ignored = 0
         self._rejected: dict[str, int] = {}
 
@@ -315,28 +373,21 @@ class WebhookReceiver:
             duplicates=self._duplicates,
             ignored=self._ignored,
             rejected=dict(self._rejected),
+            jobs_kept=len(self._jobs),
+            batches_kept=len(self._ingests),
         )
 
     def job_waker(self, job_id: str) -> Waker:
-        self._forgotten_jobs.discard(job_id)  # waited on again: its notices count again
-        return Waker(self._job_signals.setdefault(job_id, _Signal()))
+        """A waker for the job's notices (those that came before it count too); the job is
+        kept until :meth:`forget_job`."""
+        return Waker(self._jobs.waited_on(job_id))
 
     def ingest_waker(self, batch_id: str) -> Waker:
-        self._forgotten_batches.discard(batch_id)
-        return Waker(self._ingest_signals.setdefault(batch_id, _Signal()))
-
-    async def wait_job(self, job_id: str, seconds: float) -> JobNotice | None:
-        """The job's latest notice once one has arrived (maybe already), or ``None`` after
-        ``seconds``."""
-        if await self.job_waker(job_id).wait_for(seconds):
-            return self._jobs.get(job_id)
-        return None
-
-    def job_notice(self, job_id: str) -> JobNotice | None:
-        return self._jobs.get(job_id)
+        """As :meth:`job_waker`, for the ingest notices of a batch."""
+        return Waker(self._ingests.waited_on(batch_id).signal)
 
     def ingest_report(self, batch_id: str) -> IngestReport:
-        return self._ingests.get(batch_id, _Ingest()).report(batch_id)
+        return (self._ingests.get(batch_id) or _Ingest()).report(batch_id)
 
     def forget_job(self, job_id: str) -> None:
         """Drop what is kept for a job nobody will wait on again (a daemon runs for months).
@@ -344,20 +395,12 @@ class WebhookReceiver:
         Notices for it that arrive later (the end may be seen by a poll before its notice
         comes) are taken and ignored, so nothing is kept for it again.
         """
-        self._jobs.pop(job_id, None)
-        self._job_signals.pop(job_id, None)
-        self._forgotten_jobs.add(job_id)
+        self._jobs.forget(job_id)
 
     def forget_batch(self, batch_id: str) -> None:
         """Drop what is kept for a batch whose ingest is confirmed; as :meth:`forget_job`,
         later notices for it (each shard sends two) are ignored."""
-        self._ingests.pop(batch_id, None)
-        self._ingest_signals.pop(batch_id, None)
-        self._forgotten_batches.add(batch_id)
-
-    def holds_batch(self, batch_id: str) -> bool:
-        """Whether anything is kept for ``batch_id`` (what :meth:`forget_batch` drops)."""
-        return batch_id in self._ingests or batch_id in self._ingest_signals
+        self._ingests.forget(batch_id)
 
     # -- the handler -------------------------------------------------------------------------
 
@@ -448,7 +491,8 @@ class WebhookReceiver:
         return None
 
     def _on_job(self, notice: JobNotice) -> None:
-        if notice.job_id in self._forgotten_jobs:
+        signal = self._jobs.noticed(notice.job_id)
+        if signal is None:
             log.info(
                 "webhook.late",
                 event_id=notice.event_id,
@@ -456,7 +500,6 @@ class WebhookReceiver:
                 job_state=notice.job_state,
             )
             return
-        self._jobs[notice.job_id] = notice
         log.info(
             "webhook.job",
             event_id=notice.event_id,
@@ -464,15 +507,15 @@ class WebhookReceiver:
             job_state=notice.job_state,
             attempt=notice.delivery_attempt,
         )
-        self._job_signals.setdefault(notice.job_id, _Signal()).notify()
+        signal.notify()
 
     def _on_ingest(
         self, event_id: str, batch_id: str, ingest_id: str | None, notification: dict[str, Any]
     ) -> None:
-        if batch_id in self._forgotten_batches:
+        state = self._ingests.noticed(batch_id)
+        if state is None:
             log.info("webhook.late", event_id=event_id, batch=batch_id)
             return
-        state = self._ingests.setdefault(batch_id, _Ingest())
         if ingest_id:
             state.ingest_ids.setdefault(ingest_id, None)
         kind = notification.get("type")
@@ -497,7 +540,7 @@ class WebhookReceiver:
             kind=kind,
             success=success,
         )
-        self._ingest_signals.setdefault(batch_id, _Signal()).notify()
+        state.signal.notify()
 
 
 @asynccontextmanager

@@ -78,19 +78,32 @@ def received_digests(emulator: Emulator, batch_id: str) -> dict[str, int]:
     return out
 
 
-def cli_env(emulator: Emulator, state_dir: Path) -> dict[str, str]:
+def run_env(
+    base_url: str, state_dir: Path, *, api_key: str = API_KEY, **variables: str
+) -> dict[str, str]:
+    """The environment of an ``rfbatch`` run against ``base_url``: this process's, less every
+    setting, key and API URL of its own, plus the key, the URL, the state folder, JSON logs and
+    ``variables`` (which may override those)."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "ROBOFLOW_", "API_"))
     }
     env.update(
-        ROBOFLOW_API_KEY=API_KEY,
-        API_BASE_URL=emulator.base_url,
+        ROBOFLOW_API_KEY=api_key,
+        API_BASE_URL=base_url,
         RFBATCH_STATE__DIR=str(state_dir),
-        RFBATCH_SCAN__SETTLE_SECONDS="0",
-        RFBATCH_UPLOAD__INGEST_POLL_SECONDS="0.05",
         RFBATCH_LOG__FORMAT="json",
     )
+    env.update(variables)
     return env
+
+
+def cli_env(emulator: Emulator, state_dir: Path) -> dict[str, str]:
+    return run_env(
+        emulator.base_url,
+        state_dir,
+        RFBATCH_SCAN__SETTLE_SECONDS="0",
+        RFBATCH_UPLOAD__INGEST_POLL_SECONDS="0.05",
+    )
 
 
 RFBATCH = [sys.executable, "-m", "rfbatch"]

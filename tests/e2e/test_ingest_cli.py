@@ -23,7 +23,7 @@ from rfbatch.localfs.scan import iter_scan
 from rfbatch.media import FoundFile, SourceSpec
 from rfbatch.samples import png_bytes
 from tests.conftest import API_KEY, emulator_config_with
-from tests.e2e.support import batch_items, cli_env, run_cli
+from tests.e2e.support import batch_items, cli_env, run_cli, run_env
 from tests.reliability.support_b import self_signed, server_context
 
 _VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(2000)
@@ -266,17 +266,7 @@ async def test_references_from_an_https_url(tmp_path: Path, videos: bool) -> Non
 
 
 def cli_env_for(base_url: str, tmp_path: Path) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "ROBOFLOW_", "API_"))
-    }
-    env.update(
-        ROBOFLOW_API_KEY=API_KEY,
-        API_BASE_URL=base_url,
-        RFBATCH_STATE__DIR=str(tmp_path / "state"),
-        RFBATCH_UPLOAD__INGEST_POLL_SECONDS="0.05",
-        RFBATCH_LOG__FORMAT="json",
-    )
-    return env
+    return run_env(base_url, tmp_path / "state", RFBATCH_UPLOAD__INGEST_POLL_SECONDS="0.05")
 
 
 async def test_roboql_ingest_builds_and_confirms_a_batch(

@@ -117,23 +117,31 @@ async def test_an_unknown_job_or_batch_is_one_line_and_the_documented_exit_code(
     assert "unknown batch or job" in _documented(3)
 
 
-def _state_fault(tmp_path: Path, fault: str) -> Iterator[Path]:
-    """A state directory with ``fault``, as a generator for ExitStack-free use in one test."""
-    state = tmp_path / "state"
+def _faulty_folder(folder: Path, fault: str) -> Iterator[Path]:
+    """``folder`` with ``fault`` ("a file" in its place, "read-only", or "full": a disk too
+    small for a database's first pages), as a generator for ExitStack-free use in one test."""
     if fault == "a file":
-        state.write_bytes(b"not a folder")
-        yield state
-    elif fault == "damaged":
+        folder.write_bytes(b"not a folder")
+        yield folder
+    elif fault == "read-only":
+        with small_disk(folder, "1m", read_only=True):
+            yield folder
+    else:
+        assert fault == "full", fault
+        with small_disk(folder, "4k"):
+            (folder / "filler").write_bytes(b"x" * 4096)
+            yield folder
+
+
+def _state_fault(tmp_path: Path, fault: str) -> Iterator[Path]:
+    """A state directory with ``fault``: one of :func:`_faulty_folder`'s, or "damaged"."""
+    state = tmp_path / "state"
+    if fault == "damaged":
         state.mkdir()
         (state / DB_NAME).write_bytes(b"this is not a database " * 64)
         yield state
-    elif fault == "read-only":
-        with small_disk(state, "1m", read_only=True):
-            yield state
-    else:  # full: a disk too small for the database's first pages
-        with small_disk(state, "4k"):
-            (state / "filler").write_bytes(b"x" * 4096)
-            yield state
+    else:
+        yield from _faulty_folder(state, fault)
 
 
 @pytest.mark.parametrize(
@@ -389,20 +397,6 @@ async def test_a_folder_of_unsupported_files_says_what_was_ignored_and_exits_0(
     assert "ignore_names" not in out
 
 
-def _unusable_output(tmp_path: Path, fault: str) -> Iterator[Path]:
-    out = tmp_path / "results"
-    if fault == "a file":
-        out.write_bytes(b"not a folder")
-        yield out
-    elif fault == "read-only":
-        with small_disk(out, "1m", read_only=True):
-            yield out
-    else:  # full
-        with small_disk(out, "4k"):
-            (out / "filler").write_bytes(b"x" * 4096)
-            yield out
-
-
 @pytest.mark.parametrize(
     ("fault", "says"),
     [
@@ -417,7 +411,7 @@ async def test_sync_checks_its_output_before_any_upload(
     src = tmp_path / "src"
     make_tree(src, 3)
     env = cli_env(emulator, tmp_path / "state")
-    for out in _unusable_output(tmp_path, fault):
+    for out in _faulty_folder(tmp_path / "results", fault):
         done = await run_cli(
             ["sync", str(src), "--batch", "early", "--workflow", "wf", "--output", str(out)], env
         )

@@ -19,6 +19,7 @@ from rfbatch.settings import Settings, load_settings
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.transfer import BytesBody, Transfer, TransferConfig
 from tests.conftest import API_KEY
+from tests.e2e.support import run_env
 from tests.tars import tar_of
 from tests.waiting import wait_for
 
@@ -133,16 +134,8 @@ def downloads(emulator: Emulator) -> int:
 
 def export_env(base_url: str, state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment of a CLI run against ``base_url`` (the emulator or a fake service)."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "ROBOFLOW_", "API_"))
-    }
-    env.update(
-        ROBOFLOW_API_KEY=API_KEY,
-        API_BASE_URL=base_url,
-        RFBATCH_STATE__DIR=str(state_dir),
-        RFBATCH_LOG__FORMAT="json",
-        RFBATCH_EXPORT__MIN_FREE_BYTES=str(MiB),
-        PYTHONPATH=str(REPO),
+    return run_env(
+        base_url,
+        state_dir,
+        **{"RFBATCH_EXPORT__MIN_FREE_BYTES": str(MiB), "PYTHONPATH": str(REPO), **extra},
     )
-    env.update(extra)
-    return env

@@ -15,7 +15,7 @@ from anyio.streams.text import TextReceiveStream
 from rfbatch.emulator import Emulator, EmulatorConfig, running_emulator
 from rfbatch.ids import job_id_for_batch
 from tests.conftest import API_KEY, WORKSPACE
-from tests.e2e.support import cli_env, make_tree, run_cli
+from tests.e2e.support import cli_env, make_tree, run_cli, run_env
 from tests.jobs.support import (
     JOB_CLI,
     client_for,
@@ -241,14 +241,8 @@ async def test_a_derived_job_id_makes_a_retried_start_idempotent(
 
 async def test_usage_errors_exit_2_before_any_call(tmp_path: Path) -> None:
     # Nothing listens at the API URL: a command that called it would fail with exit 3 instead.
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "ROBOFLOW_", "API_"))
-    }
-    env.update(
-        ROBOFLOW_API_KEY=API_KEY,
-        API_BASE_URL=f"http://127.0.0.1:{free_port()}",
-        RFBATCH_API__RETRY_ATTEMPTS="1",
-        RFBATCH_STATE__DIR=str(tmp_path / "state"),
+    env = run_env(
+        f"http://127.0.0.1:{free_port()}", tmp_path / "state", RFBATCH_API__RETRY_ATTEMPTS="1"
     )
     cases = {
         "no workflow id": ["start", "--batch", "imgs"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.abc
+import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
@@ -98,7 +101,7 @@ async def test_a_missing_or_wrong_authorization_is_401(hook: Hook) -> None:
     assert stats.rejected == {"missing_authorization": 2, "bad_authorization": 2}
     assert stats.accepted == 0
     assert hook.events.calls == []
-    assert hook.receiver.job_notice("job-1") is None
+    assert stats.jobs_kept == 0
 
 
 async def test_both_wordings_of_the_publishable_key_are_accepted(hook: Hook) -> None:
@@ -156,15 +159,16 @@ async def test_a_malformed_payload_is_400_and_not_recorded(hook: Hook, body: byt
 async def test_a_redelivered_event_is_a_no_op(hook: Hook) -> None:
     payload = job_payload("job-7")
     waker = hook.receiver.job_waker("job-7")
-    assert (await hook.post(payload))[0] == 200
-    assert await waker.wait_for(30)
-    again = {**payload, "delivery_attempt": 2, "job_state": "fail"}
-    status, reply = await hook.post(again)
+    with capture_logs() as logs:
+        assert (await hook.post(payload))[0] == 200
+        assert await waker.wait_for(30)
+        again = {**payload, "delivery_attempt": 2, "job_state": "fail"}
+        status, reply = await hook.post(again)
     assert (status, reply) == (200, {"status": "duplicate"})
     assert hook.events.calls == [payload["event_id"], payload["event_id"]]
-    notice = hook.receiver.job_notice("job-7")
-    assert notice is not None
-    assert (notice.job_state, notice.delivery_attempt) == ("success", 1)
+    # Only the first delivery was acted on.
+    taken = [(e["event"], e.get("job_state"), e.get("attempt")) for e in logs]
+    assert taken == [("webhook.job", "success", 1), ("webhook.duplicate", None, None)]
     # The duplicate woke nobody: a waiter finds nothing new.
     assert not waker.pending
     stats = hook.receiver.statistics()
@@ -182,9 +186,7 @@ async def test_an_unknown_notification_type_is_accepted_and_ignored(hook: Hook) 
 
 async def test_a_notification_that_raced_ahead_of_its_waiter_still_wakes_it(hook: Hook) -> None:
     assert (await hook.post(job_payload("early"))) == (200, {"status": "ok"})
-    notice = await hook.receiver.wait_job("early", 30)
-    assert notice is not None
-    assert notice.job_id == "early"
+    assert await hook.receiver.job_waker("early").wait_for(30)
     # Each waiter has its own waker, so two followers of one job are both woken.
     first, second = hook.receiver.job_waker("late"), hook.receiver.job_waker("late")
     woken: list[str] = []
@@ -199,7 +201,7 @@ async def test_a_notification_that_raced_ahead_of_its_waiter_still_wakes_it(hook
         await anyio.sleep(0.01)
         assert (await hook.post(job_payload("late")))[0] == 200
     assert sorted(woken) == ["first", "second"]
-    assert await hook.receiver.wait_job("never", 0.01) is None
+    assert not await hook.receiver.job_waker("never").wait_for(0.01)
 
 
 async def test_the_authorization_value_is_never_logged(hook: Hook) -> None:
@@ -270,11 +272,12 @@ async def test_emulator_job_webhooks_reach_the_receiver(emulator: Emulator, tmp_
         spec = job_spec_from(
             JobSettings(workflow_id="wf"), batch_id="imgs", kind="images", notifications_url=url
         )
-        await start_job(client, "hook-job", spec)
-        notice = await receiver.wait_job("hook-job", 30)
-    assert notice is not None
-    assert notice.job_state == "success"
-    assert notice.delivery_attempt == 1
+        waker = receiver.job_waker("hook-job")
+        with capture_logs() as logs:
+            await start_job(client, "hook-job", spec)
+            assert await waker.wait_for(30)
+    [notice] = [e for e in logs if e["event"] == "webhook.job"]
+    assert (notice["job"], notice["job_state"], notice["attempt"]) == ("hook-job", "success", 1)
 
 
 async def test_a_body_that_never_arrives_is_dropped_after_the_read_timeout() -> None:
@@ -304,6 +307,55 @@ async def test_an_address_in_use_is_a_config_error() -> None:
                 pass
 
 
+async def test_a_cancelled_server_still_closes_its_port_and_connections() -> None:
+    # The daemon's task group cancelled (a signal, a failing stage) while the receiver serves:
+    # its cleanup still runs to the end, so the port can be bound again and a client's idle
+    # keep-alive connection is closed, not left open for ever.
+    receiver = WebhookReceiver(SECRET, CAP, InMemoryEvents())
+    with anyio.CancelScope() as scope:
+        async with serve_webhooks(receiver, "127.0.0.1", 0) as url:
+            port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+            client = await anyio.connect_tcp("127.0.0.1", port)
+            await client.send(b"GET /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            with anyio.fail_after(30):
+                assert (await read_response(client)).startswith(b"HTTP/1.1 405")
+            scope.cancel()
+            await anyio.lowlevel.checkpoint()  # the cancellation lands here
+    assert scope.cancelled_caught
+    async with client:
+        with anyio.fail_after(30):
+            await until_closed(client)
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+        again.listen()
+
+
+async def read_response(stream: anyio.abc.ByteStream) -> bytes:
+    """One whole HTTP response (its body sized by Content-Length) from ``stream``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += await stream.receive()
+    return data
+
+
+async def until_closed(stream: anyio.abc.ByteStream) -> None:
+    """Return once the peer has closed ``stream`` (nothing more is sent on it here)."""
+    try:
+        while True:
+            await stream.receive()
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        return
+
+
 async def test_notices_after_forgetting_are_taken_but_not_kept(hook: Hook) -> None:
     receiver = hook.receiver
     ingest = {
@@ -314,18 +366,63 @@ async def test_notices_after_forgetting_are_taken_but_not_kept(hook: Hook) -> No
         "notification": {"type": "ingest-status-notification-v1", "success": True},
     }
     assert (await hook.post({**ingest, "event_id": new_event_id()}))[0] == 200
-    assert receiver.holds_batch("done-batch")
+    assert receiver.statistics().batches_kept == 1
     receiver.forget_batch("done-batch")
     receiver.forget_job("done-job")
 
     late = [{**ingest, "event_id": new_event_id()}, job_payload("done-job")]
     assert [(await hook.post(body))[0] for body in late] == [200, 200]
 
-    assert not receiver.holds_batch("done-batch")
-    assert receiver.job_notice("done-job") is None
-    assert receiver.statistics().accepted == 3
+    stats = receiver.statistics()
+    assert (stats.batches_kept, stats.jobs_kept, stats.accepted) == (0, 0, 3)
     # Waited on again, a batch's notices count again.
     waker = receiver.ingest_waker("done-batch")
     assert (await hook.post({**ingest, "event_id": new_event_id()}))[0] == 200
     assert await waker.wait_for(30)
     assert receiver.ingest_report("done-batch").status_notices == 1
+
+
+async def test_notices_for_ids_nobody_waits_on_are_kept_up_to_a_cap() -> None:
+    # Jobs started elsewhere with this receiver's URL, batches nobody confirms: a daemon that
+    # runs for months must not keep a notice of each for ever.
+    receiver = WebhookReceiver(SECRET, CAP, InMemoryEvents(), unclaimed_kept=50)
+    mine, my_batch = receiver.job_waker("mine"), receiver.ingest_waker("my-batch")
+    async with (
+        serve_webhooks(receiver, "127.0.0.1", 0) as url,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+    ):
+
+        async def post(body: dict[str, Any]) -> int:
+            headers = {"Authorization": SECRET}
+            async with session.post(url, data=json.dumps(body), headers=headers) as resp:
+                return resp.status
+
+        for n in range(200):
+            assert await post(job_payload(f"elsewhere-{n}")) == 200
+            assert await post(ingest_payload(f"unconfirmed-{n}")) == 200
+            stats = receiver.statistics()
+            assert stats.jobs_kept <= 51
+            assert stats.batches_kept <= 51
+        assert (stats.jobs_kept, stats.batches_kept) == (51, 51)
+        # What is waited on is never dropped: its notices still wake it.
+        assert await post(job_payload("mine")) == 200
+        assert await post(ingest_payload("my-batch")) == 200
+        assert await mine.wait_for(30)
+        assert await my_batch.wait_for(30)
+    # The latest of the others are kept, for a waiter that comes after its notice; the
+    # oldest are gone.
+    assert receiver.job_waker("elsewhere-199").pending
+    assert not receiver.job_waker("elsewhere-0").pending
+    assert receiver.ingest_report("unconfirmed-199").status_notices == 1
+    assert receiver.ingest_report("unconfirmed-0").status_notices == 0
+
+
+def ingest_payload(batch_id: str) -> dict[str, Any]:
+    return {
+        "type": "roboflow-data-staging-notification-v1",
+        "event_id": new_event_id(),
+        "batch_id": batch_id,
+        "ingest_id": "i",
+        "shard_id": None,
+        "notification": {"type": "ingest-status-notification-v1", "success": True},
+    }

@@ -4,6 +4,7 @@ inotify watches says so once and goes on by polling (the limit is simulated, nev
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,27 @@ async def test_a_folder_with_a_file_too_young_to_take_is_listed_again(tmp_path: 
     assert (await scan_rels(spec, caches, quick=False))[0] == {"cam0/day0/img.jpg"}
     _, stats = await scan_rels(spec, caches, quick=True)
     assert stats.directories == 1  # day0 again, to take its files once they are old enough
+
+
+async def test_a_rescan_forgets_the_folders_that_are_gone(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    camera_tree(src)
+    spec = SourceSpec(src)
+    caches = [DirCache()]
+    await scan_rels(spec, caches, quick=False)
+    assert len(caches[0]) == 25  # the root, 4 cameras, 20 days
+
+    # A camera's folder deleted whole: the quick rescan lists the root (its mtime moved, too
+    # recently to be trusted, so it is not kept either) and forgets cam3 and its 5 days.
+    shutil.rmtree(src / "cam3")
+    await scan_rels(spec, caches, quick=True)
+    assert len(caches[0]) == 25 - 1 - 6
+    # A full rescan forgets too: a day of cam0 moved away, its parent's mtime set back.
+    shutil.move(src / "cam0" / "day4", tmp_path / "elsewhere")
+    os.utime(src / "cam0", (HOUR_AGO, HOUR_AGO))
+    os.utime(src, (HOUR_AGO, HOUR_AGO))
+    await scan_rels(spec, caches, quick=False)
+    assert len(caches[0]) == 25 - 6 - 1
 
 
 class Failing:

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.e2e.support import RFBATCH
+from tests.e2e.support import RFBATCH, run_env
 from tests.serving import serving
 
 WORKSPACE = "hostile-ws"
@@ -175,19 +175,14 @@ async def running(
 
 
 def hostile_env(base_url: str, state_dir: Path, api_key: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RFBATCH_", "ROBOFLOW_", "API_"))
-    }
-    env.update(
-        ROBOFLOW_API_KEY=api_key,
-        API_BASE_URL=base_url,
-        RFBATCH_STATE__DIR=str(state_dir),
-        RFBATCH_LOG__FORMAT="json",
-        # A hostile answer is not transient: these keep the runs that do retry short.
+    # A hostile answer is not transient: these keep the runs that do retry short.
+    return run_env(
+        base_url,
+        state_dir,
+        api_key=api_key,
         RFBATCH_API__RETRY_ATTEMPTS="2",
         RFBATCH_API__RETRY_TIMEOUT="5",
     )
-    return env
 
 
 # --- certificates --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Protocol
 from rfbatch.media import FoundFile
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.manifest import SqliteManifest
+from rfbatch.state.records import FILE_STATES, FileRow, ShardRow
 
 ROOT = Path("/data/cams")
 
@@ -22,6 +23,29 @@ Clock = Callable[[], float]
 
 def ff(rel: str, size: int = 10, mtime_ns: int = 1_000, kind: str = "image") -> FoundFile:
     return FoundFile(str(ROOT / rel), ROOT, rel, size, mtime_ns, 42, kind)  # type: ignore[arg-type]
+
+
+# Reads the contract tests make through the ledger's own interface (nothing in rfbatch needs
+# them, so the ledger does not offer them).
+
+
+async def shard_of(ledger: Ledger, shard_id: str) -> ShardRow | None:
+    """The shard's row, or ``None``."""
+    return next((s for s in await ledger.list_shards() if s.shard_id == shard_id), None)
+
+
+async def files_of_shard(ledger: Ledger, shard_id: str) -> list[FileRow]:
+    """The files recorded in the shard, by path."""
+    rows = [r async for r in ledger.files_in_state(FILE_STATES) if r.shard_id == shard_id]
+    return sorted(rows, key=lambda r: r.path)
+
+
+async def member_path(ledger: Ledger, batch_id: str, member: str) -> Path | None:
+    """The file recorded under tar member name ``member`` in ``batch_id``, if any."""
+    async for row in ledger.files_in_state(FILE_STATES, batch_id):
+        if row.member_name == member:
+            return row.path
+    return None
 
 
 class LedgerBackend(Protocol):

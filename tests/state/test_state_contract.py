@@ -18,9 +18,10 @@ from rfbatch.errors import (
     UnknownShardError,
     UnresumableRowError,
 )
-from rfbatch.media import Skipped
+from rfbatch.media import FoundFile, Skipped
 from rfbatch.state.ledger import EVENT_RETENTION, Ledger
-from tests.state.support import ROOT, LedgerBackend, ff
+from rfbatch.state.records import BatchState
+from tests.state.support import ROOT, LedgerBackend, ff, files_of_shard, member_path, shard_of
 
 
 async def test_a_closed_ledger_refuses_every_call(backend: LedgerBackend) -> None:
@@ -141,8 +142,8 @@ async def test_member_names_unique_per_batch_and_stable_across_reopen(
         assert {p: again[p] for p in names} == names
         assert len(set(again.values())) == len(files)
         assert again[files[5].path] == "other.png"
-        assert await m.member_path("b1", names[files[2].path]) == files[2].path
-        assert await m.member_path("b1", "nope.jpg") is None
+        assert await member_path(m, "b1", names[files[2].path]) == files[2].path
+        assert await member_path(m, "b1", "nope.jpg") is None
         # Another batch has its own namespace.
         other = await m.assign_members("b2", [files[4]])
         assert other[files[4].path] == "IMG_0001.JPG"
@@ -153,21 +154,21 @@ async def test_shards(ledger: Ledger) -> None:
     await ledger.filter_new(files)
     shard = await ledger.create_shard("b1", [f.path for f in files[:3]], size=300)
     assert (shard.state, shard.file_count, shard.size, shard.batch_id) == ("packed", 3, 300, "b1")
-    in_shard = await ledger.shard_files(shard.shard_id)
+    in_shard = await files_of_shard(ledger, shard.shard_id)
     assert [r.path for r in in_shard] == sorted(f.path for f in files[:3])
     assert {r.state for r in in_shard} == {"packed"}
     updated = await ledger.update_shard(shard.shard_id, state="uploading", bump_attempts=True)
     assert (updated.state, updated.attempts) == ("uploading", 1)
     failed = await ledger.update_shard(shard.shard_id, state="failed", error="HTTP 500")
     assert (failed.state, failed.attempts, failed.last_error) == ("failed", 1, "HTTP 500")
-    assert await ledger.get_shard(shard.shard_id) == failed
+    assert await shard_of(ledger, shard.shard_id) == failed
     second = await ledger.create_shard("b2", [files[3].path], size=100)
     assert [s.shard_id for s in await ledger.list_shards(batch_id="b1")] == [shard.shard_id]
     assert [s.shard_id for s in await ledger.list_shards(states=["packed"])] == [second.shard_id]
     assert len(await ledger.list_shards()) == 2
     with pytest.raises(UnknownShardError, match="missing"):
         await ledger.update_shard("missing", state="uploaded")
-    assert await ledger.get_shard("missing") is None
+    assert await shard_of(ledger, "missing") is None
 
 
 async def test_batches(ledger: Ledger) -> None:
@@ -235,8 +236,11 @@ async def test_webhook_events_are_recorded_once(backend: LedgerBackend) -> None:
     async with await backend.open(clock=lambda: 200.0) as m:
         assert await m.record_event("evt-1") is False
         assert await m.record_event("evt-2") is True
-        assert await m.prune_events(older_than=150.0) == 1
+    # Past evt-1's retention but not evt-2's: the retention pass forgets evt-1 only.
+    async with await backend.open(clock=lambda: 150.0 + EVENT_RETENTION) as m:
+        assert (await m.forget(older_than=0.0)).events == 1
         assert await m.record_event("evt-1") is True
+        assert await m.record_event("evt-2") is False
 
 
 async def test_recorded_events_are_forgotten_after_the_retention(backend: LedgerBackend) -> None:
@@ -259,6 +263,56 @@ async def test_recorded_events_are_forgotten_after_the_retention(backend: Ledger
         assert await m.record_event("evt-old") is True  # forgotten, so taken as new
 
 
+async def test_files_gone_from_the_source_are_forgotten_after_the_retention(
+    backend: LedgerBackend,
+) -> None:
+    day = 24 * 3600.0
+    retention = 3 * day
+    now = 1_750_000_000.0
+
+    def clock() -> float:
+        return now
+
+    files = [ff(f"d/{i:05d}.jpg") for i in range(2500)]  # candidates over several pages
+    running = ff("running.jpg")
+    on_disk = {str(f.path) for f in files[::2]}  # every other file is still in the source
+    batches: list[tuple[str, list[FoundFile], BatchState]] = [
+        ("b-done", files, "exported"),
+        ("b-run", [running], "job_started"),  # its job is still running
+    ]
+    async with await backend.open(clock=clock) as m:
+        await m.filter_new([*files, running])
+        for batch, batch_files, state in batches:
+            await m.create_batch(batch, "images")
+            await m.assign_members(batch, batch_files)
+            await m.create_shard(batch, [f.path for f in batch_files], size=10)
+            await m.mark([f.path for f in batch_files], "ingested", batch_id=batch)
+            await m.add_downloads(batch, [(None, "results.jsonl", 10)])
+            await m.update_batch(batch, state=state)
+
+        now += day  # within the retention: nothing goes, and nothing is sent again
+        assert (await m.forget(now - retention, exists=on_disk.__contains__)).files == 0
+        assert await m.filter_new([files[1]]) == []
+
+        now += retention
+        gone = await m.forget(now - retention, exists=on_disk.__contains__)
+        assert (gone.files, gone.batches) == (1250, 0)  # b-done's files on disk refer to it
+        assert await m.get_file(files[1].path) is None
+        assert await m.get_file(files[0].path) is not None
+        assert await m.get_file(running.path) is not None  # its batch is not done
+        # Forgotten, then back: new, so it may be sent again.
+        assert await m.filter_new([files[1]]) == [files[1]]
+
+        # Once no file refers to it, the done batch goes with its shards and downloads.
+        gone = await m.forget(now - retention, exists=lambda _: False)
+        assert (gone.files, gone.batches, gone.shards, gone.downloads) == (1250, 1, 1, 1)
+        assert await m.get_batch("b-done") is None
+        assert await m.list_shards(batch_id="b-done") == []
+        assert await m.list_downloads("b-done") == []
+        assert await m.get_batch("b-run") is not None
+        assert await m.get_file(files[1].path) is not None  # seen again, not final
+
+
 async def test_invalid_states_and_kinds_are_refused_before_any_write(ledger: Ledger) -> None:
     a = ff("a.jpg")
     await ledger.filter_new([a])
@@ -275,7 +329,7 @@ async def test_invalid_states_and_kinds_are_refused_before_any_write(ledger: Led
         await ledger.list_shards(states=["sent"])  # type: ignore[list-item]
     with pytest.raises(InvalidStateError, match="file state"):
         [r async for r in ledger.files_in_state(["lost"])]  # type: ignore[list-item]
-    assert await ledger.get_shard(shard.shard_id) == shard
+    assert await shard_of(ledger, shard.shard_id) == shard
     assert await ledger.get_batch("b-new") is None
     assert await ledger.list_downloads("b1") == []
     row = await ledger.get_file(a.path)

@@ -88,7 +88,9 @@ async def test_paths_that_are_not_utf8_round_trip_exactly(pg: PostgresBackend) -
         assert row.rel == odd.rel
         assert row.last_error is not None
         assert "\x00" not in row.last_error
-        assert await ledger.member_path("odd-batch", names[odd.path]) == odd.path
+        assert row.member_name == names[odd.path]
+        # The name is stored under the path's exact bytes: asked again, the same name.
+        assert await ledger.assign_members("odd-batch", [odd]) == names
 
 
 async def test_a_throwaway_server_serves_when_none_runs(tmp_path: Path) -> None:

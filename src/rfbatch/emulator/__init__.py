@@ -34,6 +34,8 @@ Modules:
 - ``faults``: seedable per-route fault profiles and the injector that draws from them.
 - ``persist``: keeps the records across restarts on a chosen ``state_dir``.
 - ``tasks``: the background work (ingests, job runners, webhooks), cancelled on shutdown.
+- ``tls``: HTTPS: a private CA and a certificate for the loopback names, made at start.
+- ``link``: a shaped network link in front of it (round trips, handshakes, bandwidth).
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class DirCache:
         self._entries[path] = (st.st_mtime_ns, tuple(children) if children else _NO_CHILDREN)
 
     def forget_missing(self, seen: set[str]) -> None:
-        """Drop folders a full walk no longer found (deleted, moved away)."""
+        """Drop the folders a walk to its end no longer found (deleted, moved away), so the
+        cache holds only folders that still exist."""
         for path in [p for p in self._entries if p not in seen]:
             del self._entries[path]

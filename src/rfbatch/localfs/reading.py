@@ -6,7 +6,9 @@ unchanged, with its path still naming it, before its last byte is handed out. A 
 raises :class:`~rfbatch.errors.FileChangedError` (it is re-queued and sent whole by a later
 pass, never half-written); one that cannot be opened or read raises
 :class:`~rfbatch.errors.FileUnreadableError`. Both request bodies that read local files (the tar
-shards and the videos) read through :class:`CheckedFile`. Blocking: run it in a worker thread.
+shards and the videos) read through :class:`CheckedFile`. Whether a file recorded earlier is
+worth offering again (a failed upload retried, a file resumed or adopted) is
+:func:`still_as_recorded`. Blocking: run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -17,10 +19,24 @@ from pathlib import Path
 from typing import BinaryIO
 
 from rfbatch.errors import FileChangedError, FileUnreadableError
+from rfbatch.media import FoundFile
 
 # Bytes read from disk at a time: large enough that a worker-thread hand-off per read is cheap,
 # small enough that many concurrent bodies stay within memory.
 READ_CHUNK_SIZE = 1 << 20
+
+
+def still_as_recorded(found: FoundFile) -> bool:
+    """Whether ``found`` is still on disk as it was recorded: the same size and mtime.
+
+    The rule that decides whether a file recorded earlier is offered again unchanged; one that
+    moved (or is gone) is left for the scan to find again.
+    """
+    try:
+        st = os.stat(found.location)
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (found.size, found.mtime_ns)
 
 
 class CheckedFile:

@@ -49,7 +49,7 @@ from rfbatch.media import (
     Skipped,
     SkipReason,
     SourceSpec,
-    extension_of,
+    kind_of,
 )
 
 DEFAULT_CHUNK_SIZE = 1000
@@ -150,12 +150,10 @@ class _Rules:
         return not any(p.fullmatch(rel) for p in self.exclude)
 
     def kind(self, name: str) -> MediaKind | None:
-        ext = extension_of(name)
-        if ext in self.spec.image_extensions:
-            return "image"
-        if ext in self.spec.video_extensions:
-            return "video"
-        return None
+        spec = self.spec
+        return kind_of(
+            name, image_extensions=spec.image_extensions, video_extensions=spec.video_extensions
+        )
 
 
 @functools.lru_cache(maxsize=64)
@@ -253,11 +251,13 @@ def _walk(
 
     Only one directory handle is open at a time; pending folders wait as paths on a stack.
     Each listing is remembered in ``cache``; a ``quick`` walk lists only the folders whose
-    mtime moved since (see :mod:`rfbatch.localfs.dircache`).
+    mtime moved since (see :mod:`rfbatch.localfs.dircache`). A walk that reaches its end
+    makes ``cache`` forget the folders it no longer found (deleted, moved away).
     """
     spec = rules.spec
     follow = spec.follow_symlinks
     visited: set[tuple[int, int]] = set()
+    reached: set[str] = set()
     prefix = start_rel + "/" if start_rel else ""
     stack: list[tuple[str, str]] = [(start or str(spec.root), prefix)]
     while stack:
@@ -269,6 +269,8 @@ def _walk(
             except OSError as exc:
                 yield _unreadable_dir(stats, dir_path, exc)
                 continue
+            if cache is not None:
+                reached.add(dir_path)
         if follow and dst is not None:
             key = (dst.st_dev, dst.st_ino)
             if key in visited:
@@ -307,6 +309,8 @@ def _walk(
             # What this listing pushed are exactly this folder's subfolders.
             subfolders = [os.path.basename(path) for path, _ in stack[pushed:]]
             cache.record(dir_path, dst, subfolders, whole=whole and stats.too_young == young)
+    if cache is not None:
+        cache.forget_missing(reached)
 
 
 def _examine_entry(

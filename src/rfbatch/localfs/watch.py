@@ -136,10 +136,8 @@ async def watch(
     }
 
     async def rescan(kind: str) -> AsyncGenerator[FoundFile | Skipped, None]:
-        nonlocal caches
+        # Every rescan that ends makes the caches forget the folders it no longer found.
         full = kind == "full"
-        if full:
-            caches = [DirCache() for _ in specs]  # rebuilt whole: folders gone are forgotten
         started, cpu, seen = clock(), time.process_time(), 0
         listed = sum(c.listed for c in caches)
         async with contextlib.aclosing(iter_scan(specs, caches=caches, quick=not full)) as items:

@@ -51,7 +51,7 @@ from rfbatch.errors import NotFoundError
 from rfbatch.state.ledger import Ledger
 
 if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot upload never needs
-    from rfbatch.webhooks import IngestReport, WebhookReceiver
+    from rfbatch.webhooks import IngestReport, Waker, WebhookReceiver
 
 log = structlog.get_logger("rfbatch.confirm")
 
@@ -181,6 +181,15 @@ async def _record_rejected(
         log.warning("upload.rejected", batch=batch_id, path=str(path), reason=why)
 
 
+async def pause(waker: Waker | None, seconds: float) -> None:
+    """The pause between two polls of an ingest: ``seconds``, cut short by the batch's next
+    notification when a receiver gave a ``waker``."""
+    if waker is None:
+        await anyio.sleep(seconds)
+    else:
+        await waker.wait_for(seconds)
+
+
 async def confirm_ingest(
     client: RoboflowClient,
     manifest: Ledger,
@@ -235,10 +244,7 @@ async def confirm_ingest(
         left = deadline_seconds - (time.monotonic() - started)
         if left <= 0:
             break
-        if waker is None:
-            await anyio.sleep(min(poll_interval, left))
-        else:
-            await waker.wait_for(min(poll_interval, left))
+        await pause(waker, min(poll_interval, left))
     result = Confirmation(
         batch_id=batch_id,
         expected=expected,

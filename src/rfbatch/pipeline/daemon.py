@@ -22,7 +22,6 @@ with :meth:`tracemalloc.Snapshot.compare_to` to see what grows.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from rfbatch.app import Services
 from rfbatch.errors import FatalError, UnresumableRowError
 from rfbatch.localfs.after_ingest import SourceCleanup
 from rfbatch.localfs.diskspace import free_bytes
+from rfbatch.localfs.reading import still_as_recorded
 from rfbatch.localfs.watch import WatchStatus, watch
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.health import Readiness, health_app, serve_http
@@ -447,10 +447,9 @@ def _unchanged_on_disk(rows: Sequence[FileRow]) -> list[FoundFile]:
     for row in rows:
         try:
             file = row.to_found()
-            st = os.stat(file.path)
-        except (UnresumableRowError, OSError):
+        except UnresumableRowError:
             continue
-        if (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns):
+        if still_as_recorded(file):
             out.append(file)
     return out
 

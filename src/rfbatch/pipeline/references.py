@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import anyio
 import structlog
 
 from rfbatch.api import RoboflowClient
@@ -28,6 +27,7 @@ from rfbatch.api.client import IngestOptions
 from rfbatch.api.schemas import ImageReference, NotificationCategory
 from rfbatch.errors import ConfigError, NotFoundError
 from rfbatch.pipeline.cloud_storage import cloud_references, is_cloud_path
+from rfbatch.pipeline.confirm import pause
 
 if TYPE_CHECKING:  # the receiver brings aiohttp's server, which only a webhook run needs
     from rfbatch.webhooks import WebhookReceiver
@@ -228,10 +228,7 @@ async def wait_for_ingest(
         left = deadline_seconds - (now - started)
         if left <= 0:
             break
-        if waker is None:
-            await anyio.sleep(min(poll_interval, left))
-        else:
-            await waker.wait_for(min(poll_interval, left))
+        await pause(waker, min(poll_interval, left))
     wait.seconds = round(time.monotonic() - started, 3)
     event = log.info if wait.confirmed else log.warning
     event(

@@ -9,7 +9,6 @@ pass is then repeated (a bounded number of times) to take it once it is quiet.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from rfbatch.app import Services
 from rfbatch.errors import UnresumableRowError
+from rfbatch.localfs.reading import still_as_recorded
 from rfbatch.localfs.scan import scan
 from rfbatch.localfs.settle import Settler, settle_files
 from rfbatch.media import FoundFile, Skipped, SourceSpec, normalize_extensions
@@ -263,15 +263,7 @@ async def resumable(
             continue
 
     def unchanged() -> list[Assigned]:
-        out = []
-        for batch_id, found in candidates:
-            try:
-                st = os.stat(found.path)
-            except OSError:
-                continue
-            if (st.st_size, st.st_mtime_ns) == (found.size, found.mtime_ns):
-                out.append(Assigned(batch_id, found))
-        return out
+        return [Assigned(batch, found) for batch, found in candidates if still_as_recorded(found)]
 
     return await anyio.to_thread.run_sync(unchanged)
 

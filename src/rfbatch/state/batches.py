@@ -24,16 +24,13 @@ from rfbatch.state.records import (
     BatchKind,
     BatchRow,
     BatchState,
-    FileRow,
     ShardRow,
     ShardState,
 )
 from rfbatch.state.rows import (
     BATCH_COLUMNS,
-    FILE_COLUMNS,
     SHARD_COLUMNS,
     batch_row,
-    file_row,
     shard_row,
 )
 
@@ -110,19 +107,12 @@ class BatchStore(Database):
 
         return await self._run(write)
 
-    async def get_shard(self, shard_id: str) -> ShardRow | None:
-        return await self._run(lambda: _shard(self._conn, shard_id))
-
     async def list_shards(
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
         where, args = _where(batch_id=batch_id, states=states, allowed=SHARD_STATES)
         sql = f"SELECT {SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
         return await self._run(lambda: [shard_row(r) for r in self._conn.execute(sql, args)])
-
-    async def shard_files(self, shard_id: str) -> list[FileRow]:
-        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE shard_id = ? ORDER BY path"  # noqa: S608
-        return await self._run(lambda: [file_row(r) for r in self._conn.execute(sql, (shard_id,))])
 
     # -- batches ------------------------------------------------------------------------
 

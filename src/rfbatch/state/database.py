@@ -16,7 +16,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import anyio
@@ -24,7 +23,7 @@ import anyio.to_thread
 import structlog
 
 from rfbatch.errors import ConfigError, ManifestClosedError
-from rfbatch.state.rows import check, known_states, path_of, unkey
+from rfbatch.state.rows import check, known_states, unkey
 from rfbatch.state.schema import migrate
 
 log = structlog.get_logger("rfbatch.state")
@@ -95,7 +94,6 @@ def _opt_key(value: str | os.PathLike[str] | None) -> Key | None:
 
 # Read back the same way by both ledgers (rfbatch.state.rows).
 _unkey = unkey
-_path = path_of
 
 
 def _text(value: str | None) -> str | None:
@@ -173,17 +171,6 @@ class Database:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def check_writable(self) -> None:
         """Raise unless a write transaction can be opened now (the daemon's readiness check)."""

@@ -6,7 +6,6 @@ A row is keyed by batch, part (``""`` when the batch is not split into parts) an
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from rfbatch.state.database import Database, _check, _key, _opt_key, _where
 from rfbatch.state.records import DOWNLOAD_STATES, DownloadMark, DownloadRow, DownloadState
@@ -35,19 +34,6 @@ class DownloadStore(Database):
                 ).rowcount
 
         return await self._run(write)
-
-    async def mark_download(
-        self,
-        batch_id: str,
-        part_name: str | None,
-        file_name: str,
-        state: DownloadState,
-        *,
-        path: Path | None = None,
-        size: int | None = None,
-    ) -> None:
-        """Set one download's state (and where it was written); the row is created if needed."""
-        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
 
     async def mark_downloads(
         self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]

@@ -48,12 +48,3 @@ class EventStore(Database):
             return cursor.rowcount == 1
 
         return await self._run(write)
-
-    async def prune_events(self, older_than: float) -> int:
-        """Forget event ids received before ``older_than`` (a timestamp); return how many."""
-
-        def write() -> int:
-            with self._tx() as conn:
-                return _prune(conn, older_than)
-
-        return await self._run(write)

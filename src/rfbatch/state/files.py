@@ -21,7 +21,6 @@ from rfbatch.state.database import (
     _chunks,
     _key,
     _marks,
-    _path,
     _text,
     _where,
 )
@@ -332,15 +331,3 @@ class FileStore(Database):
                 [(name, batch_id, _key(path)) for path, name in result.items()],
             )
         return result
-
-    async def member_path(self, batch_id: str, member: str) -> Path | None:
-        """The source file behind tar member ``member`` of ``batch_id`` (for failure reports)."""
-
-        def read() -> Path | None:
-            row = self._conn.execute(
-                "SELECT path FROM members WHERE batch_id = ? AND member_name = ?",
-                (batch_id, member),
-            ).fetchone()
-            return _path(row[0]) if row is not None else None
-
-        return await self._run(read)

@@ -1,8 +1,10 @@
 """The ledger: what the pipeline needs from durable state, whatever keeps it.
 
 :class:`Ledger` is the interface every implementation honours: :class:`~rfbatch.state.manifest.
-SqliteManifest` (one process, a state directory) today, a shared database for several workers
-later. The contract suite in ``tests/state`` runs against each implementation.
+SqliteManifest` (one process, a state directory) and :class:`~rfbatch.state.postgres.
+PostgresLedger` (a fleet of workers on one database). Both subclass it, so what the interface
+derives from their own methods (:meth:`DownloadLedger.mark_download`, the async context manager)
+is written once, here. The contract suite in ``tests/state`` runs against each implementation.
 
 What every method promises, unless its own text says more:
 
@@ -127,9 +129,6 @@ class FileLedger(Protocol):
         :func:`rfbatch.member_names.member_name`. Known files' rows get the name and batch.
         """
 
-    async def member_path(self, batch_id: str, member: str) -> Path | None:
-        """The source file behind tar member ``member`` of ``batch_id``, if any."""
-
 
 class BatchLedger(Protocol):
     """Batches of the service, and the shards (tars) packed for them."""
@@ -155,15 +154,10 @@ class BatchLedger(Protocol):
         Unknown id: :class:`~rfbatch.errors.UnknownShardError`.
         """
 
-    async def get_shard(self, shard_id: str) -> ShardRow | None: ...
-
     async def list_shards(
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
         """Shards, oldest first, optionally of one batch and only in ``states``."""
-
-    async def shard_files(self, shard_id: str) -> list[FileRow]:
-        """The files currently recorded in the shard, by path."""
 
     async def create_batch(
         self, batch_id: str, kind: BatchKind, *, info: Mapping[str, Any] | None = None
@@ -215,6 +209,7 @@ class DownloadLedger(Protocol):
         size: int | None = None,
     ) -> None:
         """:meth:`mark_downloads` for one file."""
+        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
 
     async def mark_downloads(
         self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
@@ -238,9 +233,6 @@ class EventLedger(Protocol):
         An id is remembered for at least :data:`EVENT_RETENTION` seconds; older ones are
         forgotten by the ledger itself, so the record stays bounded however long it runs.
         """
-
-    async def prune_events(self, older_than: float) -> int:
-        """Forget event ids received before the timestamp ``older_than``; return how many."""
 
 
 class RetentionLedger(Protocol):
@@ -270,11 +262,13 @@ class Ledger(FileLedger, BatchLedger, DownloadLedger, EventLedger, RetentionLedg
     async def close(self) -> None:
         """Release the ledger (connections, locks). Safe to call again."""
 
-    async def __aenter__(self) -> Self: ...
+    async def __aenter__(self) -> Self:
+        return self
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> None:
+        await self.close()

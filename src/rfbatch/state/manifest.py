@@ -15,12 +15,13 @@ from rfbatch.state.database import DB_NAME
 from rfbatch.state.downloads import DownloadStore
 from rfbatch.state.events import EventStore
 from rfbatch.state.files import FileStore
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import Forgotten
 from rfbatch.state.retention import RetentionStore
 
 __all__ = ["DB_NAME", "Forgotten", "SqliteManifest"]
 
 
-class SqliteManifest(FileStore, BatchStore, DownloadStore, EventStore, RetentionStore):
+class SqliteManifest(FileStore, BatchStore, DownloadStore, EventStore, RetentionStore, Ledger):
     """The SQLite :class:`~rfbatch.state.ledger.Ledger`. Open it with :meth:`open` (or
     ``async with``)."""

@@ -28,22 +28,17 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
-import anyio.to_thread
-
-from rfbatch.state.database import Database, Key, _chunks, _marks, _unkey
+from rfbatch.state.database import Database, Key, _chunks, _marks
 from rfbatch.state.events import _prune as _prune_events
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.records import DONE_BATCH_STATES, FINAL_FILE_STATES, BatchState, Forgotten
+from rfbatch.state.rows import forget_gone
 
 _PAGE = 1000
 
 
 def _exists(path: str) -> bool:
     return os.path.lexists(path)
-
-
-def _gone(keys: list[Key], exists: Callable[[str], bool]) -> list[Key]:
-    return [k for k in keys if not exists(_unkey(k))]
 
 
 class RetentionStore(Database):
@@ -65,18 +60,14 @@ class RetentionStore(Database):
         """
         done = list(dict.fromkeys(done_batch_states))
         bytes_before = await self._run(self._db_bytes)
-        files = 0
-        after: Key = ""
-        while True:
-            page = await self._run(partial(self._candidates, older_than, done, after))
-            if not page:
-                break
-            gone = await anyio.to_thread.run_sync(_gone, page, exists)
-            if gone:
-                files += await self._run(partial(self._forget_files, gone, older_than))
-            if len(page) < _PAGE:
-                break
-            after = page[-1]
+        first: Key = ""
+        files = await forget_gone(
+            lambda after: self._run(partial(self._candidates, older_than, done, after)),
+            lambda gone: self._run(partial(self._forget_files, gone, older_than)),
+            exists,
+            first,
+            _PAGE,
+        )
         batches, shards, downloads = await self._run(lambda: self._forget_batches(older_than, done))
         events = await self._run(lambda: self._forget_events(self._clock() - EVENT_RETENTION))
         if files or batches or events:

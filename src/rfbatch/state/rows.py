@@ -1,4 +1,5 @@
-"""What both ledgers share: the column lists and row builders, and the check of states.
+"""What both ledgers share: the column lists and row builders, the check of states, and the
+retention's pass over files (:func:`forget_gone`).
 
 SQLite hands back tuples and PostgreSQL (asyncpg) records; both index by position, and both give
 a key column either as text or as the bytes of its surrogatepass UTF-8 (see each ledger's key
@@ -8,9 +9,11 @@ helpers), which :func:`unkey` turns back into the same ``str``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+import anyio.to_thread
 
 from rfbatch.errors import InvalidStateError
 from rfbatch.state.records import BatchRow, DownloadRow, FileRow, ShardRow
@@ -98,3 +101,34 @@ def download_row(r: Row) -> DownloadRow:
         path=path_of(r[5]),
         updated_at=r[6],
     )
+
+
+K = TypeVar("K", bound=str | bytes)
+
+
+def _gone(keys: Sequence[K], exists: Callable[[str], bool]) -> list[K]:
+    return [k for k in keys if not exists(unkey(k))]
+
+
+async def forget_gone(
+    page_after: Callable[[K], Awaitable[Sequence[K]]],
+    forget: Callable[[list[K]], Awaitable[int]],
+    exists: Callable[[str], bool],
+    first: K,
+    page_size: int,
+) -> int:
+    """The retention's pass over files: page through the candidates (keys in order, each page
+    the ``page_size`` after the last one's end, from ``first``), ask ``exists`` in a worker
+    thread which are gone from the disk (so a slow disk never holds the ledger), and
+    ``forget`` those; return how many were forgotten."""
+    forgotten, after = 0, first
+    while True:
+        page = await page_after(after)
+        if not page:
+            return forgotten
+        gone = await anyio.to_thread.run_sync(_gone, page, exists)
+        if gone:
+            forgotten += await forget(gone)
+        if len(page) < page_size:
+            return forgotten
+        after = page[-1]

@@ -7,6 +7,7 @@ the :class:`~rfbatch.state.ledger.Ledger` contract, which ``tests/state`` checks
 
 from __future__ import annotations
 
+from rfbatch.state.ledger import Ledger
 from rfbatch.state.postgres.batches import PgBatchStore
 from rfbatch.state.postgres.connection import SCHEMA_VERSION
 from rfbatch.state.postgres.downloads import PgDownloadStore
@@ -17,5 +18,7 @@ from rfbatch.state.postgres.retention import PgRetentionStore
 __all__ = ["SCHEMA_VERSION", "PostgresLedger"]
 
 
-class PostgresLedger(PgFileStore, PgBatchStore, PgDownloadStore, PgRetentionStore, PgFleetStore):
+class PostgresLedger(
+    PgFileStore, PgBatchStore, PgDownloadStore, PgRetentionStore, PgFleetStore, Ledger
+):
     """The PostgreSQL :class:`~rfbatch.state.ledger.Ledger`. Open it with :meth:`open`."""

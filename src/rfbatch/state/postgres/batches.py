@@ -18,22 +18,18 @@ from rfbatch.state.records import (
     BatchKind,
     BatchRow,
     BatchState,
-    FileRow,
     ShardRow,
     ShardState,
 )
 from rfbatch.state.rows import (
     BATCH_COLUMNS,
-    FILE_COLUMNS,
     SHARD_COLUMNS,
     batch_row,
     check,
-    file_row,
     known_states,
     shard_row,
 )
 
-_SELECT_SHARD = f"SELECT {SHARD_COLUMNS} FROM shards WHERE shard_id = $1"  # noqa: S608
 _SELECT_BATCH = f"SELECT {BATCH_COLUMNS} FROM batches WHERE batch_id = $1"  # noqa: S608
 _UPDATE_SHARD = (
     "UPDATE shards SET state = COALESCE($1, state), last_error = $2, attempts = attempts + $3,"  # noqa: S608
@@ -113,10 +109,6 @@ class PgBatchStore(PgDatabase):
             raise UnknownShardError(f"no shard {shard_id!r} in the ledger")
         return shard_row(row)
 
-    async def get_shard(self, shard_id: str) -> ShardRow | None:
-        rows = await self._fetch(_SELECT_SHARD, shard_id)
-        return shard_row(rows[0]) if rows else None
-
     async def list_shards(
         self, *, batch_id: str | None = None, states: Iterable[ShardState] | None = None
     ) -> list[ShardRow]:
@@ -124,10 +116,6 @@ class PgBatchStore(PgDatabase):
         where, args = _where([("batch_id", batch_id), ("state", wanted)])
         sql = f"SELECT {SHARD_COLUMNS} FROM shards{where} ORDER BY created_at, shard_id"  # noqa: S608
         return [shard_row(r) for r in await self._fetch(sql, *args)]
-
-    async def shard_files(self, shard_id: str) -> list[FileRow]:
-        sql = f"SELECT {FILE_COLUMNS} FROM files WHERE shard_id = $1 ORDER BY path"  # noqa: S608
-        return [file_row(r) for r in await self._fetch(sql, shard_id)]
 
     # -- batches ------------------------------------------------------------------------
 

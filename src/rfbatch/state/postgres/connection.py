@@ -20,7 +20,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeAlias, TypeVar
 
 import asyncpg
@@ -329,17 +328,6 @@ class PgDatabase:
         finally:
             self._closed = True
             await self._pool.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def check_writable(self) -> None:
         """Raise unless a write could be committed now (the daemon's readiness check)."""

@@ -4,10 +4,10 @@ and :mod:`rfbatch.state.events`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.postgres.connection import (
+    Conn,
     PgDatabase,
     _count,
     _key,
@@ -18,6 +18,13 @@ from rfbatch.state.rows import DOWNLOAD_COLUMNS, check, download_row, known_stat
 
 # Recording an event prunes old ids at most this often (an index serves the DELETE).
 _PRUNE_EVERY = 3600.0
+
+
+async def prune_events(conn: Conn, older_than: float) -> int:
+    """Forget the event ids received before ``older_than``; return how many."""
+    return _count(
+        await conn.execute("DELETE FROM webhook_events WHERE received_at < $1", older_than)
+    )
 
 
 class PgDownloadStore(PgDatabase):
@@ -45,18 +52,6 @@ class PgDownloadStore(PgDatabase):
                 self._clock(),
             )
         return _count(status)
-
-    async def mark_download(
-        self,
-        batch_id: str,
-        part_name: str | None,
-        file_name: str,
-        state: DownloadState,
-        *,
-        path: Path | None = None,
-        size: int | None = None,
-    ) -> None:
-        await self.mark_downloads(batch_id, state, [DownloadMark(part_name, file_name, path, size)])
 
     async def mark_downloads(
         self, batch_id: str, state: DownloadState, marks: Sequence[DownloadMark]
@@ -106,9 +101,7 @@ class PgDownloadStore(PgDatabase):
         prune = now >= self._next_prune
         async with self._tx() as conn:
             if prune:
-                await conn.execute(
-                    "DELETE FROM webhook_events WHERE received_at < $1", now - EVENT_RETENTION
-                )
+                await prune_events(conn, now - EVENT_RETENTION)
             status = await conn.execute(
                 "INSERT INTO webhook_events (event_id, received_at) VALUES ($1, $2)"
                 " ON CONFLICT DO NOTHING",
@@ -118,9 +111,3 @@ class PgDownloadStore(PgDatabase):
         if prune:  # only once committed
             self._next_prune = now + _PRUNE_EVERY
         return _count(status) == 1
-
-    async def prune_events(self, older_than: float) -> int:
-        async with self._tx() as conn:
-            return _count(
-                await conn.execute("DELETE FROM webhook_events WHERE received_at < $1", older_than)
-            )

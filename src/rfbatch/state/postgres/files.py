@@ -22,7 +22,7 @@ from rfbatch.state.postgres.connection import (
     claimable,
 )
 from rfbatch.state.records import DONE_STATES, FILE_STATES, IN_FLIGHT_STATES, FileRow, FileState
-from rfbatch.state.rows import FILE_COLUMNS, check, file_row, known_states, path_of
+from rfbatch.state.rows import FILE_COLUMNS, check, file_row, known_states
 
 _PAGE = 1000  # rows per files_in_state page
 _CHUNK = 1000  # files per lookup
@@ -331,9 +331,3 @@ class PgFileStore(PgDatabase):
                     *_columns(pairs, 2),
                 )
         return result
-
-    async def member_path(self, batch_id: str, member: str) -> Path | None:
-        rows = await self._fetch(
-            "SELECT path FROM members WHERE batch_id = $1 AND member_name = $2", batch_id, member
-        )
-        return path_of(rows[0][0]) if rows else None

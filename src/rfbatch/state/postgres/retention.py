@@ -7,21 +7,16 @@ it for new rows, so the tables' size follows the live tree.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
-
-import anyio.to_thread
+from collections.abc import Callable, Iterable, Sequence
 
 from rfbatch.state.ledger import EVENT_RETENTION
 from rfbatch.state.postgres.connection import PgDatabase, _count
+from rfbatch.state.postgres.downloads import prune_events
 from rfbatch.state.records import DONE_BATCH_STATES, FINAL_FILE_STATES, BatchState, Forgotten
-from rfbatch.state.rows import unkey
+from rfbatch.state.rows import forget_gone
 
 _PAGE = 1000
 _FINAL = list(FINAL_FILE_STATES)
-
-
-def _gone(keys: list[bytes], exists: Callable[[str], bool]) -> list[bytes]:
-    return [k for k in keys if not exists(unkey(k))]
 
 
 class PgRetentionStore(PgDatabase):
@@ -36,48 +31,13 @@ class PgRetentionStore(PgDatabase):
     ) -> Forgotten:
         done = list(dict.fromkeys(done_batch_states))
         bytes_before = await self._bytes()
-        files = 0
-        after = b""
-        while True:
-            page = [
-                bytes(r[0])
-                for r in await self._fetch(
-                    "SELECT path FROM files WHERE path > $1 AND state = ANY($2::text[])"
-                    " AND updated_at < $3 AND (batch_id IS NULL OR NOT EXISTS (SELECT 1"
-                    " FROM batches b WHERE b.batch_id = files.batch_id"
-                    " AND b.state != ALL($4::text[]))) ORDER BY path LIMIT $5",
-                    after,
-                    _FINAL,
-                    older_than,
-                    done,
-                    _PAGE,
-                )
-            ]
-            if not page:
-                break
-            gone = await anyio.to_thread.run_sync(_gone, page, exists)
-            if gone:
-                async with self._tx() as conn:
-                    # Checked again: a file may have come back and changed meanwhile.
-                    files += _count(
-                        await conn.execute(
-                            "DELETE FROM files USING unnest($1::bytea[]) AS t(p)"
-                            " WHERE files.path = t.p AND updated_at < $2"
-                            " AND state = ANY($3::text[])",
-                            gone,
-                            older_than,
-                            _FINAL,
-                        )
-                    )
-                    await conn.execute(
-                        "DELETE FROM members USING unnest($1::bytea[]) AS t(p)"
-                        " WHERE members.path = t.p"
-                        " AND NOT EXISTS (SELECT 1 FROM files f WHERE f.path = members.path)",
-                        gone,
-                    )
-            if len(page) < _PAGE:
-                break
-            after = page[-1]
+        files = await forget_gone(
+            lambda after: self._candidates(older_than, done, after),
+            lambda gone: self._forget_files(gone, older_than),
+            exists,
+            b"",
+            _PAGE,
+        )
         async with self._tx() as conn:
             ids = [
                 r[0]
@@ -97,12 +57,7 @@ class PgRetentionStore(PgDatabase):
                         ids,
                     )
                 )
-            events = _count(
-                await conn.execute(
-                    "DELETE FROM webhook_events WHERE received_at < $1",
-                    self._clock() - EVENT_RETENTION,
-                )
-            )
+            events = await prune_events(conn, self._clock() - EVENT_RETENTION)
         bytes_after = await self._bytes()
         return Forgotten(
             files,
@@ -113,6 +68,41 @@ class PgRetentionStore(PgDatabase):
             bytes_before,
             bytes_after,
         )
+
+    async def _candidates(
+        self, older_than: float, done: Sequence[str], after: bytes
+    ) -> list[bytes]:
+        rows = await self._fetch(
+            "SELECT path FROM files WHERE path > $1 AND state = ANY($2::text[])"
+            " AND updated_at < $3 AND (batch_id IS NULL OR NOT EXISTS (SELECT 1"
+            " FROM batches b WHERE b.batch_id = files.batch_id"
+            " AND b.state != ALL($4::text[]))) ORDER BY path LIMIT $5",
+            after,
+            _FINAL,
+            older_than,
+            done,
+            _PAGE,
+        )
+        return [bytes(r[0]) for r in rows]
+
+    async def _forget_files(self, gone: list[bytes], older_than: float) -> int:
+        async with self._tx() as conn:
+            # Checked again: a file may have come back and changed meanwhile.
+            forgotten = _count(
+                await conn.execute(
+                    "DELETE FROM files USING unnest($1::bytea[]) AS t(p)"
+                    " WHERE files.path = t.p AND updated_at < $2 AND state = ANY($3::text[])",
+                    gone,
+                    older_than,
+                    _FINAL,
+                )
+            )
+            await conn.execute(
+                "DELETE FROM members USING unnest($1::bytea[]) AS t(p) WHERE members.path = t.p"
+                " AND NOT EXISTS (SELECT 1 FROM files f WHERE f.path = members.path)",
+                gone,
+            )
+        return forgotten
 
     async def _bytes(self) -> int:
         """The ledger's tables and indexes on disk."""
