@@ -260,6 +260,7 @@ def _walk(
     visited: set[tuple[int, int]] = set()
     prefix = start_rel + "/" if start_rel else ""
     stack: list[tuple[str, str]] = [(start or str(spec.root), prefix)]
+    reached = 0
     while stack:
         dir_path, rel_prefix = stack.pop()
         dst: os.stat_result | None = None
@@ -279,6 +280,7 @@ def _walk(
         if quick and cache is not None and dst is not None:
             known = cache.unchanged(dir_path, dst)
             if known is not None:
+                reached += 1
                 stack.extend((os.path.join(dir_path, n), f"{rel_prefix}{n}/") for n in known)
                 continue
         try:
@@ -286,6 +288,7 @@ def _walk(
         except OSError as exc:
             yield _unreadable_dir(stats, dir_path, exc)
             continue
+        reached += 1
         stats.directories += 1
         pushed, young, whole = len(stack), stats.too_young, True
         # One clock reading per folder: min-age needs no finer resolution than that.
@@ -307,6 +310,8 @@ def _walk(
             # What this listing pushed are exactly this folder's subfolders.
             subfolders = [os.path.basename(path) for path, _ in stack[pushed:]]
             cache.record(dir_path, dst, subfolders, whole=whole and stats.too_young == young)
+    if cache is not None and start is None:
+        cache.folders = reached  # only once the walk is complete
 
 
 def _examine_entry(
