@@ -209,8 +209,9 @@ async def watch(
 
     Rescans are quick (only folders whose mtime moved are listed) every ``rescan_interval``
     seconds, and full every ``full_rescan_interval``: an idle tree costs a stat per folder,
-    not per file. When the system has no inotify watches left, the watch says so once (in
-    the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds;
+    not per file. When the system has no inotify watches left (an error from the watcher, or
+    fewer watches held than folders found: see :class:`WatchCount`), the watch says so once
+    (in the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds;
     without ``events`` (a network share, whose changes raise no events) it does so from the
     start.
     """
