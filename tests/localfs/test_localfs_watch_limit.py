@@ -18,7 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.localfs.test_localfs_watch import publish
+from structlog.testing import capture_logs
+
+from rfbatch.localfs.watch import WatchStatus
+from rfbatch.media import SourceSpec
+from tests.localfs.test_localfs_watch import publish, watching
 from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,3 +149,28 @@ async def test_folders_added_past_the_limit_later(tmp_path: Path) -> None:
         quick = child.status()["quick_rescans"]
         await child.wait(lambda: child.status()["quick_rescans"] >= quick + 2, "more polls")
         limit_warned_once(child)
+
+
+async def test_with_watches_enough_folders_come_and_go_without_a_false_alarm(
+    tmp_path: Path,
+) -> None:
+    """The count runs after every rescan, here many times a second, while folders are made
+    and deleted: with watches to spare it never takes a shortfall for the limit."""
+    root = tmp_path / "src"
+    days = folders(root, range(3), days=5)
+    status = WatchStatus()
+    with capture_logs() as logs:
+        async with watching(
+            [SourceSpec(root)], status=status, rescan_interval=0.05, poll_interval=0.05
+        ) as w:
+            await wait_for(lambda: status.full_rescans, "the initial scan")
+            for day in days[:5]:
+                shutil.rmtree(day)
+            late = folders(root, range(3, 6), days=5)
+            for day in late:
+                publish(day / "late.jpg")
+            await wait_for(lambda: len(w.rels()) == len(late), "the new files")
+            quick = status.quick_rescans
+            await wait_for(lambda: status.quick_rescans >= quick + 10, "more rescans")
+    assert [e for e in logs if e["event"] == "watch.limit"] == []
+    assert (status.polling, status.problem) == (False, None)
