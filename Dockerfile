@@ -2,9 +2,10 @@
 #   docker build -t rfbatch .
 #   docker run -e ROBOFLOW_API_KEY=... -v /mnt/cameras:/data:ro -v rfbatch-state:/state \
 #              -v /srv/results:/output rfbatch run -c /etc/rfbatch/config.toml
-# Network shares (NFS, SMB) deliver no inotify events: lower [scan] rescan_interval_seconds (quick
+# Network shares (NFS, SMB) deliver no inotify events: set [scan] events = false (quick
 # rescans list only folders that changed). The container shares the host's inotify watch limit
-# (fs.inotify.max_user_watches); when it runs out rfbatch says so and polls (README, "Big trees").
+# (fs.inotify.max_user_watches); when it runs out rfbatch says so (watch.limit,
+# rfbatch_watch_limit_reached) and finds new files by quick rescans (README, "Big trees").
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./

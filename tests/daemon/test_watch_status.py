@@ -22,7 +22,11 @@ async def test_polling_for_want_of_watches_is_a_note_in_readyz_and_a_gauge() -> 
 
     app = health_app(
         Readiness({"api": _ok}, notes=notes),
-        Metrics(lambda: MetricsSnapshot(watch_polling=status.polling)),
+        Metrics(
+            lambda: MetricsSnapshot(
+                watch_polling=status.polling, watch_limit_reached=status.problem is not None
+            )
+        ),
     )
     async with serve_http(app, "127.0.0.1", 0) as url, aiohttp.ClientSession() as http:
         async with http.get(f"{url}/readyz") as resp:
@@ -31,7 +35,16 @@ async def test_polling_for_want_of_watches_is_a_note_in_readyz_and_a_gauge() -> 
                 {"ready": True, "checks": {"api": "ok"}},
             )
         async with http.get(f"{url}/metrics") as resp:
-            assert "rfbatch_watch_polling 0.0" in await resp.text()
+            text = await resp.text()
+            assert "rfbatch_watch_polling 0.0" in text
+            assert "rfbatch_watch_limit_reached 0.0" in text
+
+        # [scan] events = false: polling by choice, not for want of watches.
+        status.polling = True
+        async with http.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+            assert "rfbatch_watch_polling 1.0" in text
+            assert "rfbatch_watch_limit_reached 0.0" in text
 
         status.polling, status.problem = True, "out of inotify watches (...)"
         async with http.get(f"{url}/readyz") as resp:
@@ -39,4 +52,6 @@ async def test_polling_for_want_of_watches_is_a_note_in_readyz_and_a_gauge() -> 
             assert (resp.status, body["ready"]) == (200, True)
             assert body["notes"] == {"watch": "out of inotify watches (...)"}
         async with http.get(f"{url}/metrics") as resp:
-            assert "rfbatch_watch_polling 1.0" in await resp.text()
+            text = await resp.text()
+            assert "rfbatch_watch_polling 1.0" in text
+            assert "rfbatch_watch_limit_reached 1.0" in text

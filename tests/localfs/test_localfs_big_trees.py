@@ -148,7 +148,7 @@ async def test_out_of_watches_it_says_so_once_and_finds_new_files_by_polling(
     assert status.problem is not None
     assert status.problem == warnings[0]["problem"]
     assert "fs.inotify.max_user_watches" in status.problem
-    assert "force_polling" in status.problem
+    assert "[scan] events = false" in status.problem
 
 
 async def test_any_other_watcher_failure_is_not_taken_for_the_limit(tmp_path: Path) -> None:

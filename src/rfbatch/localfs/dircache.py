@@ -25,12 +25,15 @@ _NO_CHILDREN: tuple[str, ...] = ()
 class DirCache:
     """Folder path -> (mtime_ns, names of its subfolders), as the last listing found them."""
 
-    __slots__ = ("_entries", "listed", "skipped")
+    __slots__ = ("_entries", "folders", "listed", "skipped")
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[int, tuple[str, ...]]] = {}
         self.listed = 0
         self.skipped = 0
+        # Folders the last whole walk reached and could list (or knew unchanged): what an
+        # inotify watcher of the same tree should be watching.
+        self.folders = 0
 
     def __len__(self) -> int:
         return len(self._entries)

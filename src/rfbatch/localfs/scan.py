@@ -260,6 +260,7 @@ def _walk(
     reached: set[str] = set()
     prefix = start_rel + "/" if start_rel else ""
     stack: list[tuple[str, str]] = [(start or str(spec.root), prefix)]
+    folders = 0  # listed, or known unchanged: what the watcher should be watching
     while stack:
         dir_path, rel_prefix = stack.pop()
         dst: os.stat_result | None = None
@@ -281,6 +282,7 @@ def _walk(
         if quick and cache is not None and dst is not None:
             known = cache.unchanged(dir_path, dst)
             if known is not None:
+                folders += 1
                 stack.extend((os.path.join(dir_path, n), f"{rel_prefix}{n}/") for n in known)
                 continue
         try:
@@ -288,6 +290,7 @@ def _walk(
         except OSError as exc:
             yield _unreadable_dir(stats, dir_path, exc)
             continue
+        folders += 1
         stats.directories += 1
         pushed, young, whole = len(stack), stats.too_young, True
         # One clock reading per folder: min-age needs no finer resolution than that.
@@ -309,8 +312,11 @@ def _walk(
             # What this listing pushed are exactly this folder's subfolders.
             subfolders = [os.path.basename(path) for path, _ in stack[pushed:]]
             cache.record(dir_path, dst, subfolders, whole=whole and stats.too_young == young)
-    if cache is not None:
+    if cache is not None and start is None:
+        # Only once the walk of the whole source is complete: a walk of one subtree, or one
+        # stopped early, has not seen the rest.
         cache.forget_missing(reached)
+        cache.folders = folders
 
 
 def _examine_entry(

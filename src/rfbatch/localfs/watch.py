@@ -17,7 +17,15 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +43,8 @@ log = structlog.get_logger("rfbatch.watch")
 Clock = Callable[[], float]
 
 INOTIFY_LIMIT = "/proc/sys/fs/inotify/max_user_watches"
+PROC_FD = "/proc/self/fd"
+PROC_FDINFO = "/proc/self/fdinfo"
 
 _FALSE_WORDS = frozenset({"false", "disable", "disabled", "0", "no", "off"})
 
@@ -65,6 +75,10 @@ def _examine_changes(
             yield from examine_path(spec, path)
 
 
+def _any_folder(paths: list[str]) -> bool:
+    return any(os.path.isdir(path) for path in paths)
+
+
 @dataclass
 class WatchStatus:
     """How the watch sees the tree: by events, or by polling (asked for, or because the
@@ -76,19 +90,95 @@ class WatchStatus:
     full_rescans: int = 0
 
 
-def watch_limit_problem(exc: OSError) -> str | None:
-    """What to tell the operator when ``exc`` says the system is out of inotify watches."""
-    if exc.errno != errno.ENOSPC and "watch limit" not in str(exc):
-        return None
+def limit_problem() -> str:
+    """What to tell the operator when the system has no inotify watches left for the tree."""
     try:
         limit = Path(INOTIFY_LIMIT).read_text().strip()
     except OSError:
         limit = "unknown"
     return (
         f"out of inotify watches (fs.inotify.max_user_watches = {limit}, shared by every "
-        "process of this user): new files are found by polling instead; raise the limit "
-        "(sysctl fs.inotify.max_user_watches=524288) or set [scan] force_polling = true"
+        "process of this user): new files in unwatched folders are found by quick rescans "
+        "every poll interval instead; raise the limit (sysctl "
+        "fs.inotify.max_user_watches=524288) or set [scan] events = false"
     )
+
+
+def watch_limit_problem(exc: OSError) -> str | None:
+    """What to tell the operator when ``exc`` says the system is out of inotify watches."""
+    if exc.errno != errno.ENOSPC and "watch limit" not in str(exc):
+        return None
+    return limit_problem()
+
+
+def inotify_fds() -> set[int] | None:
+    """This process's inotify file descriptors, or ``None`` where ``/proc`` cannot say."""
+    try:
+        names = os.listdir(PROC_FD)
+    except OSError:
+        return None
+    fds = set()
+    for name in names:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"{PROC_FD}/{name}") == "anon_inode:inotify":
+                fds.add(int(name))
+    return fds
+
+
+def inotify_watches(fds: Iterable[int]) -> int | None:
+    """How many watches the inotify descriptors ``fds`` hold: one ``inotify wd:`` line each
+    in their ``/proc`` fdinfo. ``None`` where that cannot be read."""
+    total = 0
+    for fd in fds:
+        try:
+            with open(f"{PROC_FDINFO}/{fd}", "rb") as info:
+                total += info.read().count(b"inotify wd:")
+        except OSError:
+            return None
+    return total
+
+
+class WatchCount:
+    """Tells when the watcher holds fewer inotify watches than there are folders.
+
+    ``watchfiles`` (asked to pass over folders it may not read) says nothing when it runs out
+    of watches, at start-up or for folders created later: so the watches its inotify
+    descriptor holds are counted from ``/proc`` and compared with the folders the last walk
+    reached. A shortfall is believed only when a second look, a step later, still sees it (a
+    folder the walk found may not have had its watch added yet). Without ``/proc``, or when
+    the watcher polls (no inotify descriptor of its own), it never tells.
+    """
+
+    def __init__(self, specs: Sequence[SourceSpec]) -> None:
+        self.before = inotify_fds()
+        self.fds: set[int] | None = None
+        self.suspect = False
+        # Folders under another spec's root are that spec's too, and one watch covers them;
+        # a spec that follows symlinks reaches folders the watcher may not watch.
+        roots = [spec.root for spec in specs]
+        self.counted = [
+            i
+            for i, spec in enumerate(specs)
+            if not spec.follow_symlinks
+            and roots.index(spec.root) == i
+            and not any(root != spec.root and spec.root.is_relative_to(root) for root in roots)
+        ]
+
+    def started(self) -> None:
+        """Call once the watcher has taken its first step: its descriptor exists by then."""
+        if self.fds is None and self.before is not None:
+            now = inotify_fds()
+            self.fds = (now - self.before) if now is not None else set()
+
+    def short(self, caches: Sequence[DirCache]) -> int | None:
+        """How many folders are unwatched, when a shortfall is confirmed (else ``None``)."""
+        if not self.fds:
+            return None
+        watches = inotify_watches(self.fds)
+        folders = sum(caches[i].folders for i in self.counted)
+        missing = folders - watches if watches is not None else 0
+        confirmed, self.suspect = self.suspect and missing > 0, missing > 0
+        return missing if confirmed else None
 
 
 async def watch(
@@ -119,8 +209,9 @@ async def watch(
 
     Rescans are quick (only folders whose mtime moved are listed) every ``rescan_interval``
     seconds, and full every ``full_rescan_interval``: an idle tree costs a stat per folder,
-    not per file. When the system has no inotify watches left, the watch says so once (in
-    the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds;
+    not per file. When the system has no inotify watches left (an error from the watcher, or
+    fewer watches held than folders found: see :class:`WatchCount`), the watch says so once
+    (in the log and in ``status``) and goes on by quick rescans every ``poll_interval`` seconds;
     without ``events`` (a network share, whose changes raise no events) it does so from the
     start.
     """
@@ -174,6 +265,40 @@ async def watch(
                 async for item in items:
                     yield item
 
+    def out_of_watches(problem: str, **detail: object) -> None:
+        if state.problem is not None:
+            return  # said once
+        state.polling, state.problem = True, problem
+        due["quick"] = min(due["quick"], clock() + poll_interval)
+        log.warning("watch.limit", problem=problem, poll_seconds=poll_interval, **detail)
+
+    count = (
+        WatchCount(specs)
+        if roots and not state.polling and not resolve_force_polling(force_polling)
+        else None
+    )
+    checked = -1
+
+    async def check_watches(added: list[str]) -> None:
+        """After each rescan: are there folders the watcher holds no watch for? A folder
+        that appeared (``added``) brings the next quick rescan, and so this check, within
+        ``poll_interval``: the watcher may have had no watch left for it."""
+        nonlocal checked
+        if count is None or state.problem is not None:
+            return
+        count.started()
+        if added and count.fds:
+            grew: bool = await anyio.to_thread.run_sync(_any_folder, added)
+            if grew:
+                due["quick"] = min(due["quick"], clock() + poll_interval)
+        rescans = state.quick_rescans + state.full_rescans
+        if rescans == checked and not count.suspect:
+            return
+        checked = rescans
+        missing = await anyio.to_thread.run_sync(count.short, caches)
+        if missing:
+            out_of_watches(limit_problem(), unwatched_folders=missing)
+
     if roots and not state.polling:
         try:
             async with contextlib.aclosing(
@@ -183,6 +308,7 @@ async def watch(
                     watcher,
                     stop,
                     rescans_due,
+                    check_watches,
                     force_polling,
                     poll_delay_ms,
                     debounce_ms,
@@ -196,9 +322,7 @@ async def watch(
             problem = watch_limit_problem(exc)
             if problem is None:
                 raise
-            state.polling, state.problem = True, problem
-            due["quick"] = min(due["quick"], clock() + poll_interval)
-            log.warning("watch.limit", problem=problem, poll_seconds=poll_interval)
+            out_of_watches(problem)
     # Nothing to watch (an unmounted share, say), or no watches to be had: rescans alone.
     while not stop.is_set():
         async with contextlib.aclosing(rescans_due()) as items:
@@ -214,6 +338,7 @@ async def _events(
     watcher: Callable[..., AsyncIterator[set[tuple[Change, str]]]],
     stop: anyio.Event,
     rescans_due: Callable[[], AsyncGenerator[FoundFile | Skipped, None]],
+    check_watches: Callable[[list[str]], Awaitable[None]],
     force_polling: bool | None,
     poll_delay_ms: int,
     debounce_ms: int,
@@ -240,6 +365,7 @@ async def _events(
         async with contextlib.aclosing(rescans_due()) as items:
             async for item in items:
                 yield item
+        await check_watches([path for change, path in changes if change == Change.added])
         paths = sorted({path for change, path in changes if change != Change.deleted})
         if paths:
             async with contextlib.aclosing(

@@ -35,6 +35,7 @@ class MetricsSnapshot:
     downloads: Mapping[str, int] = field(default_factory=dict)  # by state
     intake_paused: bool = False
     watch_polling: bool = False
+    watch_limit_reached: bool = False
     concurrency: Mapping[str, int] = field(default_factory=dict)  # limit by direction
     ledger_files: Mapping[str, int] = field(default_factory=dict)  # the whole fleet's, by state
     fleet_workers: Mapping[str, int] = field(default_factory=dict)  # live / gone
@@ -116,6 +117,13 @@ class _SnapshotCollector(Collector):
         )
         polling.add_metric([], 1.0 if s.watch_polling else 0.0)
         yield polling
+        limit = GaugeMetricFamily(
+            "rfbatch_watch_limit_reached",
+            "1 once the watcher had no inotify watches left for some folders "
+            "(fs.inotify.max_user_watches); 0 with events working, or [scan] events = false.",
+        )
+        limit.add_metric([], 1.0 if s.watch_limit_reached else 0.0)
+        yield limit
 
 
 def _labelled(

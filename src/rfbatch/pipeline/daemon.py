@@ -428,6 +428,7 @@ class Daemon:
             webhook_events=webhooks,
             intake_paused=not self.intake_gate.is_open,
             watch_polling=self.watch_status.polling,
+            watch_limit_reached=self.watch_status.problem is not None,
             ledger_files=self._ledger_files,
             fleet_workers=self._fleet_workers,
             concurrency={
