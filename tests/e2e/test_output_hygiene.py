@@ -52,13 +52,23 @@ async def test_console_log_lines_escape_control_characters(
     assert "x\\x1b]0;owned\\x07\\x1b[2J.png" in err
 
 
-async def test_piped_tables_show_whole_ids(emulator: Emulator, tmp_path: Path) -> None:
+LONG_ID = "a-very-long-batch-id-that-a-narrow-table-would-cut-" + "x" * 13  # 64 characters
+
+
+async def _uploaded_under_a_long_id(
+    emulator: Emulator, tmp_path: Path
+) -> tuple[dict[str, str], str]:
+    """Two images uploaded to a batch whose id is as long as ids get; the env and the id."""
     src = tmp_path / "src"
     make_tree(src, 2)
     env = cli_env(emulator, tmp_path / "state")
-    batch = "a-very-long-batch-id-that-a-narrow-table-would-cut-" + "x" * 13  # 64 characters
-    sent = await run_cli(["upload", str(src), "--batch", batch], env)
+    sent = await run_cli(["upload", str(src), "--batch", LONG_ID], env)
     assert sent.returncode == 0, sent.stderr.decode()
+    return env, LONG_ID
+
+
+async def test_piped_tables_show_whole_ids(emulator: Emulator, tmp_path: Path) -> None:
+    env, batch = await _uploaded_under_a_long_id(emulator, tmp_path)
 
     listed = await run_cli(["batch", "list"], env)
 
@@ -71,12 +81,7 @@ async def test_piped_tables_show_whole_ids(emulator: Emulator, tmp_path: Path) -
 async def test_tables_on_a_narrow_terminal_fold_ids_and_never_cut_them(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    src = tmp_path / "src"
-    make_tree(src, 2)
-    env = cli_env(emulator, tmp_path / "state")
-    batch = "a-very-long-batch-id-that-a-narrow-table-would-cut-" + "x" * 13  # 64 characters
-    sent = await run_cli(["upload", str(src), "--batch", batch], env)
-    assert sent.returncode == 0, sent.stderr.decode()
+    env, batch = await _uploaded_under_a_long_id(emulator, tmp_path)
 
     code, screen = await anyio.to_thread.run_sync(
         lambda: run_in_pty(["batch", "list"], env, columns=60)
