@@ -8,7 +8,7 @@ COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed-stamp
 INFERENCE_CLI_VERSION ?= 1.8.3
 
-.PHONY: demo test lint typecheck unit compat bench bench-quick bench-wan bench-wan-quick bench-startup soak fmt clean
+.PHONY: demo test lint typecheck unit compat bench bench-quick bench-cpu bench-wan bench-wan-quick bench-startup soak fmt clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(STAMP) $(BENCH_REF_STAMP)
 
 bench-quick: $(STAMP) $(BENCH_REF_STAMP)
 	$(BIN)/python benchmarks/run.py --quick --reference $(abspath $(BENCH_REF_VENV))/bin/inference
+
+# Issue 14's CPU cost: 10,000 images uploaded and exported, CPU-s/GB and CPU-ms/file.
+bench-cpu: $(STAMP) $(BENCH_REF_STAMP)
+	$(BIN)/python benchmarks/run.py --cpu --reference $(abspath $(BENCH_REF_VENV))/bin/inference
 
 # The WAN profile (issue 13): HTTPS and a shaped link, scenarios W1-W4 (1, 3, 4 and 5 above).
 WAN := --tls --link rtt=40ms,conn=25MB/s,total=100MB/s --only 1,3,4,5 --no-ram

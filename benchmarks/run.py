@@ -29,7 +29,16 @@ from typing import Any
 
 from harness import diskprobe, report
 from harness.profiling import profile_scenarios
-from harness.scenarios import Context, RunRecord, Scenario, run_scenario, scenarios
+from harness.scenarios import (
+    Context,
+    RunRecord,
+    Scenario,
+    cpu_scenarios,
+    run_scenario,
+    scenarios,
+    startup_cpu,
+    tools_of,
+)
 
 import rfbatch
 
@@ -38,8 +47,13 @@ HERE = Path(__file__).resolve().parent
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="rfbatch benchmarks")
-    p.add_argument("--reference", required=True, help="path to inference-cli's `inference`")
+    p.add_argument(
+        "--reference", default="", help="path to inference-cli's `inference` (none: left out)"
+    )
     p.add_argument("--quick", action="store_true", help="small data sets (under 2 minutes)")
+    p.add_argument(
+        "--cpu", action="store_true", help="issue 14's CPU set: 10,000 images, upload and export"
+    )
     p.add_argument("--runs", type=int, default=0, help="runs per tool and scenario (3; quick: 1)")
     p.add_argument("--only", default="", help="comma-separated scenario numbers (default: all)")
     p.add_argument("--timeout", type=float, default=0, help="seconds per run (default 900/180)")
@@ -151,8 +165,9 @@ def show(r: RunRecord) -> None:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     started = time.monotonic()
-    reference = str(Path(args.reference).resolve())
-    ref_python = str(Path(reference).parent / "python")
+    reference = str(Path(args.reference).resolve()) if args.reference else ""
+    # Without the reference client its venv's OpenCV is missing too: no video data sets then.
+    ref_python = str(Path(reference).parent / "python") if reference else sys.executable
     work = args.data_dir / "work"
     ctx = Context(
         root=HERE,
@@ -173,7 +188,7 @@ def main(argv: list[str]) -> int:
     )
     ctx.logs.mkdir(parents=True, exist_ok=True)
     compile_rfbatch()
-    everything = scenarios(args.quick)
+    everything = cpu_scenarios() if args.cpu else scenarios(args.quick)
     if args.profile:
         wanted = [s for s in everything if s.number in args.profile.split(",")]
         return profile_scenarios(ctx, wanted, HERE / ".venv-prof" / "bin" / "py-spy")
@@ -185,6 +200,9 @@ def main(argv: list[str]) -> int:
     source_before = _git_describe()
     disk = diskprobe.probe(work)
     print(f"disk under {work}: {disk}", file=sys.stderr, flush=True)
+    tools = sorted({t for sc in chosen for t in tools_of(ctx, sc)})
+    startup = startup_cpu(ctx, tools)
+    print(report.startup_text(startup), file=sys.stderr, flush=True)
     seconds: dict[str, float] = {}
     errors: dict[str, str] = {}
     # The disk is shared with whatever else runs on the machine: probed again per scenario.
@@ -204,7 +222,7 @@ def main(argv: list[str]) -> int:
     finally:
         if ctx.ram_dir is not None:
             shutil.rmtree(ctx.ram_dir, ignore_errors=True)
-    rows = report.build_rows(ctx.records, titles_for(chosen))
+    rows = report.build_rows(ctx.records, titles_for(chosen), startup)
     found = report.targets(rows)
     total = time.monotonic() - started
     meta = {
@@ -223,10 +241,13 @@ def main(argv: list[str]) -> int:
         "scenario_errors": errors,
         "command": " ".join(["benchmarks/run.py", *argv]),
         "emulator_args": list(ctx.emulator_args),
+        "startup_cpu_s": {tool: round(cpu, 3) for tool, cpu in startup.items()},
     }
     wan = args.tls or args.link
     if args.output is not None:
         output = args.output
+    elif args.cpu:
+        output = HERE / "results" / f"cpu-{datetime.now(UTC):%Y%m%d%H%M%S}.json"
     elif wan:
         output = args.data_dir / f"results-wan{'-quick' if args.quick else ''}.json"
     elif args.only:
@@ -237,6 +258,8 @@ def main(argv: list[str]) -> int:
         output = HERE / "results" / "latest.json"
     report.write_json(output, meta, rows, found, ctx.records)
     print(report.table(rows))
+    print()
+    print(report.startup_text(startup))
     print()
     print(report.targets_text(found))
     print(f"\n{len(ctx.records)} runs in {total:.0f} s; results in {output}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,11 @@ class ToolSummary:
     emulator_cpu_s: float | None = None
     other_cpu_s: float | None = None
     inner_s: float | None = None
+    # The tool's start-up CPU (see ``scenarios.startup_cpu``), and the work's CPU without it
+    # per GB of file content and per file.
+    startup_cpu_s: float | None = None
+    cpu_s_per_gb: float | None = None
+    cpu_ms_per_file: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +65,9 @@ class ToolSummary:
             "emulator_cpu_s": _r(self.emulator_cpu_s, 2),
             "other_cpu_s": _r(self.other_cpu_s, 2),
             "median_in_process_s": _r(self.inner_s, 3),
+            "startup_cpu_s": _r(self.startup_cpu_s, 3),
+            "cpu_s_per_gb": _r(self.cpu_s_per_gb, 3),
+            "cpu_ms_per_file": _r(self.cpu_ms_per_file, 3),
             "walls_s": [round(w, 3) for w in self.walls],
             "notes": self.notes,
         }
@@ -69,7 +77,9 @@ def _r(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def summarise(tool: str, records: Sequence[RunRecord]) -> ToolSummary:
+def summarise(
+    tool: str, records: Sequence[RunRecord], startup_cpu_s: float | None = None
+) -> ToolSummary:
     ok = [r for r in records if r.ok]
     notes = [f"run {r.run}: {r.note}" for r in records if not r.ok or r.note]
     walls = [r.wall_s for r in records]
@@ -77,6 +87,8 @@ def summarise(tool: str, records: Sequence[RunRecord]) -> ToolSummary:
         return ToolSummary(tool, len(records), 0, walls, notes)
     wall = statistics.median(r.wall_s for r in ok)
     files, nbytes = ok[0].files, ok[0].bytes
+    cpu = statistics.median(r.cpu_s for r in ok)
+    work_cpu = None if startup_cpu_s is None else max(cpu - startup_cpu_s, 0.0)
     return ToolSummary(
         tool=tool,
         runs=len(records),
@@ -86,7 +98,7 @@ def summarise(tool: str, records: Sequence[RunRecord]) -> ToolSummary:
         wall_s=wall,
         files_per_s=files / wall if wall > 0 else None,
         mb_per_s=nbytes / MB / wall if wall > 0 and nbytes else None,
-        cpu_s=statistics.median(r.cpu_s for r in ok),
+        cpu_s=cpu,
         user_s=statistics.median(r.user_s for r in ok),
         sys_s=statistics.median(r.sys_s for r in ok),
         context_switches=statistics.median(r.context_switches for r in ok),
@@ -95,6 +107,9 @@ def summarise(tool: str, records: Sequence[RunRecord]) -> ToolSummary:
         emulator_cpu_s=statistics.median(r.emulator_cpu_s for r in ok),
         other_cpu_s=statistics.median(r.other_cpu_s for r in ok),
         inner_s=_median_or_none([r.inner_s for r in ok]),
+        startup_cpu_s=startup_cpu_s,
+        cpu_s_per_gb=work_cpu / (nbytes / 1e9) if work_cpu is not None and nbytes else None,
+        cpu_ms_per_file=work_cpu * 1000 / files if work_cpu is not None and files else None,
     )
 
 
@@ -124,7 +139,11 @@ class Row:
         return ceiling.wall_s / mine.inner_s
 
 
-def build_rows(records: Sequence[RunRecord], titles: dict[str, str]) -> list[Row]:
+def build_rows(
+    records: Sequence[RunRecord],
+    titles: dict[str, str],
+    startup: Mapping[str, float] | None = None,
+) -> list[Row]:
     keys: list[str] = []
     for r in records:
         if r.row not in keys:
@@ -136,7 +155,7 @@ def build_rows(records: Sequence[RunRecord], titles: dict[str, str]) -> list[Row
         for tool in (REF, RF, CEIL):
             recs = [r for r in mine if r.tool == tool]
             if recs:
-                tools[tool] = summarise(tool, recs)
+                tools[tool] = summarise(tool, recs, (startup or {}).get(tool))
         rows.append(Row(key, titles.get(key, key), mine[0].files, tools))
     return rows
 
@@ -203,10 +222,29 @@ def targets(rows: Sequence[Row]) -> list[Target]:
                     b - a <= 10,
                 )
             )
+    out.extend(_cpu_targets(rows))
     noop = _find(rows, "6b-")
     wall = noop.tools[RF].wall_s if noop and RF in noop.tools else None
     if wall is not None:
         out.append(Target("6 no-op rescan <= 5 s", f"{wall:.2f} s", wall <= 5.0))
+    return out
+
+
+def _cpu_targets(rows: Sequence[Row]) -> list[Target]:
+    """Issue 14: upload <= 2.5 CPU-s per GB, export <= 0.8 CPU-ms per file (start-up apart)."""
+    out = []
+    for prefix, field, limit, unit in (
+        ("1-", "cpu_s_per_gb", 2.5, "CPU-s/GB"),
+        ("4-", "cpu_ms_per_file", 0.8, "CPU-ms/file"),
+        ("4r-", "cpu_ms_per_file", 0.8, "CPU-ms/file"),
+    ):
+        row = _find(rows, prefix)
+        rf = row.tools.get(RF) if row else None
+        value = getattr(rf, field) if rf else None
+        if row is not None and value is not None:
+            out.append(
+                Target(f"{row.key}: rfbatch <= {limit} {unit}", f"{value:.2f}", value <= limit)
+            )
     return out
 
 
@@ -223,10 +261,10 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     head = (
-        "| # | scenario | tool | wall s | files/s | MB/s | CPU s | peak RSS MB | emulator CPU s "
-        "| rfbatch vs inference-cli | rfbatch vs ceiling |"
+        "| # | scenario | tool | wall s | files/s | MB/s | CPU s | CPU-s/GB | CPU-ms/file "
+        "| peak RSS MB | emulator CPU s | rfbatch vs inference-cli | rfbatch vs ceiling |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 13]
     for row in rows:
         number, _, _ = row.key.partition("-")
         for tool, s in row.tools.items():
@@ -243,10 +281,16 @@ def table(rows: Sequence[Row]) -> str:
             lines.append(
                 f"| {number} | {row.title} | {tool}{failed} | {_fmt(s.wall_s, 2)} "
                 f"| {_fmt(s.files_per_s)} | {_fmt(s.mb_per_s)} | {_fmt(s.cpu_s, 2)} "
+                f"| {_fmt(s.cpu_s_per_gb, 2)} | {_fmt(s.cpu_ms_per_file, 2)} "
                 f"| {_fmt(s.peak_rss_mb, 0)} | {_fmt(s.emulator_cpu_s, 2)} "
                 f"| {vs_ref} | {vs_ceiling} |"
             )
     return "\n".join(lines)
+
+
+def startup_text(startup: Mapping[str, float]) -> str:
+    shown = ", ".join(f"{tool} {cpu:.2f} s" for tool, cpu in startup.items())
+    return f"Start-up CPU, counted apart from CPU-s/GB and CPU-ms/file: {shown}"
 
 
 def targets_text(found: Sequence[Target]) -> str:

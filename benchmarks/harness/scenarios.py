@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +48,16 @@ class Scenario:
     kind: Kind
     data: DataSpec
     tools: tuple[str, ...]
+
+
+def cpu_scenarios() -> list[Scenario]:
+    """Issue 14's CPU-cost set: 10,000 images of 20-200 KB uploaded, then exported."""
+    images = ImageSet("images-10k", 10_000, 20_000, 200_000, 1)
+    title = f"{images.count:,} images of 20-200 KB"
+    return [
+        Scenario("1", "small-images", title, "images", images, (REF, RF, CEIL)),
+        Scenario("4", "export-small", f"export of {title}", "export", images, (REF, RF, CEIL)),
+    ]
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -470,6 +481,33 @@ def rotated(tools: tuple[str, ...], run: int) -> list[str]:
     return list(tools[k:] + tools[:k])
 
 
+def tools_of(ctx: Context, sc: Scenario) -> tuple[str, ...]:
+    """The scenario's tools, without the reference client when none was given."""
+    return tuple(t for t in sc.tools if t != REF or ctx.reference)
+
+
+def startup_cpu(ctx: Context, tools: Sequence[str], runs: int = 5) -> dict[str, float]:
+    """Each tool's start-up: the median CPU seconds of its upload command given an empty folder.
+
+    Interpreter start-up, imports, configuration and (for rfbatch) opening the manifest: what
+    every command pays before its first file, counted apart so the per-GB and per-file figures
+    are the work's alone. Exit codes are not checked (a tool may refuse an empty folder; it has
+    paid its start-up by then).
+    """
+    empty = ctx.work / "empty-source"
+    empty.mkdir(parents=True, exist_ok=True)
+    samples: dict[str, list[float]] = {tool: [] for tool in tools}
+    with emulator(ctx, "emulator-startup") as emu:
+        for run in range(runs):
+            for tool in rotated(tuple(tools), run):
+                shutil.rmtree(ctx.work / "rfbatch-state", ignore_errors=True)
+                cmd = upload_command(ctx, tool, "images", empty, f"startup-{run}")
+                m, _ = _measure(ctx, f"startup-{tool}-{run}", cmd, emu)
+                samples[tool].append(m.cpu_s)
+    shutil.rmtree(ctx.work / "rfbatch-state", ignore_errors=True)
+    return {tool: statistics.median(values) for tool, values in samples.items()}
+
+
 def run_scenario(ctx: Context, sc: Scenario) -> None:
     started = time.monotonic()
     data = ensure(sc.data, ctx.data_root, ctx.ref_python)
@@ -488,11 +526,11 @@ def run_scenario(ctx: Context, sc: Scenario) -> None:
             targets = ["disk", "ram"] if ctx.ram_dir is not None else ["disk"]
             for run in range(ctx.runs):
                 for target in targets:
-                    for tool in rotated(sc.tools, run):
+                    for tool in rotated(tools_of(ctx, sc), run):
                         ctx.add(export_run(ctx, sc, data, emu, batch, tool, run, target))
     else:
         for run in range(ctx.runs):
-            for tool in rotated(sc.tools, run):
+            for tool in rotated(tools_of(ctx, sc), run):
                 ctx.add(upload_run(ctx, sc, data, tool, run))
     print(
         f"scenario {sc.number} took {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True
