@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -93,9 +94,12 @@ async def test_paths_that_are_not_utf8_round_trip_exactly(pg: PostgresBackend) -
         assert await ledger.assign_members("odd-batch", [odd]) == names
 
 
-async def test_a_throwaway_server_serves_when_none_runs(tmp_path: Path) -> None:
-    # What `make test` falls back to on a machine without PostgreSQL on 127.0.0.1:5432.
-    server = await anyio.to_thread.run_sync(throwaway_server, tmp_path / "pg")
+async def test_a_throwaway_server_serves_when_none_runs() -> None:
+    # What `make test` falls back to on a machine without PostgreSQL on 127.0.0.1:5432. Its
+    # folder is not tmp_path: the server runs as its own user, who must reach the folder until
+    # it is stopped at exit (pytest-xdist's per-worker temporary folders are private).
+    folder = Path(tempfile.mkdtemp(prefix="rfbatch-pg-test-"))
+    server = await anyio.to_thread.run_sync(throwaway_server, folder)
     url = database_url("postgres", server)
     async with await PostgresLedger.open(url) as ledger:
         assert await ledger.filter_new([ff("c.jpg")]) == [ff("c.jpg")]

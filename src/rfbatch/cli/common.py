@@ -13,6 +13,7 @@ import typer
 from rfbatch import allocator
 from rfbatch.cli.render import print_json, print_report
 from rfbatch.errors import ApiError, ConfigError, FatalError, RfbatchError
+from rfbatch.obs import loop_errors
 from rfbatch.obs.logging import configure_logging
 from rfbatch.redact import redact_text
 from rfbatch.settings import Settings, load_settings, unknown_env_keys
@@ -58,8 +59,15 @@ def settings_from(
 def run(main: Callable[[], Awaitable[int]], *secrets: str | None) -> NoReturn:
     """Run ``main`` on asyncio with uvloop and exit with its code, mapping errors to exit codes."""
     allocator.tune()  # before any worker thread allocates
+
+    async def main_with_loop_errors_logged() -> int:
+        loop_errors.install()
+        return await main()
+
     try:
-        code = anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})
+        code = anyio.run(
+            main_with_loop_errors_logged, backend="asyncio", backend_options={"use_uvloop": True}
+        )
     except KeyboardInterrupt:
         fail("interrupted", EXIT_INTERRUPTED)
     except (RfbatchError, BaseExceptionGroup) as exc:
