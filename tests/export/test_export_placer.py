@@ -20,6 +20,7 @@ from rfbatch.pipeline import download
 from rfbatch.pipeline.download import Fetched, Placer, Planned, is_present
 from rfbatch.state.manifest import SqliteManifest
 from rfbatch.state.records import DownloadMark, DownloadState
+from tests.localfs.support import break_syncfs, syncfs_flush
 
 
 def planned(out: Path, name: str) -> Planned:
@@ -50,15 +51,20 @@ class Outcomes:
         self.failed[item.file_name] = exc
 
 
-def new_placer(manifest: SqliteManifest, outcomes: Outcomes, **kwargs: object) -> Placer:
-    flush = GroupFlush()
+def new_placer(
+    manifest: SqliteManifest,
+    outcomes: Outcomes,
+    *,
+    flush: GroupFlush | None = None,
+    budget: int = download.PLACER_BUDGET,
+) -> Placer:
     return Placer(
         manifest,
         "out-1",
         on_placed=outcomes.on_placed,
         on_failed=outcomes.on_failed,
-        flush=flush,
-        **kwargs,  # type: ignore[arg-type]
+        flush=flush or GroupFlush(),
+        budget=budget,
     )
 
 
@@ -213,13 +219,7 @@ async def test_the_steps_come_in_the_order_the_crash_guarantee_needs(
         monkeypatch.setattr(manifest, "mark_downloads", mark)
         flush = GroupFlush()
         flush.watch(out)
-        placer = Placer(
-            manifest,
-            "out-1",
-            on_placed=outcomes.on_placed,
-            on_failed=outcomes.on_failed,
-            flush=flush,
-        )
+        placer = new_placer(manifest, outcomes, flush=flush)
         async with anyio.create_task_group() as tg:
             for item in items:
                 data = body[item.file_name]
@@ -240,23 +240,10 @@ async def test_a_failed_flush_fails_the_whole_group_and_leaves_nothing(
     out = tmp_path / "out"
     out.mkdir()
     outcomes = Outcomes()
-    flush = GroupFlush()
-    flush.watch(out)
-    if not flush.uses_syncfs(out):
-        pytest.skip("syncfs is not used on this file system")
-
-    def broken(fd: int) -> None:
-        raise OSError(errno.EIO, "syncfs failed: Input/output error")
-
-    monkeypatch.setattr(durable, "_syncfs_or_raise", broken)
+    flush = syncfs_flush(out)
+    break_syncfs(monkeypatch)
     async with await SqliteManifest.open(tmp_path / "state") as manifest:
-        placer = Placer(
-            manifest,
-            "out-1",
-            on_placed=outcomes.on_placed,
-            on_failed=outcomes.on_failed,
-            flush=flush,
-        )
+        placer = new_placer(manifest, outcomes, flush=flush)
         items = [planned(out, f"f{i}.json") for i in range(4)]
         async with anyio.create_task_group() as tg:
             tg.start_soon(placer.run)

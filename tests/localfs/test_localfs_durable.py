@@ -11,6 +11,7 @@ import pytest
 
 from rfbatch.localfs import durable
 from rfbatch.localfs.durable import GroupFlush
+from tests.localfs.support import break_syncfs, syncfs_flush
 
 
 def count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
@@ -33,10 +34,7 @@ def count_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 def test_a_watched_folder_is_flushed_once_for_the_whole_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flush = GroupFlush()
-    flush.watch(tmp_path)
-    if not flush.uses_syncfs(tmp_path):
-        pytest.skip("syncfs is not trusted on this file system")
+    flush = syncfs_flush(tmp_path)
     calls = count_calls(monkeypatch)
     writes = [(tmp_path / f"f{i}", bytes([i]) * (100 + i)) for i in range(20)]
 
@@ -91,15 +89,8 @@ def test_a_file_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
 def test_a_failed_syncfs_fails_and_removes_every_file_of_its_file_system(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flush = GroupFlush()
-    flush.watch(tmp_path)
-    if not flush.uses_syncfs(tmp_path):
-        pytest.skip("syncfs is not trusted on this file system")
-
-    def broken(fd: int) -> None:
-        raise OSError(errno.EIO, "syncfs failed: Input/output error")
-
-    monkeypatch.setattr(durable, "_syncfs_or_raise", broken)
+    flush = syncfs_flush(tmp_path)
+    break_syncfs(monkeypatch)
     results = flush.write_all([(tmp_path / "a", b"1"), (tmp_path / "b", b"2")])
     flush.close()
 
