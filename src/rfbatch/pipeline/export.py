@@ -2,14 +2,19 @@
 
 ::
 
-    parts ──► list pages ──(prefetch_pages)──► plan ──(workers)──► N fetchers
-              (nextPageToken)                  (names checked,      (temp name, length check,
-                                                present ones        fsync, rename; archives
-                                                skipped)            unpacked; expired URLs
-                                                                    listed again)
+    parts ──► list pages ──(prefetch_pages)──► plan ──(workers)──► N fetchers ──► placer
+              (nextPageToken)                  (names checked,      (length check;    (group
+                                                present ones        small bodies      commit:
+                                                skipped)            kept in memory;   write, one
+                                                                    archives          flush,
+                                                                    unpacked; expired rename,
+                                                                    URLs listed       record)
+                                                                    again)
 
 Listing runs ahead of the fetchers by at most ``export.prefetch_pages`` pages, and the fetchers
-work across pages and parts. The layout is the reference client's: ``<output>/<partName>/
+work across pages and parts. The placer (:class:`~rfbatch.pipeline.download.Placer`) is a task
+of its own: fetchers hand it their files and go on downloading while it commits a group.
+The layout is the reference client's: ``<output>/<partName>/
 <fileName>`` for the parts of a multipart batch, ``<output>/<fileName>`` otherwise; ``.tar`` and
 ``.tar.gz`` files are unpacked into the folder they would have gone to.
 
