@@ -27,7 +27,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import anyio
-import anyio.lowlevel
 import structlog
 
 log = structlog.get_logger("rfbatch.transfer")
@@ -102,19 +101,12 @@ class AdaptiveLimit:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one slot while a transfer runs."""
-        # A free slot is taken without a trip through the event loop (a checkpoint per
-        # download adds up over thousands of small files a second); a cancelled caller still
-        # stops here, before it opens a connection it could not wait for.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        try:
-            self._slots.acquire_nowait()
-        except anyio.WouldBlock:
+        if self._slots.available_tokens < 1:
             self._bound = True
-            await self._slots.acquire()
         try:
-            yield
+            async with self._slots:
+                yield
         finally:
-            self._slots.release()
             if self._slots.borrowed_tokens == 0:
                 # Idle: the windows' rates say nothing of the path.
                 self._fresh = True
