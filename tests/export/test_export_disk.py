@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from rfbatch.emulator import Emulator, FaultProfile, FaultRates
-from rfbatch.localfs import diskspace
+from rfbatch.localfs import diskspace, durable
 from rfbatch.localfs.diskspace import DiskGuard, free_bytes
 from rfbatch.pipeline.export import export_batch
-from rfbatch.transfer import signed
 from tests.export.support import (
     downloads,
     export_settings,
@@ -98,15 +97,15 @@ async def test_disk_full_while_writing_stops_the_export(
     out = tmp_path / "out"
     settings = export_settings(emulator.base_url, tmp_path / "state", workers=1)
 
-    def no_space(path: Path, data: bytes) -> None:
+    def no_space(path: Path, data: bytes, *, fsync: bool = False) -> None:
         # Half the body reaches the disk, then the disk is full.
         path.write_bytes(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     async with fast_services(settings) as services:
         await stage_sharded(services, "enospc", images(4))
-        # Results this small are written whole, in one call.
-        monkeypatch.setattr(signed, "_write_whole", no_space)
+        # Results this small are kept in memory and written by the placer's group commit.
+        monkeypatch.setattr(durable, "write_file", no_space)
         result = await export_batch(services, "enospc", out)
 
     assert result.stopped is not None

@@ -54,7 +54,9 @@ async def test_expired_urls_are_replaced_from_a_fresh_listing(
     expired: list[int] = []
 
     def expire_after_first_file(progress: ExportProgress) -> None:
-        if progress.files_downloaded == 1 and not expired:
+        # On the first bytes received: files are recorded done a group at a time, so by the
+        # first one recorded the whole pool may have been downloaded already.
+        if progress.bytes_received > 0 and not expired:
             emulator.expire_urls()
             expired.append(progress.files_listed)
 

@@ -10,6 +10,7 @@ import pytest
 from rfbatch.errors import IncompleteBodyError, UnsafePathError
 from rfbatch.localfs.atomic import (
     Move,
+    SafeRoot,
     atomic_target,
     commit_many_sync,
     safe_extract_tar,
@@ -244,3 +245,16 @@ async def test_truncated_archive_is_incomplete_and_leaves_nothing(tmp_path: Path
     with pytest.raises(IncompleteBodyError, match=r"cut\.tar\.gz"):
         await safe_extract_tar_async(cut, out)
     assert listing(out) == []
+
+
+def test_safe_root_checks_a_link_in_the_last_component(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "secret").write_text("x")
+    (out / "leak.jpg").symlink_to(tmp_path / "secret")
+    (out / "alias.jpg").symlink_to(out / "real.jpg")
+    root = SafeRoot(out)
+    with pytest.raises(UnsafePathError, match="outside"):
+        root.join("leak.jpg")
+    assert root.join("alias.jpg") == out / "alias.jpg"
+    assert root.join("plain.jpg") == out / "plain.jpg"

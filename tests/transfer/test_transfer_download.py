@@ -39,6 +39,20 @@ async def test_download_is_byte_identical_and_counted(
     assert (stats.bytes_received, stats.downloads) == (len(data), 1)
 
 
+async def test_a_small_body_is_kept_in_memory_and_a_large_one_goes_to_disk(
+    client: RoboflowClient, tmp_path: Path
+) -> None:
+    small, large = os.urandom(1000), os.urandom(40_000)
+    small_url = await staged_file(client, "keep", "small.jpg", small)
+    large_url = await staged_file(client, "keep", "large.jpg", large)
+    config = TransferConfig(retry=FAST_RETRY, write_chunk_size=16 * 1024)
+    async with Transfer(config) as tx:
+        assert await tx.download_or_keep(small_url, tmp_path / "s.part") == (len(small), small)
+        assert await tx.download_or_keep(large_url, tmp_path / "l.part") == (len(large), None)
+    assert not (tmp_path / "s.part").exists()  # kept: never created
+    assert (tmp_path / "l.part").read_bytes() == large
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("rates", "reason"),

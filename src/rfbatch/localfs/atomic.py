@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import random
 import re
 import shutil
+import stat
 import tarfile
-import uuid
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ _EXTRACT_PREFIX = ".rfbatch-extract-"
 _TAG = r"[0-9a-f]{12}" + re.escape(TEMP_SUFFIX)
 _STALE_TEMP_RE = re.compile(rf"^\..+\.{_TAG}$|^{re.escape(_EXTRACT_PREFIX)}{_TAG}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _COPY_BUFFER = 1 << 20
 _MAX_NAME_BYTES = 255
 
@@ -45,7 +47,7 @@ def _check_name(name: str, what: str, *, allow_root: bool = False) -> list[str]:
     """
     if not name:
         raise UnsafePathError(f"refusing {what}: empty name")
-    if "\x00" in name or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if _CONTROL_RE.search(name):
         raise UnsafePathError(f"refusing {what} {name!r}: control character in name")
     if "\\" in name:
         raise UnsafePathError(f"refusing {what} {name!r}: backslash in name")
@@ -66,10 +68,46 @@ def _check_name(name: str, what: str, *, allow_root: bool = False) -> list[str]:
     return parts
 
 
-def _inside(root: Path, candidate: Path) -> bool:
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(candidate)
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+class SafeRoot:
+    """:func:`safe_join` for many names under one ``root``, resolved once.
+
+    The root's real path is read when this is made, and each parent folder's once: make one
+    per batch of names (a listing page), not one per run, so a link swapped in meanwhile is
+    seen by the next batch. Per name, only the last component is looked at (``lstat``), since
+    only a symbolic link there could lead elsewhere.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._real_root = os.path.realpath(root)
+        self._prefix = self._real_root.rstrip(os.sep) + os.sep
+        self._real_folders: dict[Path, str] = {}
+
+    def _inside(self, real: str) -> bool:
+        return real == self._real_root or real.startswith(self._prefix)
+
+    def join(self, name: str) -> Path:
+        """``root / name``, or :class:`UnsafePathError` (see :func:`safe_join`)."""
+        parts = _check_name(name, "file name")
+        path = self.root.joinpath(*parts)
+        folder = path.parent
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            real_folder = self._real_folders[folder] = os.path.realpath(folder)
+        inside = self._inside(real_folder)
+        if inside:
+            try:
+                last = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                pass  # nothing there yet: it will be made inside
+            else:
+                if stat.S_ISLNK(last.st_mode):
+                    inside = self._inside(os.path.realpath(path))
+        if not inside:
+            raise UnsafePathError(
+                f"refusing file name {name!r}: resolves outside the output folder"
+            )
+        return path
 
 
 def safe_join(root: Path, name: str) -> Path:
@@ -80,11 +118,17 @@ def safe_join(root: Path, name: str) -> Path:
     takes (over 255 bytes), and any path that resolves outside ``root`` through a symbolic link
     already on disk.
     """
-    parts = _check_name(name, "file name")
-    path = root.joinpath(*parts)
-    if not _inside(root, path):
-        raise UnsafePathError(f"refusing file name {name!r}: resolves outside the output folder")
-    return path
+    return SafeRoot(root).join(name)
+
+
+# Temporary names need to be unique, not secret: 48 random bits from a generator seeded once
+# from the OS, not a uuid4 per file (a getrandom(2) call each, slow on some virtual machines).
+_TAGS = random.Random()
+
+
+def _tag() -> str:
+    """12 hex digits, as :data:`_STALE_TEMP_RE` expects."""
+    return f"{_TAGS.getrandbits(48):012x}"
 
 
 def atomic_target(dest: Path) -> Path:
@@ -92,7 +136,7 @@ def atomic_target(dest: Path) -> Path:
 
     Hidden and ending in ``.tmp``, so no scanner (rfbatch's included) mistakes it for a result.
     """
-    tag = f".{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    tag = f".{_tag()}{TEMP_SUFFIX}"
     room = _MAX_NAME_BYTES - 1 - len(tag)
     stem = dest.name.encode()[:room].decode("utf-8", "ignore")
     return dest.with_name(f".{stem}{tag}")
@@ -181,7 +225,7 @@ def safe_extract_tar(archive: Path, dest_dir: Path) -> list[Path]:
     behind. Blocking: see :func:`safe_extract_tar_async`.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
-    staging = dest_dir / f"{_EXTRACT_PREFIX}{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}"
+    staging = dest_dir / f"{_EXTRACT_PREFIX}{_tag()}{TEMP_SUFFIX}"
     staging.mkdir()
     try:
         try:
@@ -191,7 +235,8 @@ def safe_extract_tar(archive: Path, dest_dir: Path) -> list[Path]:
             raise IncompleteBodyError(
                 f"archive {archive.name} is truncated or corrupt: {exc}"
             ) from exc
-        targets = [safe_join(dest_dir, "/".join(parts)) for parts in names]
+        root = SafeRoot(dest_dir)
+        targets = [root.join("/".join(parts)) for parts in names]
         for parts, target in zip(names, targets, strict=True):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging.joinpath(*parts), target)

@@ -36,15 +36,24 @@ class DiskGuard:
         self.root = root
         self.floor = floor
         self._reading: tuple[float, int] | None = None
+        self._refreshing = False
 
     async def shortfall(self, need: int = 0) -> str | None:
         """``None`` when there is room for ``need`` more bytes above the floor, else why not."""
         now = time.monotonic()
-        if self._reading is not None and now - self._reading[0] < self.REUSE_SECONDS:
+        if self._reading is not None and (
+            self._refreshing or now - self._reading[0] < self.REUSE_SECONDS
+        ):
+            # While one caller reads the file system again, the others use the last reading
+            # rather than each start a thread call of their own.
             free = self._reading[1]
         else:
-            free = await anyio.to_thread.run_sync(free_bytes, self.root)
-            self._reading = (now, free)
+            self._refreshing = True
+            try:
+                free = await anyio.to_thread.run_sync(free_bytes, self.root)
+            finally:
+                self._refreshing = False
+            self._reading = (time.monotonic(), free)
         if free - need >= self.floor:
             return None
         wanted = f"{need} bytes plus " if need else ""

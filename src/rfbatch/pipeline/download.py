@@ -1,9 +1,11 @@
 """Fetch one listed file safely, and what the export pool's fetchers share: re-listing, placing.
 
-A file is streamed to a hidden temporary name beside its destination, its length is checked
-against what the server announced, it is fsynced and only then renamed into place; an archive
-is unpacked from that temporary file into its folder instead. Whatever goes wrong, the temporary
-file is removed, so a destination holds a whole file or nothing.
+A file's length is checked against what the server announced; a small one is kept in memory, a
+large one streamed to a hidden temporary name beside its destination and fsynced. The
+:class:`Placer` writes the small ones of a group to their temporary names, makes the group
+durable with one flush, and only then renames it into place; an archive is unpacked from its
+temporary file into its folder instead. Whatever goes wrong, the temporary file is removed, so a
+destination holds a whole file or nothing.
 
 Signed download URLs expire (contract 3.5: about a day). A refused URL is replaced by listing the
 part again (:class:`Relister`): one walk of the listing serves every file still waiting in the
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,6 +29,7 @@ from rfbatch.api import RoboflowClient
 from rfbatch.api.schemas import FileMetadata
 from rfbatch.errors import IncompleteBodyError, SignedUrlRejectedError, TransferError
 from rfbatch.localfs.atomic import Move, atomic_target, commit_many_sync, safe_extract_tar_async
+from rfbatch.localfs.durable import GroupFlush
 from rfbatch.state.ledger import Ledger
 from rfbatch.state.records import DownloadMark, DownloadRow
 from rfbatch.transfer import Transfer
@@ -161,59 +164,167 @@ class _Placement:
     item: Planned
     tmp: Path
     size: int
+    body: bytes | None
+    """Kept in memory, written by the commit; ``None``: already in ``tmp``, fsynced."""
     error: Exception | None = None
-    settled: bool = False
+
+
+PlacedHook = Callable[[Planned, Fetched], None]
+FailedHook = Callable[[Planned, Exception], Awaitable[None]]
+
+# Bytes of small results held in memory until their group is written (RSS stays under 100 MB).
+PLACER_BUDGET = 8 * 1024 * 1024
+# A commit waits this long for a group of GROUP_FILES files (or half the budget) to gather:
+# each group costs four thread hand-offs and a flush, whatever its size; a file recorded done
+# a few milliseconds later costs nothing.
+GROUP_FILES = 64
+GROUP_LINGER = 0.05
 
 
 class Placer:
-    """Renames downloaded files into place and records them, many at a time (a group commit).
+    """Writes, renames and records downloaded files many at a time (a group commit), in a task
+    of its own (:meth:`run`), so the fetchers go on downloading while a group is committed.
 
-    For small results an export's cost is thread hand-offs and SQLite transactions, not bytes.
-    Files that finish while a commit runs wait for the next one, which takes them all: one
-    transaction records them ``pending`` with path and size (before the rename, so a run killed
-    right after it finds the file whole and keeps it: :func:`is_present`), one worker-thread
-    call renames them and flushes each folder once, and one transaction records them ``done``.
+    For small results an export's cost is thread hand-offs, flushes and SQLite transactions,
+    not bytes. Fetchers hand files over with :meth:`submit` (a small body in memory, a large
+    one already written to its temporary name and fsynced) and go on; whatever is queued when
+    a commit ends is the next group. A group is committed in this order, and the order is the
+    crash guarantee (a file is recorded ``done`` only once its whole bytes are on disk under
+    its final name; a crash or power loss never leaves a ``done`` file missing or short):
+
+    1. one worker-thread call writes the small bodies to their temporary names and makes them
+       durable with one flush per file system (:class:`~rfbatch.localfs.durable.GroupFlush`:
+       syncfs, or fsync of each file where syncfs is not trusted). Nothing is under a final
+       name yet, so a crash here leaves only temporary files, swept by the next run;
+    2. one transaction records the group ``pending`` with path and size. A run killed after
+       it finds any renamed file whole (its bytes were durable before the rename) and keeps
+       it (:func:`is_present`); one not yet renamed has no file of that size and is fetched;
+    3. one worker-thread call renames them all and flushes each folder once: after that flush
+       the renames survive a power loss;
+    4. one transaction records them ``done``. Only now are ``on_placed`` hooks called.
+
+    A group's commit runs shielded from cancellation: a stopped export never leaves a file in
+    place that it has not recorded. A file that fails (short, disk error) is removed and reported
+    to ``on_failed``; a manifest that cannot record fails the whole group, none renamed
+    unrecorded. What is still queued when the export stops is dropped (temporary files
+    removed): never renamed, never recorded.
     """
 
-    def __init__(self, manifest: Ledger, batch_id: str) -> None:
+    def __init__(
+        self,
+        manifest: Ledger,
+        batch_id: str,
+        *,
+        on_placed: PlacedHook,
+        on_failed: FailedHook,
+        flush: GroupFlush | None = None,
+        budget: int = PLACER_BUDGET,
+    ) -> None:
         self._manifest = manifest
         self._batch_id = batch_id
-        self._lock = anyio.Lock()
+        self._on_placed = on_placed
+        self._on_failed = on_failed
+        self._flush = flush if flush is not None else GroupFlush()
+        self._budget = budget
         self._queue: list[_Placement] = []
+        self._held = 0  # bytes of bodies queued or being written
+        self._changed = anyio.Event()
+        self._closed = False
 
-    async def place(self, item: Planned, tmp: Path, size: int) -> None:
-        """Put the fsynced ``tmp`` at ``item.dest`` and record it done, or raise why not.
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
-        On failure ``tmp`` may remain; the caller removes it.
+    async def submit(self, item: Planned, tmp: Path, size: int, body: bytes | None) -> None:
+        """Queue ``item`` for the next group: ``body`` to be written to ``tmp``, or (``None``)
+        ``tmp`` already written and fsynced. Waits while the queued bodies fill the budget.
+
+        From its return the placer owns ``tmp`` (it renames or removes it).
         """
-        entry = _Placement(item, tmp, size)
-        self._queue.append(entry)
-        async with self._lock:
-            # Whoever holds the lock commits everything queued, this entry's included, unless
-            # the commit before already took it.
-            if not entry.settled:
+        if self._closed:
+            raise RuntimeError("the placer is closed")
+        held = len(body) if body is not None else 0
+        while self._held and self._held + held > self._budget:
+            await self._changed.wait()
+        self._held += held
+        self._queue.append(_Placement(item, tmp, size, body))
+        self._notify()
+
+    def close(self) -> None:
+        """No more submissions: :meth:`run` commits what is queued and returns."""
+        self._closed = True
+        self._notify()
+
+    async def run(self) -> None:
+        """Commit groups until :meth:`close`; on cancellation drop (and clean) the queue."""
+        try:
+            while self._queue or not self._closed:
+                if not self._queue:
+                    await self._changed.wait()
+                    continue
+                with anyio.move_on_after(GROUP_LINGER):
+                    while (
+                        not self._closed
+                        and len(self._queue) < GROUP_FILES
+                        and self._held < self._budget // 2
+                    ):
+                        await self._changed.wait()
                 group, self._queue = self._queue, []
-                await self._commit(group)
-        if entry.error is not None:
-            raise entry.error
+                with anyio.CancelScope(shield=True):
+                    await self._commit(group)
+        finally:
+            dropped, self._queue = self._queue, []
+            if dropped:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_unlink_all, [e.tmp for e in dropped])
 
     async def _commit(self, group: list[_Placement]) -> None:
-        try:
-            await self._mark(group, "pending")
-            results = await anyio.to_thread.run_sync(
-                # Transfer.download fsynced each tmp before it returned, as this requires.
-                commit_many_sync,
-                [Move(e.tmp, e.item.dest, e.size) for e in group],
-            )
-            for entry, error in zip(group, results, strict=True):
+        writes = [e for e in group if e.body is not None]
+        if writes:
+            try:
+                errors = await anyio.to_thread.run_sync(
+                    self._flush.write_all,
+                    [(e.tmp, e.body) for e in writes if e.body is not None],
+                )
+            finally:
+                # Written (or failed): the bodies leave memory and make room for the next.
+                for entry in writes:
+                    self._held -= len(entry.body or b"")
+                    entry.body = None
+                self._notify()
+            for entry, error in zip(writes, errors, strict=True):
                 entry.error = error
-            await self._mark([e for e in group if e.error is None], "done")
-        except Exception as exc:  # the manifest failed: no file of the group is recorded done
-            for entry in group:
-                entry.error = entry.error or exc
-        finally:
-            for entry in group:
-                entry.settled = True
+        await self._place(group)
+        for entry in group:
+            if entry.error is None:
+                self._on_placed(entry.item, Fetched(entry.size, 1))
+            else:
+                await self._on_failed(entry.item, entry.error)
+
+    async def _place(self, group: list[_Placement]) -> None:
+        """Steps 2-4 for the files of ``group`` that are durable under their temporary names."""
+        ready = [e for e in group if e.error is None]
+        if not ready:
+            return
+        try:
+            await self._mark(ready, "pending")
+        except Exception as exc:  # the manifest failed: nothing renamed, nothing recorded
+            for entry in ready:
+                entry.error = exc
+            await anyio.to_thread.run_sync(_unlink_all, [e.tmp for e in ready])
+            return
+        # Each tmp is durable: written and flushed by step 1, or fsynced by Transfer.download.
+        results = await anyio.to_thread.run_sync(
+            commit_many_sync, [Move(e.tmp, e.item.dest, e.size) for e in ready]
+        )
+        for entry, error in zip(ready, results, strict=True):
+            entry.error = error
+        placed = [e for e in ready if e.error is None]
+        try:
+            await self._mark(placed, "done")
+        except Exception as exc:  # in place and recorded pending: a rerun keeps them
+            for entry in placed:
+                entry.error = exc
 
     async def _mark(self, group: list[_Placement], state: Literal["pending", "done"]) -> None:
         marks = [
@@ -222,13 +333,21 @@ class Placer:
         await self._manifest.mark_downloads(self._batch_id, state, marks)
 
 
-class Fetcher:
-    """Downloads :class:`Planned` files into place; one instance serves every worker.
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
-    Each file is recorded ``done`` in the manifest once it is in place, then ``on_placed`` is
-    called. Placing and recording run shielded from cancellation (both are short and local),
-    so a stopped export never leaves a file in place that it has not recorded; only the
-    download itself is cut short.
+
+class Fetcher:
+    """Downloads :class:`Planned` files and hands them to its :class:`Placer`; one instance
+    serves every worker (run :meth:`Placer.run` beside them, ``placer`` attribute).
+
+    A file is reported through ``on_placed`` once it is in place and recorded ``done``, or
+    through ``on_failed`` when placing it failed; :meth:`fetch` itself raises why a download
+    failed. An archive is unpacked and recorded by the fetcher itself, shielded from
+    cancellation (it is short and local), so a stopped export never leaves a file in place
+    that it has not recorded; only the download itself is cut short.
     """
 
     def __init__(
@@ -238,12 +357,16 @@ class Fetcher:
         batch_id: str,
         *,
         refresh_attempts: int,
-        on_placed: Callable[[Planned, Fetched], None],
+        on_placed: PlacedHook,
+        on_failed: FailedHook,
         on_bytes: ByteCounter | None = None,
+        flush: GroupFlush | None = None,
     ) -> None:
         self._transfer = transfer
         self._manifest = manifest
-        self._placer = Placer(manifest, batch_id)
+        self.placer = Placer(
+            manifest, batch_id, on_placed=on_placed, on_failed=on_failed, flush=flush
+        )
         self._batch_id = batch_id
         self._refresh_attempts = refresh_attempts
         self._on_placed = on_placed
@@ -251,8 +374,9 @@ class Fetcher:
         self.refreshed = 0
         """Download URLs replaced by a fresh listing after the storage refused them."""
 
-    async def fetch(self, item: Planned, relister: Relister) -> Fetched:
-        """Put ``item`` in place, or raise why not.
+    async def fetch(self, item: Planned, relister: Relister) -> None:
+        """Download ``item`` and hand it to the placer (an archive: unpack and record it), or
+        raise why not.
 
         Raises :class:`~rfbatch.errors.TransferError` (refused, truncated or failing downloads,
         after their retries), :class:`~rfbatch.errors.UnsafePathError` or
@@ -265,14 +389,22 @@ class Fetcher:
         refetches = 0
         while True:
             tmp = atomic_target(item.dest)
-            renamed = False
+            handed = False
             try:
                 try:
                     # No expected length: a size remembered from an earlier run may be stale;
                     # the transfer checks the body against the Content-Length it announces.
-                    size = await self._transfer.download(
-                        meta.download_url, tmp, None, on_bytes=self._on_bytes
-                    )
+                    if item.unpack_into is None:
+                        # A small body stays in memory: the placer writes its whole group in
+                        # one thread call and flushes it once.
+                        size, body = await self._transfer.download_or_keep(
+                            meta.download_url, tmp, on_bytes=self._on_bytes
+                        )
+                    else:
+                        body = None
+                        size = await self._transfer.download(
+                            meta.download_url, tmp, None, on_bytes=self._on_bytes
+                        )
                 except SignedUrlRejectedError as exc:
                     if refreshes >= self._refresh_attempts:
                         raise TransferError(
@@ -288,32 +420,30 @@ class Fetcher:
                         ) from None
                     meta = fresh
                     continue
+                if item.unpack_into is None:
+                    await self.placer.submit(item, tmp, size, body)
+                    handed = True
+                    return
                 with anyio.CancelScope(shield=True):
-                    if item.unpack_into is not None:
-                        try:
-                            placed = await safe_extract_tar_async(tmp, item.unpack_into)
-                        except IncompleteBodyError:
-                            # Whole by its length, yet unreadable: one more fetch, no more.
-                            if refetches >= _CORRUPT_ARCHIVE_REFETCHES:
-                                raise
-                            refetches += 1
-                            continue
-                        await self._manifest.mark_download(
-                            self._batch_id,
-                            item.part_name,
-                            item.file_name,
-                            "done",
-                            path=item.unpack_into,
-                            size=size,
-                        )
-                        fetched = Fetched(size, len(placed))
-                    else:
-                        await self._placer.place(item, tmp, size)
-                        renamed = True
-                        fetched = Fetched(size, 1)
-                    self._on_placed(item, fetched)
-                return fetched
+                    try:
+                        placed = await safe_extract_tar_async(tmp, item.unpack_into)
+                    except IncompleteBodyError:
+                        # Whole by its length, yet unreadable: one more fetch, no more.
+                        if refetches >= _CORRUPT_ARCHIVE_REFETCHES:
+                            raise
+                        refetches += 1
+                        continue
+                    await self._manifest.mark_download(
+                        self._batch_id,
+                        item.part_name,
+                        item.file_name,
+                        "done",
+                        path=item.unpack_into,
+                        size=size,
+                    )
+                    self._on_placed(item, Fetched(size, len(placed)))
+                return
             finally:
-                if not renamed:
+                if not handed:
                     with anyio.CancelScope(shield=True):
                         await anyio.Path(tmp).unlink(missing_ok=True)

@@ -2,14 +2,19 @@
 
 ::
 
-    parts ──► list pages ──(prefetch_pages)──► plan ──(workers)──► N fetchers
-              (nextPageToken)                  (names checked,      (temp name, length check,
-                                                present ones        fsync, rename; archives
-                                                skipped)            unpacked; expired URLs
-                                                                    listed again)
+    parts ──► list pages ──(prefetch_pages)──► plan ──(workers)──► N fetchers ──► placer
+              (nextPageToken)                  (names checked,      (length check;    (group
+                                                present ones        small bodies      commit:
+                                                skipped)            kept in memory;   write, one
+                                                                    archives          flush,
+                                                                    unpacked; expired rename,
+                                                                    URLs listed       record)
+                                                                    again)
 
 Listing runs ahead of the fetchers by at most ``export.prefetch_pages`` pages, and the fetchers
-work across pages and parts. The layout is the reference client's: ``<output>/<partName>/
+work across pages and parts. The placer (:class:`~rfbatch.pipeline.download.Placer`) is a task
+of its own: fetchers hand it their files and go on downloading while it commits a group.
+The layout is the reference client's: ``<output>/<partName>/
 <fileName>`` for the parts of a multipart batch, ``<output>/<fileName>`` otherwise; ``.tar`` and
 ``.tar.gz`` files are unpacked into the folder they would have gone to.
 
@@ -33,6 +38,7 @@ import anyio
 import anyio.to_thread
 import structlog
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rfbatch.api.schemas import FileMetadata
 from rfbatch.app import Services
@@ -43,8 +49,9 @@ from rfbatch.errors import (
     UnsafePathError,
 )
 from rfbatch.ids import validate_batch_id
-from rfbatch.localfs.atomic import safe_join, sweep_stale_temps
+from rfbatch.localfs.atomic import SafeRoot, safe_join, sweep_stale_temps
 from rfbatch.localfs.diskspace import DiskGuard
+from rfbatch.localfs.durable import GroupFlush
 from rfbatch.pipeline.download import (
     DISK_FULL_ERRNOS,
     Fetched,
@@ -226,13 +233,18 @@ class _BatchExport:
         self.result = ExportResult(batch_id, self.output)
         self.progress = ExportProgress(batch_id)
         self.disk = DiskGuard(self.output, self.settings.min_free_bytes)
+        # Bound once for the whole export: a lazy module logger binds again at every call.
+        self.log: Any = _log.bind()
+        self.flush = GroupFlush()
         self.fetcher = Fetcher(
             services.transfer,
             services.manifest,
             batch_id,
             refresh_attempts=services.transfer.config.refresh_attempts,
             on_placed=self._placed,
+            on_failed=self._place_failed,
             on_bytes=self._count_bytes,
+            flush=self.flush,
         )
         self.rows: dict[tuple[str, str], DownloadRow] = {}
         self.relisters: dict[str | None, Relister] = {}
@@ -260,10 +272,13 @@ class _BatchExport:
                 self.rows = {(r.part_name, r.file_name): r for r in rows}
             self.stop_if_short(await self.disk.shortfall(self._known_bytes_to_fetch()))
         if self.result.stopped is None:
-            await self._pipeline(chosen)
+            try:
+                await self._pipeline(chosen)
+            finally:
+                self.flush.close()
         self.result.seconds = time.monotonic() - started
         self.result.refreshed = self.fetcher.refreshed
-        _log.info(
+        self.log.info(
             "export.batch",
             batch_id=self.batch_id,
             output=str(self.output),
@@ -334,19 +349,17 @@ class _BatchExport:
             settings.prefetch_pages
         )
         item_tx, item_rx = anyio.create_memory_object_stream[Planned](settings.workers)
-        # With download slots, twice as many fetchers as slots: a fetcher that has its file
-        # places it (rename, group commit) holding no slot, and the spare ones keep every slot
-        # busy meanwhile (as many fetchers as slots lost a quarter of the speed across a WAN).
-        slots = self.services.transfer.download_slots is not None
-        fetchers = settings.workers * (2 if slots else 1)
+        # As many fetchers as download slots at most: a fetcher hands its file to the placer
+        # and goes on at once (it used to wait for the group commit, which needed twice as
+        # many fetchers as slots to keep the slots busy across a WAN).
+        fetchers = settings.workers
         try:
             async with anyio.create_task_group() as tg:
                 self._scope = tg.cancel_scope
                 tg.start_soon(self._list_pages, chosen, page_tx)
                 tg.start_soon(self._plan, page_rx, item_tx)
-                async with item_rx:
-                    for _ in range(fetchers):
-                        tg.start_soon(self._fetch_worker, item_rx.clone())
+                tg.start_soon(self.fetcher.placer.run)
+                tg.start_soon(self._fetch_all, item_rx, fetchers)
         except BaseExceptionGroup as group:
             # One failing stage cancels the others; its error is the one callers expect.
             sole = _sole_error(group)
@@ -360,7 +373,7 @@ class _BatchExport:
             return False
         if self.result.stopped is None:
             self.result.stopped = shortfall
-            _log.error("export.stopped", batch_id=self.batch_id, reason=shortfall)
+            self.log.error("export.stopped", batch_id=self.batch_id, reason=shortfall)
         if self._scope is not None:
             self._scope.cancel()
         return True
@@ -393,7 +406,7 @@ class _BatchExport:
     async def _plan(
         self,
         pages: ObjectReceiveStream[tuple[_Part, list[FileMetadata]]],
-        out: ObjectSendStream[Planned],
+        out: MemoryObjectSendStream[Planned],
     ) -> None:
         manifest = self.services.manifest
         async with pages, out:
@@ -429,16 +442,22 @@ class _BatchExport:
                 relister = self.relisters[part.name]
                 for item in plan.fetch:
                     relister.track(item.file_name)
-                    await out.send(item)
+                    # An await per item only when the fetchers are behind: each one is a trip
+                    # through the event loop, and they add up over many small files.
+                    try:
+                        out.send_nowait(item)
+                    except anyio.WouldBlock:
+                        await out.send(item)
 
     def _plan_page_sync(self, part: _Part, metas: list[FileMetadata]) -> _PagePlan:
         """Where each file goes, and which are already there (blocking: stats and mkdirs)."""
         fetch: list[Planned] = []
         present: list[Planned] = []
         refused: list[tuple[FileMetadata, str]] = []
+        root = SafeRoot(part.base)  # resolved once per page, not per file
         for meta in metas:
             try:
-                dest = safe_join(part.base, meta.file_name)
+                dest = root.join(meta.file_name)
             except UnsafePathError as exc:
                 refused.append((meta, str(exc)))
                 continue
@@ -469,16 +488,36 @@ class _BatchExport:
         if folder in self._prepared:
             return
         folder.mkdir(parents=True, exist_ok=True)
+        # Watched before any file is written there (GroupFlush: syncfs reports the write-back
+        # errors that happen after this).
+        self.flush.watch(folder)
         removed = sweep_stale_temps(folder)
         if removed:
-            _log.info("export.swept", folder=str(folder), removed=removed)
+            self.log.info("export.swept", folder=str(folder), removed=removed)
         self._prepared.add(folder)
 
     # -- stage 3: fetching ----------------------------------------------------------------
 
-    async def _fetch_worker(self, items: ObjectReceiveStream[Planned]) -> None:
+    async def _fetch_all(self, items: MemoryObjectReceiveStream[Planned], fetchers: int) -> None:
+        """Run the fetchers until the plan is done, then let the placer finish its queue."""
+        async with items, anyio.create_task_group() as tg:
+            for _ in range(fetchers):
+                tg.start_soon(self._fetch_worker, items.clone())
+        self.fetcher.placer.close()
+
+    async def _fetch_worker(self, items: MemoryObjectReceiveStream[Planned]) -> None:
         async with items:
-            async for item in items:
+            while True:
+                # Waits (a trip through the event loop) only when no item is ready.
+                try:
+                    item = items.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        item = await items.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 try:
                     await self._fetch_one(item)
                 finally:
@@ -487,20 +526,25 @@ class _BatchExport:
     async def _fetch_one(self, item: Planned) -> None:
         if self.stop_if_short(await self.disk.shortfall(item.known_size or 0)):
             return
-        manifest = self.services.manifest
         try:
             await self.fetcher.fetch(item, self.relisters[item.part_name])
-        except OSError as exc:
+        except (OSError, RfbatchError) as exc:
+            await self._place_failed(item, exc)
+
+    async def _place_failed(self, item: Planned, exc: Exception) -> None:
+        """Record why ``item`` is not in place (a full disk stops the whole export instead)."""
+        if isinstance(exc, OSError):
             if exc.errno in DISK_FULL_ERRNOS:
                 self.stop_if_short(f"disk full while writing under {self.output}: {exc.strerror}")
                 return
-            await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
-            self._fail(item.part_name, item.file_name, f"local error: {exc}")
-        except (ConfigError, FatalError):
-            raise
-        except RfbatchError as exc:
-            await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
-            self._fail(item.part_name, item.file_name, str(exc))
+            reason = f"local error: {exc}"
+        elif isinstance(exc, (ConfigError, FatalError)) or not isinstance(exc, RfbatchError):
+            raise exc
+        else:
+            reason = str(exc)
+        manifest = self.services.manifest
+        await manifest.mark_download(self.batch_id, item.part_name, item.file_name, "failed")
+        self._fail(item.part_name, item.file_name, reason)
 
     def _placed(self, item: Planned, fetched: Fetched) -> None:
         self.result.downloaded += 1
@@ -509,7 +553,7 @@ class _BatchExport:
             self.result.unpacked += fetched.placed
         self.progress.files_downloaded += 1
         self._changed()
-        _log.debug(
+        self.log.debug(
             "export.file",
             batch_id=self.batch_id,
             part=item.part_name,
@@ -523,7 +567,7 @@ class _BatchExport:
         self.result.failed.append(FileFailure(part, file_name, reason))
         self.progress.files_failed += 1
         self._changed()
-        _log.warning(
+        self.log.warning(
             "export.file_failed",
             batch_id=self.batch_id,
             part=part,

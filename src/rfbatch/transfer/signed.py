@@ -341,14 +341,38 @@ class Transfer(SessionHolder):
         :class:`SignedUrlRejectedError` at once so the caller can list the file again for a
         fresh URL. On any failure the partial ``dest`` is removed.
         """
+        received, _ = await self._download(url, dest, expected_length, on_bytes, keep=False)
+        return received
+
+    async def download_or_keep(
+        self, url: str, dest: Path, *, on_bytes: ByteCounter | None = None
+    ) -> tuple[int, bytes | None]:
+        """:meth:`download`, except that a body no larger than one write chunk
+        (``write_chunk_size``) is returned in memory and ``dest`` is never created.
+
+        Returns ``(length, body)``: ``body`` is ``None`` when the body went into ``dest``,
+        fsynced. A caller that keeps many small results this way writes and flushes them
+        together (one thread call and one flush for a group instead of one each per file).
+        """
+        return await self._download(url, dest, None, on_bytes, keep=True)
+
+    async def _download(
+        self,
+        url: str,
+        dest: Path,
+        expected_length: int | None,
+        on_bytes: ByteCounter | None,
+        *,
+        keep: bool,
+    ) -> tuple[int, bytes | None]:
         session = self._require_session()
 
-        async def attempt() -> int:
-            return await self._download_once(session, url, dest, expected_length, on_bytes)
+        async def attempt() -> tuple[int, bytes | None]:
+            return await self._download_once(session, url, dest, expected_length, on_bytes, keep)
 
         try:
             async with self._held(self.download_slots):
-                received = await self._retrier.call("download", attempt, self._classify_transient)
+                got = await self._retrier.call("download", attempt, self._classify_transient)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await anyio.Path(dest).unlink(missing_ok=True)
@@ -358,7 +382,7 @@ class Transfer(SessionHolder):
         # No log line per download: thousands a second would spend more on logging than on
         # the files (the export logs each file it places).
         self._downloads += 1
-        return received
+        return got
 
     async def _download_once(
         self,
@@ -367,9 +391,11 @@ class Transfer(SessionHolder):
         dest: Path,
         expected_length: int | None,
         on_bytes: ByteCounter | None,
-    ) -> int:
+        keep: bool,
+    ) -> tuple[int, bytes | None]:
         received = 0
         announced: int | None = None
+        kept: bytes | None = None
         try:
             async with session.get(
                 URL(url, encoded=True),
@@ -392,8 +418,9 @@ class Transfer(SessionHolder):
                         f"({redact_url(url)})"
                     )
                 # Small files (most results) are written in one worker-thread call (open, write,
-                # fsync, close): per-file thread hops, not bytes, are what small downloads cost.
-                # The file is opened only once the body outgrows one write chunk.
+                # fsync, close), or kept in memory for the caller: per-file thread hops, not
+                # bytes, are what small downloads cost. The file is opened only once the body
+                # outgrows one write chunk.
                 out: anyio.AsyncFile[bytes] | None = None
                 try:
                     pending: list[bytes] = []
@@ -418,7 +445,10 @@ class Transfer(SessionHolder):
                             pending_size = 0
                     rest = b"".join(pending)
                     if out is None:
-                        await anyio.to_thread.run_sync(_write_whole, dest, rest)
+                        if keep:
+                            kept = rest
+                        else:
+                            await anyio.to_thread.run_sync(_write_whole, dest, rest)
                     else:
                         if rest:
                             await out.write(rest)
@@ -440,7 +470,7 @@ class Transfer(SessionHolder):
             raise IncompleteBodyError(
                 f"download got {received} of {wanted} bytes ({redact_url(url)})"
             )
-        return received
+        return received, kept
 
 
 def _write_whole(path: Path, data: bytes) -> None:
