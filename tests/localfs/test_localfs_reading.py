@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rfbatch.localfs.reading import still_as_recorded
+import pytest
+
+from rfbatch.localfs.reading import ReadBuffers, still_as_recorded
 from rfbatch.localfs.scan import examine_path
 from rfbatch.media import FoundFile, SourceSpec
 from tests.localfs.support import OLD, write_file
@@ -43,3 +45,28 @@ def test_a_removed_file_is_not(tmp_path: Path) -> None:
     found = recorded(path)
     path.unlink()
     assert not still_as_recorded(found)
+
+
+def test_a_buffer_is_taken_again_only_once_no_view_of_it_is_left() -> None:
+    buffers = ReadBuffers(16, keep=2)
+    first = buffers.take()
+    view = memoryview(first)[4:]  # what a transport keeps of a chunk it could not send whole
+    second = buffers.take()
+    assert second is not first
+    held = memoryview(second)
+    third = buffers.take()
+    # Both kept ones are viewed: a new buffer, and the oldest is no longer kept.
+    assert third is not first
+    assert third is not second
+    assert buffers.made == 3
+    view.release()
+    held.release()
+    assert buffers.take() is second
+    assert buffers.take() is third
+    assert buffers.made == 3
+    assert len(second) == len(third) == 16
+
+
+def test_buffers_need_a_size() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        ReadBuffers(0)

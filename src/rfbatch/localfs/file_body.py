@@ -5,6 +5,8 @@
 layer streams it without knowing about the disk. Every pass reads through
 :class:`~rfbatch.localfs.reading.CheckedFile`: a file that changed since the scan, or while it
 was read, raises :class:`~rfbatch.errors.FileChangedError` before its last chunk is yielded.
+Chunks are read into reused buffers (:class:`~rfbatch.localfs.reading.ReadBuffers`): a chunk is
+a view of one, valid while the consumer holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from rfbatch.localfs.reading import READ_CHUNK_SIZE, CheckedFile
+from rfbatch.localfs.reading import READ_CHUNK_SIZE, CheckedFile, ReadBuffers
 
 T = TypeVar("T")
 
@@ -58,12 +60,22 @@ class FileBody:
     async def _run(self, func: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(func, limiter=self._limiter)
 
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
+    async def chunks(self) -> AsyncGenerator[memoryview, None]:
         opening = partial(CheckedFile, self.path, self.size, self.mtime_ns, self.inode)
         file = await self._run(opening)
+        buffers = ReadBuffers(min(self._chunk_size, max(1, self.size)))
         try:
             while file.remaining:
-                yield await self._run(partial(file.read, self._chunk_size))
+                yield await self._run(partial(_read_chunk, file, buffers))
         finally:
             with anyio.CancelScope(shield=True):
                 await self._run(file.close)
+
+
+def _read_chunk(file: CheckedFile, buffers: ReadBuffers) -> memoryview:
+    """The next chunk of ``file``, read into a buffer nothing else views (full but the last)."""
+    with memoryview(buffers.take()) as whole:
+        filled = 0
+        while file.remaining and filled < len(whole):
+            filled += file.readinto(whole[filled:])
+        return whole[:filled]
