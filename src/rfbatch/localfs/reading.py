@@ -18,6 +18,7 @@ faulted in and zeroed by the kernel, then unmapped, for every byte sent.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections import deque
@@ -66,9 +67,8 @@ class CheckedFile:
         self.remaining = size
         """Bytes not read yet: read while this is not zero."""
         self._name = str(path)
-        self._fd = _open_regular(path)
+        self._fd, self._opened = _open_regular(path)
         try:
-            self._opened = self._fstat()
             _check(self._name, "since it was scanned", self._opened, size, mtime_ns, inode or None)
             if size == 0:
                 self._prove_unchanged()
@@ -151,8 +151,9 @@ def _check(
         raise FileChangedError(name, f"replaced {when} (inode is {st.st_ino}, expected {inode})")
 
 
-def _open_regular(path: Path) -> int:
-    """Open ``path`` for reading and return its descriptor, refusing anything but a regular file.
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading, refusing anything but a regular file: its descriptor, and its
+    status as opened.
 
     Opened non-blocking: a plain ``open`` of a FIFO waits for a writer forever, and a file
     swapped for one after the scan would hang its worker thread beyond any cancellation.
@@ -162,9 +163,11 @@ def _open_regular(path: Path) -> int:
     except OSError as exc:
         raise FileUnreadableError(str(path), _reason(exc)) from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
             raise FileUnreadableError(str(path), "not a regular file")
-        os.set_blocking(fd, True)
+        # Blocking again, in one call: of the status flags F_SETFL sets, only O_NONBLOCK was on.
+        fcntl.fcntl(fd, fcntl.F_SETFL, 0)
     except OSError as exc:
         os.close(fd)
         raise FileUnreadableError(str(path), _reason(exc)) from exc
@@ -172,7 +175,7 @@ def _open_regular(path: Path) -> int:
         os.close(fd)
         raise
     # A bare descriptor: read with os.read/os.readv, without a file object (and its own fstat).
-    return fd
+    return fd, opened
 
 
 def _reason(exc: OSError) -> str:
