@@ -147,8 +147,8 @@ class TarBody:
     :meth:`chunks` may be called again (for a retried upload): each call starts from the first
     byte and re-reads the files. File reads run in worker threads (pass ``limiter`` to bound
     how many shards read at once), one call per chunk, straight into a reused buffer
-    (:class:`~rfbatch.localfs.reading.ReadBuffers`): a chunk is a view of it, valid while the
-    consumer holds it.
+    (:class:`~rfbatch.localfs.reading.ReadBuffers`; pass ``buffers`` to share them between
+    bodies): a chunk is a view of it, valid while the consumer holds it.
     """
 
     def __init__(
@@ -157,12 +157,16 @@ class TarBody:
         *,
         chunk_size: int = READ_CHUNK_SIZE,
         limiter: anyio.CapacityLimiter | None = None,
+        buffers: ReadBuffers | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        if buffers is not None and buffers.size != chunk_size:
+            raise ValueError("shared buffers must be chunk_size bytes")
         self.members: tuple[TarMember, ...] = tuple(members)
         self.chunk_size = chunk_size
         self._limiter = limiter
+        self._buffers = buffers
         self._headers = [header_bytes(m) for m in self.members]
         body = sum(
             len(h) + m.size + _padding(m.size)
@@ -176,7 +180,8 @@ class TarBody:
 
     async def chunks(self) -> AsyncGenerator[memoryview, None]:
         """Yield the whole tar, ``chunk_size`` bytes at a time (the last chunk may be shorter)."""
-        reader = _TarReader(self.members, self._headers, self._trailer, self.chunk_size)
+        buffers = self._buffers or ReadBuffers(self.chunk_size)
+        reader = _TarReader(self.members, self._headers, self._trailer, buffers)
         try:
             while chunk := await anyio.to_thread.run_sync(reader.read_chunk, limiter=self._limiter):
                 yield chunk
@@ -203,18 +208,18 @@ class _TarReader:
         members: Sequence[TarMember],
         headers: Sequence[bytes],
         trailer: int,
-        chunk_size: int,
+        buffers: ReadBuffers,
     ) -> None:
         self._members = members
         self._headers = headers
         self._trailer = trailer
-        self._buffers = ReadBuffers(chunk_size)
+        self._buffers = buffers
         self._piece: _Piece | None = None
         self._pieces = self._generate()
 
     def read_chunk(self) -> memoryview:
         """The next chunk (empty at the end): a view of a buffer nothing else views."""
-        with memoryview(self._buffers.take()) as whole:
+        with self._buffers.take() as whole:
             size = len(whole)
             filled = 0
             while filled < size:

@@ -11,9 +11,10 @@ worth offering again (a failed upload retried, a file resumed or adopted) is
 :func:`still_as_recorded`. Blocking: run it in a worker thread.
 
 Bodies read into :class:`ReadBuffers`: a few buffers reused chunk after chunk, each only once
-nothing holds a view of it any more. A fresh ``bytes`` per read would cost more than the read:
-above glibc's mmap threshold (see :mod:`rfbatch.allocator`) every such block is new pages, each
-faulted in and zeroed by the kernel, then unmapped, for every byte sent.
+nothing holds a view of it any more (one set per body, or one shared by all the uploads). A
+fresh ``bytes`` per read would cost more than the read: above glibc's mmap threshold (see
+:mod:`rfbatch.allocator`) every such block is new pages, each faulted in and zeroed by the
+kernel, then unmapped, for every byte sent.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
 from collections import deque
 from pathlib import Path
 
@@ -183,14 +185,17 @@ def _reason(exc: OSError) -> str:
 
 
 class ReadBuffers:
-    """Buffers of ``size`` bytes for one body's chunks, each reused once nothing views it.
+    """Read buffers of ``size`` bytes, each reused once nothing views it; safe to share between
+    bodies read in different threads.
 
     A chunk handed on may still be referenced after its write returned: the HTTP client holds it
     while it asks for the next one, and a transport that could not send it whole keeps a view of
     the rest. Writing into it then would change bytes not yet sent. A ``bytearray`` knows: it
     refuses to change size (``BufferError``) while any view of it exists, however derived. So a
-    buffer is taken again only when that test passes; when none of the kept ones does, a new one
-    is made and the oldest left to whoever still holds it (freed when they let it go).
+    buffer is taken again only when that test passes, and :meth:`take` hands out a view, which
+    marks it taken until that view and every view made from it are gone. When none of the kept
+    buffers is free a new one is made; beyond ``keep``, the oldest is left to whoever still holds
+    it (freed when they let it go), so what is kept stays bounded while a slow link holds many.
     """
 
     def __init__(self, size: int, keep: int = KEPT_BUFFERS) -> None:
@@ -199,22 +204,24 @@ class ReadBuffers:
         self.size = size
         self._keep = keep
         self._buffers: deque[bytearray] = deque()
+        self._lock = threading.Lock()
         self.made = 0
         """Buffers allocated so far (a count that keeps growing means they are never free)."""
 
-    def take(self) -> bytearray:
-        """A buffer nobody else can see, oldest first (the likeliest to have been let go)."""
-        for _ in range(len(self._buffers)):
-            buffer = self._buffers.popleft()
+    def take(self) -> memoryview:
+        """A view of a whole buffer nobody else views, oldest first (the likeliest to be free)."""
+        with self._lock:
+            for _ in range(len(self._buffers)):
+                buffer = self._buffers.popleft()
+                self._buffers.append(buffer)
+                if _unviewed(buffer):
+                    return memoryview(buffer)
+            buffer = bytearray(self.size)
+            self.made += 1
             self._buffers.append(buffer)
-            if _unviewed(buffer):
-                return buffer
-        buffer = bytearray(self.size)
-        self.made += 1
-        self._buffers.append(buffer)
-        if len(self._buffers) > self._keep:
-            self._buffers.popleft()
-        return buffer
+            if len(self._buffers) > self._keep:
+                self._buffers.popleft()
+            return memoryview(buffer)
 
 
 def _unviewed(buffer: bytearray) -> bool:
