@@ -56,10 +56,10 @@ class CheckedFile:
     ``size`` is the length the scan saw. ``mtime_ns`` and ``inode``, when known, must also be
     what it saw (an inode of 0, as file systems without stable inodes report, is not
     compared): the inode catches a file swapped for a copy, or for a link to some other file,
-    that kept the size and mtime. :meth:`read` hands out the bytes in order; the call that
-    returns the last of them first proves that the file did not change while it was read (an
-    empty file is proven when it is opened), so a changed file never yields its last byte.
-    :meth:`readinto` does the same into a caller's buffer.
+    that kept the size and mtime. :meth:`readinto` reads the bytes in order into the caller's
+    buffers; the call that reads the last of them first proves that the file did not change
+    while it was read (an empty file is proven when it is opened), so a changed file never
+    yields its last byte.
     """
 
     def __init__(
@@ -84,15 +84,6 @@ class CheckedFile:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def read(self, n: int) -> bytes:
-        """The next ``n`` bytes or fewer: at most :attr:`remaining`, which must not be 0."""
-        try:
-            data = os.read(self._fd, min(n, self.remaining))
-        except OSError as exc:
-            raise FileUnreadableError(self._name, _reason(exc)) from exc
-        self._advance(len(data))
-        return data
-
     def readinto(self, buffer: memoryview) -> int:
         """Read the next bytes into ``buffer`` (no more than :attr:`remaining`, which must not
         be 0) and return how many: at least one, fewer than asked only on a short read."""
@@ -100,16 +91,13 @@ class CheckedFile:
             n = os.readv(self._fd, [buffer[: self.remaining]])
         except OSError as exc:
             raise FileUnreadableError(self._name, _reason(exc)) from exc
-        self._advance(n)
-        return n
-
-    def _advance(self, n: int) -> None:
         if not n:
             raise FileChangedError(self._name, "shrank while it was read")
         self.remaining -= n
         if not self.remaining:
             # Checked before the last bytes leave, so a changed file never completes.
             self._prove_unchanged()
+        return n
 
     def close(self) -> None:
         if self._fd >= 0:
