@@ -20,6 +20,7 @@ from rfbatch.localfs.archive import (
     header_bytes,
     tarinfo_for,
 )
+from rfbatch.localfs.reading import KEPT_BUFFERS
 from rfbatch.localfs.scan import examine_path
 from rfbatch.media import FoundFile, SourceSpec
 from tests.localfs.support import MakeFile
@@ -284,3 +285,42 @@ async def test_memory_stays_bounded_for_a_large_member(tmp_path: Path) -> None:
     sizes = [len(c) async for c in body.chunks()]
     assert max(sizes) == 1 << 20
     assert sum(sizes) == body.length
+
+
+def _member_files(tmp_path: Path, sizes: list[int]) -> list[TarMember]:
+    members = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"f{i}.jpg"
+        path.write_bytes(os.urandom(size))
+        members.append(TarMember(f"f{i}.jpg", path, None, size, MTIME))
+    return members
+
+
+async def test_chunks_kept_by_the_consumer_are_never_overwritten(tmp_path: Path) -> None:
+    # Chunks are views of reused buffers: one still viewed (here: all of them, and a tail
+    # sliced off as a transport keeps what it could not send) must never be filled again.
+    members = _member_files(tmp_path, [3000, 100, 5000, 0, 7000, 2500])
+    body = TarBody(members, chunk_size=1024)
+    kept = []
+    tails = []
+    async for chunk in body.chunks():
+        kept.append(chunk)
+        tails.append(chunk[-100:])
+    assert b"".join(kept) == expected_tar(members)
+    assert b"".join(tails) == b"".join(bytes(c[-100:]) for c in kept)
+    assert len({id(c.obj) for c in kept}) == len(kept)
+
+
+async def test_buffers_are_reused_once_the_consumer_lets_go(tmp_path: Path) -> None:
+    members = _member_files(tmp_path, [20_000, 30_000, 1_000])
+    body = TarBody(members, chunk_size=4096)
+    out = bytearray()
+    buffers: list[object] = []
+    async for chunk in body.chunks():
+        out += chunk
+        if not any(b is chunk.obj for b in buffers):
+            buffers.append(chunk.obj)
+    assert bytes(out) == expected_tar(members)
+    assert len(out) // 4096 > 10
+    # The one being filled, the one just handed on, and one to spare: never one per chunk.
+    assert len(buffers) <= KEPT_BUFFERS

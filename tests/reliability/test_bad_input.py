@@ -347,7 +347,7 @@ class GrowingBody:
     def length(self) -> int:
         return self._inner.length
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[bytes | memoryview]:
         async for chunk in self._inner.chunks():
             yield chunk
             if not self.grew:

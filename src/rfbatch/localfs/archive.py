@@ -28,7 +28,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from rfbatch.localfs.reading import READ_CHUNK_SIZE, CheckedFile
+from rfbatch.localfs.reading import READ_CHUNK_SIZE, CheckedFile, ReadBuffers
 from rfbatch.media import FoundFile
 
 BLOCKSIZE = tarfile.BLOCKSIZE
@@ -146,7 +146,9 @@ class TarBody:
 
     :meth:`chunks` may be called again (for a retried upload): each call starts from the first
     byte and re-reads the files. File reads run in worker threads (pass ``limiter`` to bound
-    how many shards read at once).
+    how many shards read at once), one call per chunk, straight into a reused buffer
+    (:class:`~rfbatch.localfs.reading.ReadBuffers`; pass ``buffers`` to share them between
+    bodies): a chunk is a view of it, valid while the consumer holds it.
     """
 
     def __init__(
@@ -155,12 +157,16 @@ class TarBody:
         *,
         chunk_size: int = READ_CHUNK_SIZE,
         limiter: anyio.CapacityLimiter | None = None,
+        buffers: ReadBuffers | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        if buffers is not None and buffers.size != chunk_size:
+            raise ValueError("shared buffers must be chunk_size bytes")
         self.members: tuple[TarMember, ...] = tuple(members)
         self.chunk_size = chunk_size
         self._limiter = limiter
+        self._buffers = buffers
         self._headers = [header_bytes(m) for m in self.members]
         body = sum(
             len(h) + m.size + _padding(m.size)
@@ -172,9 +178,10 @@ class TarBody:
     def __repr__(self) -> str:
         return f"TarBody(members={len(self.members)}, length={self.length})"
 
-    async def chunks(self) -> AsyncGenerator[bytes, None]:
+    async def chunks(self) -> AsyncGenerator[memoryview, None]:
         """Yield the whole tar, ``chunk_size`` bytes at a time (the last chunk may be shorter)."""
-        reader = _TarReader(self.members, self._headers, self._trailer, self.chunk_size)
+        buffers = self._buffers or ReadBuffers(self.chunk_size)
+        reader = _TarReader(self.members, self._headers, self._trailer, buffers)
         try:
             while chunk := await anyio.to_thread.run_sync(reader.read_chunk, limiter=self._limiter):
                 yield chunk
@@ -182,64 +189,70 @@ class TarBody:
             reader.close()
 
 
+# Zeros to copy from: a member's padding (< one block) and the trailer (< a record and 2 blocks).
+_ZEROS = memoryview(bytes(RECORDSIZE + 2 * BLOCKSIZE))
+
+_Piece = memoryview | CheckedFile
+
+
 class _TarReader:
-    """The blocking half of :class:`TarBody`: produces one chunk per call, in a worker thread."""
+    """The blocking half of :class:`TarBody`: fills one chunk per call, in a worker thread.
+
+    Headers, in-memory data and zeros are copied into the chunk; file data is read into it, so
+    every byte is copied once and no per-chunk object is allocated. A piece that does not fit
+    (a header, the rest of a file) is carried on into the next chunk.
+    """
 
     def __init__(
         self,
         members: Sequence[TarMember],
         headers: Sequence[bytes],
         trailer: int,
-        chunk_size: int,
+        buffers: ReadBuffers,
     ) -> None:
         self._members = members
         self._headers = headers
         self._trailer = trailer
-        self._chunk_size = chunk_size
-        self._carry = b""
-        # Bytes still free in the chunk being filled: file reads take no more than this, so
-        # file data is never split (and copied) across chunks; only small headers and padding are.
-        self._room = chunk_size
+        self._buffers = buffers
+        self._piece: _Piece | None = None
         self._pieces = self._generate()
 
-    def read_chunk(self) -> bytes:
-        """The next chunk (empty at the end), copied once: pieces are joined, never appended."""
-        pieces = [self._carry] if self._carry else []
-        size = len(self._carry)
-        self._carry = b""
-        while size < self._chunk_size:
-            self._room = self._chunk_size - size
-            piece = next(self._pieces, None)
-            if piece is None:
-                break
-            pieces.append(piece)
-            size += len(piece)
-        if size > self._chunk_size:
-            last = pieces[-1]
-            cut = len(last) - (size - self._chunk_size)
-            pieces[-1], self._carry = last[:cut], last[cut:]
-        if len(pieces) == 1:
-            return pieces[0]
-        return b"".join(pieces)
+    def read_chunk(self) -> memoryview:
+        """The next chunk (empty at the end): a view of a buffer nothing else views."""
+        with self._buffers.take() as whole:
+            size = len(whole)
+            filled = 0
+            while filled < size:
+                piece = self._piece if self._piece is not None else next(self._pieces, None)
+                if piece is None:
+                    break
+                if isinstance(piece, CheckedFile):
+                    filled += piece.readinto(whole[filled:])
+                    self._piece = piece if piece.remaining else None
+                else:
+                    n = min(len(piece), size - filled)
+                    whole[filled : filled + n] = piece[:n]
+                    filled += n
+                    self._piece = piece[n:] if n < len(piece) else None
+            # The slice keeps the buffer viewed (so not reused) until the consumer drops it.
+            return whole[:filled]
 
     def close(self) -> None:
         # Closing the generator closes the file it is reading (its ``with`` block exits).
+        self._piece = None
         self._pieces.close()
 
-    def _generate(self) -> Generator[bytes, None, None]:
+    def _generate(self) -> Generator[_Piece, None, None]:
         for member, header in zip(self._members, self._headers, strict=True):
-            yield header
+            yield memoryview(header)
             if member.data is not None:
-                yield member.data
+                yield memoryview(member.data)
             else:
-                yield from self._file_data(member)
+                assert member.path is not None
+                with CheckedFile(member.path, member.size, member.mtime_ns, member.inode) as file:
+                    if file.remaining:
+                        # read_chunk reads it to its end before it asks for the next piece.
+                        yield file
             if pad := _padding(member.size):
-                yield bytes(pad)
-        yield bytes(self._trailer)
-
-    def _file_data(self, member: TarMember) -> Generator[bytes, None, None]:
-        assert member.path is not None
-        with CheckedFile(member.path, member.size, member.mtime_ns, member.inode) as file:
-            while file.remaining:
-                # No more than the room left in the chunk being filled (see __init__).
-                yield file.read(self._room)
+                yield _ZEROS[:pad]
+        yield _ZEROS[: self._trailer]

@@ -9,14 +9,22 @@ pass, never half-written); one that cannot be opened or read raises
 shards and the videos) read through :class:`CheckedFile`. Whether a file recorded earlier is
 worth offering again (a failed upload retried, a file resumed or adopted) is
 :func:`still_as_recorded`. Blocking: run it in a worker thread.
+
+Bodies read into :class:`ReadBuffers`: a few buffers reused chunk after chunk, each only once
+nothing holds a view of it any more (one set per body, or one shared by all the uploads). A
+fresh ``bytes`` per read would cost more than the read: above glibc's mmap threshold (see
+:mod:`rfbatch.allocator`) every such block is new pages, each faulted in and zeroed by the
+kernel, then unmapped, for every byte sent.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import threading
+from collections import deque
 from pathlib import Path
-from typing import BinaryIO
 
 from rfbatch.errors import FileChangedError, FileUnreadableError
 from rfbatch.media import FoundFile
@@ -24,6 +32,9 @@ from rfbatch.media import FoundFile
 # Bytes read from disk at a time: large enough that a worker-thread hand-off per read is cheap,
 # small enough that many concurrent bodies stay within memory.
 READ_CHUNK_SIZE = 1 << 20
+# Buffers a body keeps: the chunk being filled, the one the HTTP client still holds while it
+# asks for the next, and one whose tail the transport may not have sent yet.
+KEPT_BUFFERS = 3
 
 
 def still_as_recorded(found: FoundFile) -> bool:
@@ -45,9 +56,10 @@ class CheckedFile:
     ``size`` is the length the scan saw. ``mtime_ns`` and ``inode``, when known, must also be
     what it saw (an inode of 0, as file systems without stable inodes report, is not
     compared): the inode catches a file swapped for a copy, or for a link to some other file,
-    that kept the size and mtime. :meth:`read` hands out the bytes in order; the call that
-    returns the last of them first proves that the file did not change while it was read (an
-    empty file is proven when it is opened), so a changed file never yields its last byte.
+    that kept the size and mtime. :meth:`readinto` reads the bytes in order into the caller's
+    buffers; the call that reads the last of them first proves that the file did not change
+    while it was read (an empty file is proven when it is opened), so a changed file never
+    yields its last byte.
     """
 
     def __init__(
@@ -57,14 +69,13 @@ class CheckedFile:
         self.remaining = size
         """Bytes not read yet: read while this is not zero."""
         self._name = str(path)
-        self._file = _open_regular(path)
+        self._fd, self._opened = _open_regular(path)
         try:
-            self._opened = self._fstat()
             _check(self._name, "since it was scanned", self._opened, size, mtime_ns, inode or None)
             if size == 0:
                 self._prove_unchanged()
         except BaseException:
-            self._file.close()
+            os.close(self._fd)
             raise
 
     def __enter__(self) -> CheckedFile:
@@ -73,26 +84,29 @@ class CheckedFile:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def read(self, n: int) -> bytes:
-        """The next ``n`` bytes or fewer: at most :attr:`remaining`, which must not be 0."""
+    def readinto(self, buffer: memoryview) -> int:
+        """Read the next bytes into ``buffer`` (no more than :attr:`remaining`, which must not
+        be 0) and return how many: at least one, fewer than asked only on a short read."""
         try:
-            data = self._file.read(min(n, self.remaining))
+            n = os.readv(self._fd, [buffer[: self.remaining]])
         except OSError as exc:
             raise FileUnreadableError(self._name, _reason(exc)) from exc
-        if not data:
+        if not n:
             raise FileChangedError(self._name, "shrank while it was read")
-        self.remaining -= len(data)
+        self.remaining -= n
         if not self.remaining:
             # Checked before the last bytes leave, so a changed file never completes.
             self._prove_unchanged()
-        return data
+        return n
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
     def _fstat(self) -> os.stat_result:
         try:
-            return os.fstat(self._file.fileno())
+            return os.fstat(self._fd)
         except OSError as exc:
             raise FileUnreadableError(self._name, _reason(exc)) from exc
 
@@ -127,8 +141,9 @@ def _check(
         raise FileChangedError(name, f"replaced {when} (inode is {st.st_ino}, expected {inode})")
 
 
-def _open_regular(path: Path) -> BinaryIO:
-    """Open ``path`` for reading, unbuffered, refusing anything but a regular file.
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading, refusing anything but a regular file: its descriptor, and its
+    status as opened.
 
     Opened non-blocking: a plain ``open`` of a FIFO waits for a writer forever, and a file
     swapped for one after the scan would hang its worker thread beyond any cancellation.
@@ -138,17 +153,71 @@ def _open_regular(path: Path) -> BinaryIO:
     except OSError as exc:
         raise FileUnreadableError(str(path), _reason(exc)) from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
             raise FileUnreadableError(str(path), "not a regular file")
-        os.set_blocking(fd, True)
+        # Blocking again, in one call: of the status flags F_SETFL sets, only O_NONBLOCK was on.
+        fcntl.fcntl(fd, fcntl.F_SETFL, 0)
     except OSError as exc:
         os.close(fd)
         raise FileUnreadableError(str(path), _reason(exc)) from exc
     except BaseException:
         os.close(fd)
         raise
-    return open(fd, "rb", buffering=0)
+    # A bare descriptor: read with os.read/os.readv, without a file object (and its own fstat).
+    return fd, opened
 
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
+
+
+class ReadBuffers:
+    """Read buffers of ``size`` bytes, each reused once nothing views it; safe to share between
+    bodies read in different threads.
+
+    A chunk handed on may still be referenced after its write returned: the HTTP client holds it
+    while it asks for the next one, and a transport that could not send it whole keeps a view of
+    the rest. Writing into it then would change bytes not yet sent. A ``bytearray`` knows: it
+    refuses to change size (``BufferError``) while any view of it exists, however derived. So a
+    buffer is taken again only when that test passes, and :meth:`take` hands out a view, which
+    marks it taken until that view and every view made from it are gone. When none of the kept
+    buffers is free a new one is made; beyond ``keep``, the oldest is left to whoever still holds
+    it (freed when they let it go), so what is kept stays bounded while a slow link holds many.
+    """
+
+    def __init__(self, size: int, keep: int = KEPT_BUFFERS) -> None:
+        if size < 1 or keep < 1:
+            raise ValueError("buffer size and count must be positive")
+        self.size = size
+        self._keep = keep
+        self._buffers: deque[bytearray] = deque()
+        self._lock = threading.Lock()
+        self.made = 0
+        """Buffers allocated so far (a count that keeps growing means they are never free)."""
+
+    def take(self) -> memoryview:
+        """A view of a whole buffer nobody else views, oldest first (the likeliest to be free)."""
+        with self._lock:
+            for _ in range(len(self._buffers)):
+                buffer = self._buffers.popleft()
+                self._buffers.append(buffer)
+                if _unviewed(buffer):
+                    return memoryview(buffer)
+            buffer = bytearray(self.size)
+            self.made += 1
+            self._buffers.append(buffer)
+            if len(self._buffers) > self._keep:
+                self._buffers.popleft()
+            return memoryview(buffer)
+
+
+def _unviewed(buffer: bytearray) -> bool:
+    """Whether no view of ``buffer`` exists: a resize succeeds only then (its last byte, which
+    the next fill writes again, is zeroed). Shrunk first, so it never reallocates."""
+    try:
+        del buffer[-1]
+    except BufferError:
+        return False
+    buffer.append(0)
+    return True

@@ -89,12 +89,14 @@ class InFlight:
         self._per_batch[batch_id] += 1
 
     def release(self, paths: Iterable[StrPath], batch_id: str | None = None) -> None:
-        for path in paths:
-            self._paths.discard(os.fspath(path))
-            if batch_id is not None and self._per_batch[batch_id] > 0:
-                self._per_batch[batch_id] -= 1
-                if not self._per_batch[batch_id]:
-                    del self._per_batch[batch_id]  # a daemon sees batches for months
+        """``paths`` are no longer on their way; each takes one off ``batch_id``'s count."""
+        keys = [os.fspath(path) for path in paths]
+        self._paths.difference_update(keys)
+        if batch_id is not None and (count := self._per_batch[batch_id]):
+            if count > len(keys):
+                self._per_batch[batch_id] = count - len(keys)
+            else:
+                del self._per_batch[batch_id]  # a daemon sees batches for months
         if self._room is not None and len(self._paths) < self._room_below:
             self._room.set()
             self._room = None

@@ -51,6 +51,7 @@ from rfbatch.errors import (
 )
 from rfbatch.localfs.archive import TarBody, TarMember
 from rfbatch.localfs.file_body import FileBody
+from rfbatch.localfs.reading import ReadBuffers
 from rfbatch.media import FoundFile
 from rfbatch.obs.tally import Tally
 from rfbatch.pipeline.batches import Assigned, InFlight
@@ -65,6 +66,10 @@ log = structlog.get_logger("rfbatch.upload")
 NOTIFICATION_MEMBER = "notification_config.json"
 # A shard whose files keep changing under it is given up after this many re-packs.
 MAX_REPACKS = 5
+# Read buffers the upload workers keep between them: two or three per PUT busy reading at once
+# on a LAN. Bodies share them, so PUTs that a slow link keeps waiting do not each keep their
+# own (beyond these, a buffer is made for the chunk and freed once sent).
+SHARED_READ_BUFFERS = 16
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class Uploader:
         self.tally = tally
         self.in_flight = in_flight
         self.budget = ByteBudget(options.max_in_flight_bytes)
+        self.buffers = ReadBuffers(options.chunk_bytes, keep=SHARED_READ_BUFFERS)
 
     def _count_bytes(self, n: int) -> None:
         self.tally.wire_bytes += n
@@ -156,7 +162,7 @@ class Uploader:
                     NOTIFICATION_MEMBER, json.dumps(config).encode(), int(time.time())
                 )
             )
-        body = TarBody(members, chunk_size=self.options.chunk_bytes)
+        body = TarBody(members, chunk_size=self.options.chunk_bytes, buffers=self.buffers)
         data_bytes = sum(f.size for f in files)
         paths = [f.path for f in files]
         shard_id = (await self.manifest.create_shard(batch, paths, size=data_bytes)).shard_id
@@ -255,6 +261,7 @@ class Uploader:
                 size=file.size,
                 mtime_ns=file.mtime_ns,
                 inode=file.inode,
+                buffers=self.buffers,
             )
             started = time.monotonic()
             await self.transfer.put(

@@ -3,7 +3,9 @@
 A signed-URL PUT must announce its Content-Length up front and may have to be resent after a
 refresh or a transient failure, so a body is a length plus a ``chunks()`` method that starts
 over on every call (:class:`BodySource`). Bodies read from disk (a tar shard, a video) are built
-by :mod:`rfbatch.localfs`, which has the same shape; this layer only streams them.
+by :mod:`rfbatch.localfs`, which has the same shape; this layer only streams them. Those yield
+views of buffers they reuse once nothing views them any more, so a consumer may keep a chunk
+as long as it likes, but copies nothing it does not need to.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class BodySource(Protocol):
     @property
     def length(self) -> int: ...
 
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    def chunks(self) -> AsyncIterator[bytes | memoryview]: ...
 
 
 class BytesBody:

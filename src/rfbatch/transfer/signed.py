@@ -54,8 +54,10 @@ Refresh = Callable[[], Awaitable[SignedUrl]]
 # Storage asking to slow down; a pool that meets it halves its concurrency.
 _THROTTLE_REASONS = frozenset({"429", "503"})
 
-# The most bytes handed to the connection at once (a read chunk is larger: 1 MiB).
-_WRITE_SLICE = 64 * 1024
+# The most bytes handed to a TLS connection at once (a read chunk is larger: 512 KiB). A plain
+# connection is handed whole chunks: it keeps a view of what it cannot send at once, where TLS
+# would encrypt (and hold) the whole chunk while the link is slower than the disk.
+_TLS_WRITE_SLICE = 64 * 1024
 
 # A PUT carries the extension headers and Content-Length, nothing a signature could trip on.
 _PUT_SKIP_HEADERS = ("Content-Type", "Accept", "Accept-Encoding", "User-Agent")
@@ -268,15 +270,21 @@ class Transfer(SessionHolder):
         local_failure: list[LocalFileError] = []
         meter = self.put_slots.sending() if self.put_slots is not None else None
 
+        tls = signed.upload_url[:6].lower() == "https:"
+
         async def stream() -> AsyncGenerator[bytes | memoryview, None]:
             chunks = body.chunks()
             try:
                 async for chunk in chunks:
-                    # Handed on in slices: the transport then encrypts and buffers a slice at
-                    # a time while the link is slower than the disk, not a whole read chunk.
-                    view = memoryview(chunk)
-                    for start in range(0, len(view), _WRITE_SLICE):
-                        piece = view[start : start + _WRITE_SLICE]
+                    if tls and len(chunk) > _TLS_WRITE_SLICE:
+                        view = memoryview(chunk)
+                        pieces: list[bytes | memoryview] = [
+                            view[start : start + _TLS_WRITE_SLICE]
+                            for start in range(0, len(view), _TLS_WRITE_SLICE)
+                        ]
+                    else:
+                        pieces = [chunk]
+                    for piece in pieces:
                         if self._up_limit is not None:
                             await self._up_limit.take(len(piece))
                         self._count(len(piece), True, on_bytes)
