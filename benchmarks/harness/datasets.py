@@ -18,6 +18,7 @@ spec means the folder is reused as it is.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -86,7 +87,18 @@ def _describe(spec: DataSpec) -> dict[str, object]:
 
 
 def ensure(spec: DataSpec, root: Path, ref_python: str) -> Dataset:
-    """The data set on disk: reused when its marker matches, generated otherwise."""
+    """The data set on disk: reused when its marker matches, generated otherwise.
+
+    Under an exclusive lock per data set: two benchmarks starting at once would otherwise both
+    see no marker, and one would delete the folder the other is writing.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f"{spec.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(spec, root, ref_python)
+
+
+def _ensure_locked(spec: DataSpec, root: Path, ref_python: str) -> Dataset:
     folder = root / spec.name
     marker = _marker(root, spec)
     if marker.exists() and folder.is_dir():
