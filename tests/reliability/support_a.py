@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -318,9 +319,12 @@ def files_under(root: Path) -> dict[Path, str]:
 
 
 def temporary_leftovers(output: Path) -> list[Path]:
-    if not output.exists():
-        return []
-    return [p for p in output.rglob("*") if p.name.startswith(".") or ".rfbatch" in p.name]
+    # os.walk, not rglob: a live export removes its extraction folders while this looks, and
+    # os.walk passes over a folder gone between listing and entering it.
+    found = []
+    for root, dirs, names in os.walk(output):
+        found += [Path(root, n) for n in (*dirs, *names) if n.startswith(".") or ".rfbatch" in n]
+    return found
 
 
 def check_partial_output(
