@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,12 @@ import pytest
 
 from rfbatch.errors import ConfigError
 from rfbatch.localfs.scan import (
+    _FOUND_FIELDS,
     ScanStats,
     _rules_for,
     compile_glob,
     examine_path,
+    found_file,
     iter_scan,
     scan,
 )
@@ -364,3 +367,15 @@ def test_the_walk_tells_kinds_as_kind_of_does(name: str) -> None:
         name, image_extensions=spec.image_extensions, video_extensions=spec.video_extensions
     )
     assert _rules_for(spec).kind(name) == expected
+
+
+def test_the_walk_builds_found_files_as_their_constructor_does(tmp_path: Path) -> None:
+    # found_file fills FoundFile's slots directly: a field added to FoundFile must be added
+    # there too, or a walk would hand on records missing it.
+    assert {f.name for f in dataclasses.fields(FoundFile)} == set(_FOUND_FIELDS)
+    args = ("/src/a/b.jpg", tmp_path, "a/b.jpg", 12, 34, 56, "image")
+    built, made = found_file(*args), FoundFile(*args)  # type: ignore[arg-type]
+    assert built == made
+    assert repr(built) == repr(made)
+    assert hash(built) == hash(made)
+    assert built.path == Path("/src/a/b.jpg")

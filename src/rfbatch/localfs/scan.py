@@ -53,6 +53,39 @@ from rfbatch.media import (
 
 DEFAULT_CHUNK_SIZE = 1000
 
+# FoundFile is a frozen dataclass: its __init__ sets each field through object.__setattr__,
+# a microsecond a file, a fifth of a walk that finds nothing new. The walk fills the slots
+# directly instead (same fields, same values; tests/localfs holds the two ways equal).
+_FOUND_FIELDS = ("location", "root", "rel", "size", "mtime_ns", "inode", "kind", "_path")
+_new_found = object.__new__
+(
+    _set_location,
+    _set_root,
+    _set_rel,
+    _set_size,
+    _set_mtime,
+    _set_inode,
+    _set_kind,
+    _set_path,
+) = (getattr(FoundFile, name).__set__ for name in _FOUND_FIELDS)
+
+
+def found_file(
+    location: str, root: Path, rel: str, size: int, mtime_ns: int, inode: int, kind: MediaKind
+) -> FoundFile:
+    """``FoundFile(location, root, rel, size, mtime_ns, inode, kind)``, built in half the time."""
+    found: FoundFile = _new_found(FoundFile)
+    _set_location(found, location)
+    _set_root(found, root)
+    _set_rel(found, rel)
+    _set_size(found, size)
+    _set_mtime(found, mtime_ns)
+    _set_inode(found, inode)
+    _set_kind(found, kind)
+    _set_path(found, None)
+    return found
+
+
 NOT_FOLLOWED = "a symbolic link; set [scan] follow_symlinks = true to send what it points to"
 
 
@@ -126,7 +159,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 class _Rules:
     """A :class:`SourceSpec` compiled for fast per-entry decisions."""
 
-    __slots__ = ("exclude", "ignore", "include", "kinds", "selecting", "spec")
+    __slots__ = ("exclude", "ignore", "include", "kinds", "plain", "root", "selecting", "spec")
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
@@ -136,6 +169,15 @@ class _Rules:
         self.exclude = tuple(compile_glob(p) for p in spec.exclude)
         # Checked once per file of a million-file walk: most sources have no globs at all.
         self.selecting = bool(self.include or self.exclude)
+        # Rules that decide a regular file by its name and size alone (no globs, no age or size
+        # limit, links not followed): the walk then takes such a file in a few steps.
+        self.plain = not (
+            self.selecting
+            or spec.min_age_seconds
+            or spec.max_size is not None
+            or spec.follow_symlinks
+        )
+        self.root = spec.root
         # Extension -> kind in one lookup; an extension in both sets is an image, as kind_of says.
         kinds: dict[str, MediaKind] = dict.fromkeys(spec.video_extensions, "video")
         kinds.update(dict.fromkeys(spec.image_extensions, "image"))
@@ -200,9 +242,7 @@ def _file_verdict(
         )
     stats.files += 1
     stats.bytes += st.st_size
-    # Positional (location, root, rel, size, mtime_ns, inode, kind): a quarter cheaper than by
-    # keyword, once per file of the walk.
-    return FoundFile(path, spec.root, rel, st.st_size, st.st_mtime_ns, st.st_ino, kind)
+    return found_file(path, spec.root, rel, st.st_size, st.st_mtime_ns, st.st_ino, kind)
 
 
 def _file_type(mode: int) -> str:
@@ -336,6 +376,24 @@ def _examine_entry(
         stats.ignored_by_name += 1
         return None
     rel = rel_prefix + name
+    if rules.plain and entry.is_file(follow_symlinks=False):
+        # The common case, checked first: a regular file (the listing says so; no link to
+        # follow) under rules that only look at its name and its stat.
+        kind = rules.kind(name)
+        if kind is None:
+            stats.ignored += 1
+            return None
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return None  # deleted between listing and stat: nothing to report
+        except OSError as exc:
+            return _unreadable_entry(stats, entry.path, exc, kind)
+        if not stat.S_ISREG(st.st_mode):  # replaced by something else since the listing
+            return _file_verdict(rules, stats, entry.path, rel, kind, st, now_ns)
+        stats.files += 1
+        stats.bytes += st.st_size
+        return found_file(entry.path, rules.root, rel, st.st_size, st.st_mtime_ns, st.st_ino, kind)
     try:
         if not follow and entry.is_symlink():
             return _not_followed(rules, stats, entry.path, rel)
