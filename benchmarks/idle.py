@@ -1,6 +1,7 @@
 """A daemon watching a big, quiet tree: its idle CPU, and how soon a new file is taken.
 
     .venv/bin/python benchmarks/idle.py --files 200000 [--idle-minutes 10] [--latency-files 40]
+        [--modes events,polling]
 
 Builds (once) a camera-shaped tree under ``benchmarks/data/tree-<files>`` (100 cameras, a folder
 per day, 100 small images a day), then for each watch mode, events (inotify) and polling
@@ -16,8 +17,9 @@ per day, 100 small images a day), then for each watch mode, events (inotify) and
    99th percentile from its arrival.
 
 Also prints what one rescan costs in this process (CPU of a full walk, and of a quick walk over
-an unchanged tree) and the average those give at the default intervals. Everything talks to
-127.0.0.1 only.
+an unchanged tree) and the average those give at the default intervals, and what the daemon's
+own log says its rescans cost. Everything goes to ``benchmarks/results/idle-<stamp>.json`` too.
+Everything talks to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -207,12 +211,40 @@ def latencies(root: Path, state: Path, count: int) -> tuple[list[float], list[fl
     )
 
 
+def percentiles(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"median": None, "p99": None, "n": 0}
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {"median": round(statistics.median(ordered), 3), "p99": round(p99, 3), "n": len(ordered)}
+
+
 def summary(values: list[float]) -> str:
     if not values:
         return "none"
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return f"median {statistics.median(ordered):.2f} s, p99 {p99:.2f} s (n={len(ordered)})"
+    p = percentiles(values)
+    return f"median {p['median']:.2f} s, p99 {p['p99']:.2f} s (n={p['n']})"
+
+
+def rescans_logged(log: Path, since: str, until: str) -> dict[str, Any]:
+    """The daemon's own ``watch.rescan`` lines between two log timestamps: how many of each
+    kind, and their median CPU seconds (the whole process's CPU over each rescan)."""
+    found: dict[str, list[float]] = {}
+    for line in log.read_text().splitlines():
+        if '"watch.rescan"' not in line:
+            continue
+        event = json.loads(line)
+        if since <= event["timestamp"] <= until:
+            found.setdefault(event["kind"], []).append(float(event["cpu_seconds"]))
+    return {
+        kind: {"count": len(cpu), "median_cpu_s": round(statistics.median(cpu), 4)}
+        for kind, cpu in found.items()
+    }
+
+
+def log_stamp() -> str:
+    """Now, as the daemon's JSON log writes its timestamps (they compare as text)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--idle-minutes", type=float, default=10.0)
     parser.add_argument("--latency-files", type=int, default=40)
+    parser.add_argument("--modes", default="events,polling", help="events, polling or both")
     args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"events", "polling"}:
+        parser.error("--modes takes events, polling or both, comma-separated")
     compile_rfbatch()
     started = time.monotonic()
     root = build_tree(args.files)
@@ -236,31 +272,61 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     state = work / "state"
     code = 0
+    report: dict[str, Any] = {
+        "files": found,
+        "idle_minutes": args.idle_minutes,
+        "latency_files": args.latency_files,
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+        "in_process": {"full_cpu_s": round(full, 3), "quick_cpu_s": round(quick, 4)},
+        "modes": {},
+    }
     with Emulator(sys.executable, work / "emulator", work / "logs", KEY) as emu:
-        for mode, events in (("events", True), ("polling", False)):
+        for index, mode in enumerate(modes):
             config = work / f"{mode}.toml"
-            write_config(config, emu, root, state, events=events)
-            daemon = Daemon(config, emu, work / f"daemon-{mode}.log")
+            write_config(config, emu, root, state, events=mode == "events")
+            log = work / f"daemon-{mode}.log"
+            daemon = Daemon(config, emu, log)
+            row: dict[str, Any] = {}
             try:
-                if mode == "events":
+                if index == 0:  # the first mode uploads the tree; the next reuses the manifest
                     took = wait_uploaded(daemon, found, timeout=3600)
                     print(f"{mode}: initial upload of {found} files took {took:.0f} s")
+                    report["initial_upload_s"] = round(took, 1)
                 time.sleep(30)  # the last batch's confirmation and the first rescans settle
+                since = log_stamp()
                 before, t0 = daemon.cpu_s(), time.monotonic()
                 time.sleep(args.idle_minutes * 60)
                 cpu, wall = daemon.cpu_s() - before, time.monotonic() - t0
                 load = os.getloadavg()[0]
+                rescans = rescans_logged(log, since, log_stamp())
                 print(
                     f"{mode}: idle {100 * cpu / wall:.2f} % of a core "
-                    f"({cpu:.1f} CPU-s over {wall:.0f} s; load average {load:.1f})"
+                    f"({cpu:.1f} CPU-s over {wall:.0f} s; load average {load:.1f}); "
+                    f"rescans meanwhile: {rescans}"
                 )
                 picked, upload = latencies(root, state, args.latency_files)
                 print(f"{mode}: arrival to recorded: {summary(picked)}")
                 print(f"{mode}: arrival to upload start: {summary(upload)}")
+                row = {
+                    "idle_pct_of_core": round(100 * cpu / wall, 3),
+                    "idle_cpu_s": round(cpu, 2),
+                    "idle_wall_s": round(wall, 1),
+                    "load_average": round(load, 2),
+                    "rescans_during_idle": rescans,
+                    "picked_up_s": percentiles(picked),
+                    "upload_start_s": percentiles(upload),
+                    "picked_up_raw": [round(v, 3) for v in picked],
+                    "upload_start_raw": [round(v, 3) for v in upload],
+                }
                 if len(upload) < args.latency_files:
                     code = 1
             finally:
                 daemon.stop()
+                report["modes"][mode] = row
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    out = HERE / "results" / f"idle-{stamp}.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written: {out}")
     return code
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -9,8 +10,17 @@ import anyio
 import pytest
 
 from rfbatch.errors import ConfigError
-from rfbatch.localfs.scan import ScanStats, compile_glob, examine_path, iter_scan, scan
-from rfbatch.media import FoundFile, Skipped, SourceSpec
+from rfbatch.localfs.scan import (
+    _FOUND_FIELDS,
+    ScanStats,
+    _rules_for,
+    compile_glob,
+    examine_path,
+    found_file,
+    iter_scan,
+    scan,
+)
+from rfbatch.media import FoundFile, Skipped, SourceSpec, kind_of
 from tests.localfs.support import MakeFile, write_file
 
 
@@ -255,28 +265,30 @@ async def test_scan_streams_in_chunks_with_backpressure(
         # Only one chunk has been walked: the listing is never read ahead of its consumer.
         assert stats.files == 100
 
-    send, receive = anyio.create_memory_object_stream[FoundFile](1)
-    got: list[FoundFile] = []
+    send, receive = anyio.create_memory_object_stream[list[FoundFile]](1)
+    got: list[list[FoundFile]] = []
     async with anyio.create_task_group() as tg:
 
         async def consume() -> None:
             async with receive:
-                async for item in receive:
-                    got.append(item)
+                async for chunk in receive:
+                    got.append(chunk)
 
         tg.start_soon(consume)
         result = await scan([SourceSpec(tmp_path / "src")], send, chunk_size=64)
-    assert result.files == len(got) == 1500
-    assert len({f.path for f in got}) == 1500
+    # Handed on a chunk at a time, one stream item per chunk, not per file.
+    assert [len(chunk) for chunk in got] == [64] * 23 + [28]
+    assert result.files == 1500
+    assert len({f.path for chunk in got for f in chunk}) == 1500
 
 
 async def test_scan_sends_skips_and_closes_streams(make_file: MakeFile, tmp_path: Path) -> None:
     make_file("a.jpg", b"1")
     make_file("b.jpg", b"1234")
-    files_tx, files_rx = anyio.create_memory_object_stream[FoundFile](10)
+    files_tx, files_rx = anyio.create_memory_object_stream[list[FoundFile]](10)
     skips_tx, skips_rx = anyio.create_memory_object_stream[Skipped](10)
     stats = await scan([SourceSpec(tmp_path / "src", max_size=2)], files_tx, skipped=skips_tx)
-    assert [f.rel for f in [x async for x in files_rx]] == ["a.jpg"]
+    assert [f.rel for chunk in [x async for x in files_rx] for f in chunk] == ["a.jpg"]
     assert [s.path.name for s in [x async for x in skips_rx]] == ["b.jpg"]
     assert stats.skipped == {"too-large": 1}
 
@@ -342,3 +354,28 @@ def test_examine_path_does_not_follow_links_unless_asked(
     [found] = examine(SourceSpec(src, follow_symlinks=True), src / "via" / "o.jpg")
     assert isinstance(found, FoundFile)
     assert found.rel == "via/o.jpg"
+
+
+@pytest.mark.parametrize(
+    "name", ["a.jpg", "a.JPG", ".jpg", "..jpg", ".a.png", "a", "a.", "...", "a.b.mp4", "x.tar.gz"]
+)
+def test_the_walk_tells_kinds_as_kind_of_does(name: str) -> None:
+    # The walk looks extensions up in one table of its own; it must agree with kind_of, also
+    # for an extension listed as both an image and a video.
+    spec = SourceSpec(Path("/src"), video_extensions=frozenset({"mp4", "jpg"}))
+    expected = kind_of(
+        name, image_extensions=spec.image_extensions, video_extensions=spec.video_extensions
+    )
+    assert _rules_for(spec).kind(name) == expected
+
+
+def test_the_walk_builds_found_files_as_their_constructor_does(tmp_path: Path) -> None:
+    # found_file fills FoundFile's slots directly: a field added to FoundFile must be added
+    # there too, or a walk would hand on records missing it.
+    assert {f.name for f in dataclasses.fields(FoundFile)} == set(_FOUND_FIELDS)
+    args = ("/src/a/b.jpg", tmp_path, "a/b.jpg", 12, 34, 56, "image")
+    built, made = found_file(*args), FoundFile(*args)  # type: ignore[arg-type]
+    assert built == made
+    assert repr(built) == repr(made)
+    assert hash(built) == hash(made)
+    assert built.path == Path("/src/a/b.jpg")

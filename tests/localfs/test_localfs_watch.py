@@ -32,8 +32,8 @@ async def watching(specs: list[SourceSpec], **kwargs: object) -> AsyncIterator[W
     options = {**FAST, **kwargs}
 
     async def run() -> None:
-        async for item in watch(specs, stop_event=w.stop, **options):  # type: ignore[arg-type]
-            w.items.append(item)
+        async for chunk in watch(specs, stop_event=w.stop, **options):  # type: ignore[arg-type]
+            w.items.extend(chunk)
         w.finished.set()
 
     async with anyio.create_task_group() as tg:
@@ -142,8 +142,8 @@ async def test_cancellation_ends_the_watch(make_file: MakeFile, tmp_path: Path) 
     seen: list[FoundFile | Skipped] = []
     with anyio.fail_after(20):
         with anyio.CancelScope() as scope:
-            async for item in watch([SourceSpec(tmp_path / "src")], **FAST):  # type: ignore[arg-type]
-                seen.append(item)
+            async for chunk in watch([SourceSpec(tmp_path / "src")], **FAST):  # type: ignore[arg-type]
+                seen.extend(chunk)
                 scope.cancel()
         assert scope.cancelled_caught
     assert [i.rel for i in seen if isinstance(i, FoundFile)] == ["a.jpg"]

@@ -44,7 +44,7 @@ async def main(root: Path, poll_interval: float) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(report_status)
         tg.start_soon(until_stdin_closes)
-        async for item in watch(
+        async for chunk in watch(
             [SourceSpec(root)],
             status=status,
             stop_event=stop,
@@ -57,8 +57,9 @@ async def main(root: Path, poll_interval: float) -> None:
             step_ms=10,
             wake_interval=0.1,
         ):
-            if isinstance(item, FoundFile):
-                say(event="found", rel=item.rel)
+            for item in chunk:
+                if isinstance(item, FoundFile):
+                    say(event="found", rel=item.rel)
         tg.cancel_scope.cancel()
 
 

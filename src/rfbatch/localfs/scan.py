@@ -49,10 +49,42 @@ from rfbatch.media import (
     Skipped,
     SkipReason,
     SourceSpec,
-    kind_of,
 )
 
 DEFAULT_CHUNK_SIZE = 1000
+
+# FoundFile is a frozen dataclass: its __init__ sets each field through object.__setattr__,
+# a microsecond a file, a fifth of a walk that finds nothing new. The walk fills the slots
+# directly instead (same fields, same values; tests/localfs holds the two ways equal).
+_FOUND_FIELDS = ("location", "root", "rel", "size", "mtime_ns", "inode", "kind", "_path")
+_new_found = object.__new__
+(
+    _set_location,
+    _set_root,
+    _set_rel,
+    _set_size,
+    _set_mtime,
+    _set_inode,
+    _set_kind,
+    _set_path,
+) = (getattr(FoundFile, name).__set__ for name in _FOUND_FIELDS)
+
+
+def found_file(
+    location: str, root: Path, rel: str, size: int, mtime_ns: int, inode: int, kind: MediaKind
+) -> FoundFile:
+    """``FoundFile(location, root, rel, size, mtime_ns, inode, kind)``, built in half the time."""
+    found: FoundFile = _new_found(FoundFile)
+    _set_location(found, location)
+    _set_root(found, root)
+    _set_rel(found, rel)
+    _set_size(found, size)
+    _set_mtime(found, mtime_ns)
+    _set_inode(found, inode)
+    _set_kind(found, kind)
+    _set_path(found, None)
+    return found
+
 
 NOT_FOLLOWED = "a symbolic link; set [scan] follow_symlinks = true to send what it points to"
 
@@ -127,7 +159,7 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
 class _Rules:
     """A :class:`SourceSpec` compiled for fast per-entry decisions."""
 
-    __slots__ = ("exclude", "ignore", "include", "spec")
+    __slots__ = ("exclude", "ignore", "include", "kinds", "plain", "root", "selecting", "spec")
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
@@ -135,6 +167,21 @@ class _Rules:
         self.ignore = re.compile(ignore) if ignore else None
         self.include = tuple(compile_glob(p) for p in spec.include)
         self.exclude = tuple(compile_glob(p) for p in spec.exclude)
+        # Checked once per file of a million-file walk: most sources have no globs at all.
+        self.selecting = bool(self.include or self.exclude)
+        # Rules that decide a regular file by its name and size alone (no globs, no age or size
+        # limit, links not followed): the walk then takes such a file in a few steps.
+        self.plain = not (
+            self.selecting
+            or spec.min_age_seconds
+            or spec.max_size is not None
+            or spec.follow_symlinks
+        )
+        self.root = spec.root
+        # Extension -> kind in one lookup; an extension in both sets is an image, as kind_of says.
+        kinds: dict[str, MediaKind] = dict.fromkeys(spec.video_extensions, "video")
+        kinds.update(dict.fromkeys(spec.image_extensions, "image"))
+        self.kinds = kinds
 
     def name_ignored(self, name: str) -> bool:
         return self.ignore is not None and self.ignore.match(name) is not None
@@ -145,15 +192,18 @@ class _Rules:
         return any(p.fullmatch(rel) or p.fullmatch(with_slash) for p in self.exclude)
 
     def file_selected(self, rel: str) -> bool:
+        if not self.selecting:
+            return True
         if self.include and not any(p.fullmatch(rel) for p in self.include):
             return False
         return not any(p.fullmatch(rel) for p in self.exclude)
 
     def kind(self, name: str) -> MediaKind | None:
-        spec = self.spec
-        return kind_of(
-            name, image_extensions=spec.image_extensions, video_extensions=spec.video_extensions
-        )
+        """The kind of a file named ``name`` (a basename), as ``media.kind_of`` tells it."""
+        stem, dot, ext = name.rpartition(".")
+        if not dot or not stem.strip("."):
+            return None  # no extension, or a hidden name such as ".jpg"
+        return self.kinds.get(ext.lower())
 
 
 @functools.lru_cache(maxsize=64)
@@ -192,15 +242,7 @@ def _file_verdict(
         )
     stats.files += 1
     stats.bytes += st.st_size
-    return FoundFile(
-        location=path,
-        root=spec.root,
-        rel=rel,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        inode=st.st_ino,
-        kind=kind,
-    )
+    return found_file(path, spec.root, rel, st.st_size, st.st_mtime_ns, st.st_ino, kind)
 
 
 def _file_type(mode: int) -> str:
@@ -283,7 +325,7 @@ def _walk(
             known = cache.unchanged(dir_path, dst)
             if known is not None:
                 folders += 1
-                stack.extend((os.path.join(dir_path, n), f"{rel_prefix}{n}/") for n in known)
+                stack.extend(known)
                 continue
         try:
             listing = os.scandir(dir_path)
@@ -310,8 +352,7 @@ def _walk(
                     yield item
         if cache is not None and dst is not None:
             # What this listing pushed are exactly this folder's subfolders.
-            subfolders = [os.path.basename(path) for path, _ in stack[pushed:]]
-            cache.record(dir_path, dst, subfolders, whole=whole and stats.too_young == young)
+            cache.record(dir_path, dst, stack[pushed:], whole=whole and stats.too_young == young)
     if cache is not None and start is None:
         # Only once the walk of the whole source is complete: a walk of one subtree, or one
         # stopped early, has not seen the rest.
@@ -329,11 +370,30 @@ def _examine_entry(
     stack: list[tuple[str, str]],
 ) -> FoundFile | Skipped | None:
     name = entry.name
-    if rules.name_ignored(name):
+    ignore = rules.ignore
+    if ignore is not None and ignore.match(name) is not None:
         stats.ignored += 1
         stats.ignored_by_name += 1
         return None
     rel = rel_prefix + name
+    if rules.plain and entry.is_file(follow_symlinks=False):
+        # The common case, checked first: a regular file (the listing says so; no link to
+        # follow) under rules that only look at its name and its stat.
+        kind = rules.kind(name)
+        if kind is None:
+            stats.ignored += 1
+            return None
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return None  # deleted between listing and stat: nothing to report
+        except OSError as exc:
+            return _unreadable_entry(stats, entry.path, exc, kind)
+        if not stat.S_ISREG(st.st_mode):  # replaced by something else since the listing
+            return _file_verdict(rules, stats, entry.path, rel, kind, st, now_ns)
+        stats.files += 1
+        stats.bytes += st.st_size
+        return found_file(entry.path, rules.root, rel, st.st_size, st.st_mtime_ns, st.st_ino, kind)
     try:
         if not follow and entry.is_symlink():
             return _not_followed(rules, stats, entry.path, rel)
@@ -356,7 +416,7 @@ def _examine_entry(
     if kind is None:
         stats.ignored += 1
         return None
-    if not rules.file_selected(rel):
+    if rules.selecting and not rules.file_selected(rel):
         stats.excluded += 1
         return None
     try:
@@ -432,17 +492,41 @@ def _take(items: Iterator[FoundFile | Skipped], n: int) -> list[FoundFile | Skip
     return list(itertools.islice(items, n))
 
 
-async def drain_in_thread(
+async def chunks_in_thread(
     items: Generator[FoundFile | Skipped, None, None], chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> AsyncGenerator[FoundFile | Skipped, None]:
+) -> AsyncGenerator[list[FoundFile | Skipped], None]:
     """Yield what the blocking generator ``items`` produces, ``chunk_size`` at a time from a
     worker thread (one thread hand-off per chunk, not per file); close it at the end."""
     try:
         while chunk := await anyio.to_thread.run_sync(_take, items, chunk_size):
-            for item in chunk:
-                yield item
+            yield chunk
     finally:
         items.close()
+
+
+async def iter_scan_chunks(
+    specs: Sequence[SourceSpec],
+    *,
+    stats: ScanStats | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    caches: Sequence[DirCache] | None = None,
+    quick: bool = False,
+) -> AsyncGenerator[list[FoundFile | Skipped], None]:
+    """Every :class:`FoundFile` and :class:`Skipped` under ``specs``, in listing order, in
+    lists of at most ``chunk_size``: what a worker thread walked in one call.
+
+    Pass ``stats`` to have it filled in as the scan goes. ``caches`` (one per spec) remember
+    each folder's listing; a ``quick`` scan lists only folders that changed since, and so
+    yields what is new there. Handed on as chunks, not one by one: a no-op rescan of a big
+    tree then costs the event loop one step per thousand files, not one per file.
+    """
+    stats = stats if stats is not None else ScanStats()
+    for index, spec in enumerate(specs):
+        cache = caches[index] if caches is not None else None
+        walk = _walk(_rules_for(spec), stats, cache=cache, quick=quick)
+        async with contextlib.aclosing(chunks_in_thread(walk, chunk_size)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 async def iter_scan(
@@ -453,41 +537,47 @@ async def iter_scan(
     caches: Sequence[DirCache] | None = None,
     quick: bool = False,
 ) -> AsyncGenerator[FoundFile | Skipped, None]:
-    """Yield every :class:`FoundFile` and :class:`Skipped` under ``specs``, in listing order.
-
-    The walk runs in a worker thread ``chunk_size`` entries at a time; pass ``stats`` to have
-    it filled in as the scan goes. ``caches`` (one per spec) remember each folder's listing; a
-    ``quick`` scan lists only folders that changed since, and so yields what is new there.
-    """
-    stats = stats if stats is not None else ScanStats()
-    for index, spec in enumerate(specs):
-        cache = caches[index] if caches is not None else None
-        walk = drain_in_thread(_walk(_rules_for(spec), stats, cache=cache, quick=quick), chunk_size)
-        async with contextlib.aclosing(walk) as items:
-            async for item in items:
+    """:func:`iter_scan_chunks` one item at a time (for callers that look at every item)."""
+    walk = iter_scan_chunks(specs, stats=stats, chunk_size=chunk_size, caches=caches, quick=quick)
+    async with contextlib.aclosing(walk) as chunks:
+        async for chunk in chunks:
+            for item in chunk:
                 yield item
+
+
+def split_found(chunk: list[FoundFile | Skipped]) -> tuple[list[FoundFile], list[Skipped]]:
+    """A scan's chunk as its files and its skips (kept in order within each)."""
+    files = [item for item in chunk if isinstance(item, FoundFile)]
+    if len(files) == len(chunk):
+        return files, []
+    return files, [item for item in chunk if isinstance(item, Skipped)]
 
 
 async def scan(
     specs: Sequence[SourceSpec],
-    send: MemoryObjectSendStream[FoundFile],
+    send: MemoryObjectSendStream[list[FoundFile]],
     *,
     skipped: MemoryObjectSendStream[Skipped] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> ScanStats:
-    """Send every file found under ``specs`` into ``send``, then close it (and ``skipped``).
+    """Send every file found under ``specs`` into ``send``, a chunk (a list) at a time, then
+    close it (and ``skipped``).
 
-    :class:`Skipped` records go to ``skipped`` when given; they are always counted in the
-    returned :class:`ScanStats`. A full stream blocks the walk: that is the backpressure.
+    :class:`Skipped` records go to ``skipped`` one by one when given; they are always counted
+    in the returned :class:`ScanStats`. A full stream blocks the walk: that is the backpressure.
     """
     stats = ScanStats()
     async with send:
         try:
-            async for item in iter_scan(specs, stats=stats, chunk_size=chunk_size):
-                if isinstance(item, FoundFile):
-                    await send.send(item)
-                elif skipped is not None:
-                    await skipped.send(item)
+            chunked = iter_scan_chunks(specs, stats=stats, chunk_size=chunk_size)
+            async with contextlib.aclosing(chunked) as chunks:
+                async for chunk in chunks:
+                    files, skips = split_found(chunk)
+                    if files:
+                        await send.send(files)
+                    if skipped is not None:
+                        for item in skips:
+                            await skipped.send(item)
         finally:
             if skipped is not None:
                 await skipped.aclose()

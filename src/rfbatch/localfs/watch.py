@@ -35,7 +35,7 @@ import structlog
 from watchfiles import Change, awatch
 
 from rfbatch.localfs.dircache import DirCache
-from rfbatch.localfs.scan import drain_in_thread, examine_path, iter_scan
+from rfbatch.localfs.scan import chunks_in_thread, examine_path, iter_scan_chunks
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 
 log = structlog.get_logger("rfbatch.watch")
@@ -198,8 +198,11 @@ async def watch(
     status: WatchStatus | None = None,
     events: bool = True,
     watcher: Callable[..., AsyncIterator[set[tuple[Change, str]]]] = awatch,
-) -> AsyncGenerator[FoundFile | Skipped, None]:
+) -> AsyncGenerator[list[FoundFile | Skipped], None]:
     """Yield candidate files under ``specs`` until ``stop_event`` is set or the task is cancelled.
+
+    They come in lists (chunks): a rescan's walk hands on what a worker thread found in one
+    call, so a big tree costs the event loop one step per chunk, not one per file.
 
     With ``initial_scan`` the folders are scanned once as soon as the watcher is running, so
     nothing created in between is missed. ``wake_interval`` bounds how long a stop, a
@@ -226,15 +229,16 @@ async def watch(
         "full": now if initial_scan else now + full_rescan_interval,
     }
 
-    async def rescan(kind: str) -> AsyncGenerator[FoundFile | Skipped, None]:
+    async def rescan(kind: str) -> AsyncGenerator[list[FoundFile | Skipped], None]:
         # Every rescan that ends makes the caches forget the folders it no longer found.
         full = kind == "full"
         started, cpu, seen = clock(), time.process_time(), 0
         listed = sum(c.listed for c in caches)
-        async with contextlib.aclosing(iter_scan(specs, caches=caches, quick=not full)) as items:
-            async for item in items:
-                seen += 1
-                yield item
+        walk = iter_scan_chunks(specs, caches=caches, quick=not full)
+        async with contextlib.aclosing(walk) as chunks:
+            async for chunk in chunks:
+                seen += len(chunk)
+                yield chunk
                 if stop.is_set():
                     return
         now = clock()
@@ -257,13 +261,13 @@ async def watch(
             cpu_seconds=round(time.process_time() - cpu, 3),
         )
 
-    async def rescans_due() -> AsyncGenerator[FoundFile | Skipped, None]:
+    async def rescans_due() -> AsyncGenerator[list[FoundFile | Skipped], None]:
         now = clock()
         kind = "full" if now >= due["full"] else "quick" if now >= due["quick"] else None
         if kind is not None:
-            async with contextlib.aclosing(rescan(kind)) as items:
-                async for item in items:
-                    yield item
+            async with contextlib.aclosing(rescan(kind)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
 
     def out_of_watches(problem: str, **detail: object) -> None:
         if state.problem is not None:
@@ -315,9 +319,9 @@ async def watch(
                     step_ms,
                     wake_interval,
                 )
-            ) as items:
-                async for item in items:
-                    yield item
+            ) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except OSError as exc:
             problem = watch_limit_problem(exc)
             if problem is None:
@@ -325,9 +329,9 @@ async def watch(
             out_of_watches(problem)
     # Nothing to watch (an unmounted share, say), or no watches to be had: rescans alone.
     while not stop.is_set():
-        async with contextlib.aclosing(rescans_due()) as items:
-            async for item in items:
-                yield item
+        async with contextlib.aclosing(rescans_due()) as chunks:
+            async for chunk in chunks:
+                yield chunk
         with anyio.move_on_after(min(wake_interval, max(0.0, min(due.values()) - clock()))):
             await stop.wait()
 
@@ -337,14 +341,14 @@ async def _events(
     roots: list[str],
     watcher: Callable[..., AsyncIterator[set[tuple[Change, str]]]],
     stop: anyio.Event,
-    rescans_due: Callable[[], AsyncGenerator[FoundFile | Skipped, None]],
+    rescans_due: Callable[[], AsyncGenerator[list[FoundFile | Skipped], None]],
     check_watches: Callable[[list[str]], Awaitable[None]],
     force_polling: bool | None,
     poll_delay_ms: int,
     debounce_ms: int,
     step_ms: int,
     wake_interval: float,
-) -> AsyncGenerator[FoundFile | Skipped, None]:
+) -> AsyncGenerator[list[FoundFile | Skipped], None]:
     """Candidates from file-system events, with the rescans that fall due between them."""
     changes_of = watcher(
         *roots,
@@ -362,16 +366,15 @@ async def _events(
     # The watcher starts on its first step and yields (maybe an empty set) within
     # wake_interval; the initial scan runs only then, so nothing slips between the two.
     async for changes in changes_of:
-        async with contextlib.aclosing(rescans_due()) as items:
-            async for item in items:
-                yield item
+        async with contextlib.aclosing(rescans_due()) as chunks:
+            async for chunk in chunks:
+                yield chunk
         await check_watches([path for change, path in changes if change == Change.added])
         paths = sorted({path for change, path in changes if change != Change.deleted})
         if paths:
-            async with contextlib.aclosing(
-                drain_in_thread(_examine_changes(specs, paths))
-            ) as items:
-                async for item in items:
-                    yield item
+            examined = chunks_in_thread(_examine_changes(specs, paths))
+            async with contextlib.aclosing(examined) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         if stop.is_set():
             return

@@ -37,6 +37,7 @@ from rfbatch.errors import FatalError, UnresumableRowError
 from rfbatch.localfs.after_ingest import SourceCleanup
 from rfbatch.localfs.diskspace import free_bytes
 from rfbatch.localfs.reading import still_as_recorded
+from rfbatch.localfs.scan import split_found
 from rfbatch.localfs.watch import WatchStatus, watch
 from rfbatch.media import FoundFile, Skipped, SourceSpec
 from rfbatch.obs.health import Readiness, health_app, serve_http
@@ -194,14 +195,16 @@ class Daemon:
         log.info("daemon.stopped", **self.tally.snapshot())
 
     async def _watch_source(
-        self, found: MemoryObjectSendStream[FoundFile], skipped: MemoryObjectSendStream[Skipped]
+        self,
+        found: MemoryObjectSendStream[list[FoundFile]],
+        skipped: MemoryObjectSendStream[Skipped],
     ) -> None:
         scan = self.settings.scan
         async with found, skipped, anyio.create_task_group() as tg:
             tg.start_soon(self._retry_failed, found.clone())
             if self.services.fleet.shared:
                 tg.start_soon(self._adopt_orphans, found.clone())
-            async for item in watch(
+            async for chunk in watch(
                 self.specs,
                 force_polling=scan.force_polling or None,
                 rescan_interval=scan.rescan_interval_seconds,
@@ -214,13 +217,14 @@ class Daemon:
                 await self.intake_gate.wait_open()
                 if self._stop_watching.is_set():
                     break
-                if isinstance(item, Skipped):
+                files, skips = split_found(chunk)
+                if files:
+                    await found.send(files)
+                for item in skips:
                     await skipped.send(item)
-                else:
-                    await found.send(item)
             tg.cancel_scope.cancel()
 
-    async def _retry_failed(self, found: MemoryObjectSendStream[FoundFile]) -> None:
+    async def _retry_failed(self, found: MemoryObjectSendStream[list[FoundFile]]) -> None:
         """Offer files whose upload failed again, every ``rescan_interval_seconds``.
 
         Quick rescans pass over folders that did not change, so they no longer bring back a
@@ -228,9 +232,10 @@ class Daemon:
         """
 
         async def offer(rows: list[FileRow]) -> None:
-            for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
+            files = await anyio.to_thread.run_sync(_unchanged_on_disk, rows)
+            if files:
                 await self.intake_gate.wait_open()
-                await found.send(file)
+                await found.send(files)
 
         async with found:
             while True:
@@ -244,7 +249,7 @@ class Daemon:
                         rows = []
                 await offer(rows)
 
-    async def _adopt_orphans(self, found: MemoryObjectSendStream[FoundFile]) -> None:
+    async def _adopt_orphans(self, found: MemoryObjectSendStream[list[FoundFile]]) -> None:
         """Take over, every half lease, what a worker of the fleet left when it died: its lease
         lapsed, so its files are free; they are offered again if unchanged on disk."""
         fleet = self.services.fleet
@@ -254,9 +259,10 @@ class Daemon:
                 rows = await fleet.adopt(limit=RETRY_CHUNK)
                 if rows:
                     log.warning("fleet.adopted", files=len(rows))
-                for file in await anyio.to_thread.run_sync(_unchanged_on_disk, rows):
+                files = await anyio.to_thread.run_sync(_unchanged_on_disk, rows)
+                if files:
                     await self.intake_gate.wait_open()
-                    await found.send(file)
+                    await found.send(files)
 
     async def _lifecycle_loop(self) -> None:
         limiter = anyio.CapacityLimiter(MAX_BATCHES_IN_PROGRESS)

@@ -13,15 +13,18 @@ import anyio
 
 from rfbatch.localfs.scan import scan
 from rfbatch.media import FoundFile, Skipped, SourceSpec
-from rfbatch.pipeline.discover import SELECT_BATCH, next_batch
 from rfbatch.state.ledger import Ledger
+
+CHUNKS_QUEUED = 2
+SKIPS_QUEUED = 512
 
 
 async def dry_run(ledger: Ledger, specs: Sequence[SourceSpec]) -> dict[str, Any]:
     files: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    found_tx, found_rx = anyio.create_memory_object_stream[FoundFile](SELECT_BATCH)
-    skip_tx, skip_rx = anyio.create_memory_object_stream[Skipped](SELECT_BATCH)
+    # The scan sends its files a chunk (a list) at a time.
+    found_tx, found_rx = anyio.create_memory_object_stream[list[FoundFile]](CHUNKS_QUEUED)
+    skip_tx, skip_rx = anyio.create_memory_object_stream[Skipped](SKIPS_QUEUED)
 
     async def collect_skips() -> None:
         async with skip_rx:
@@ -32,7 +35,7 @@ async def dry_run(ledger: Ledger, specs: Sequence[SourceSpec]) -> dict[str, Any]
         tg.start_soon(partial(scan, specs, found_tx, skipped=skip_tx))
         tg.start_soon(collect_skips)
         async with found_rx:
-            while batch := await next_batch(found_rx, SELECT_BATCH):
+            async for batch in found_rx:
                 for f in await ledger.filter_new(batch):
                     files.append({"path": str(f.path), "size": f.size, "kind": f.kind})
     return {

@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # the receiver brings aiohttp's server, which a one-shot uplo
     from rfbatch.webhooks import WebhookReceiver
 
 STREAM_DEPTH = 1024
+# The source hands files on in chunks (a scan's: up to a thousand): two queued keep the walk
+# and the manifest check busy together, and memory near what STREAM_DEPTH files took.
+FOUND_CHUNKS = 2
 MAX_PASSES = 4
 
 
@@ -102,8 +105,11 @@ def scan_specs(settings: Settings, roots: Sequence[str]) -> list[SourceSpec]:
 
 
 Source = Callable[
-    [MemoryObjectSendStream[FoundFile], MemoryObjectSendStream[Skipped]], Coroutine[Any, Any, None]
+    [MemoryObjectSendStream[list[FoundFile]], MemoryObjectSendStream[Skipped]],
+    Coroutine[Any, Any, None],
 ]
+"""Sends files found, a chunk (a list) at a time, and the files it cannot take; then closes
+both streams (a finite source) or runs until cancelled (the daemon's watcher)."""
 
 
 def scan_source(specs: Sequence[SourceSpec], tally: Tally) -> Source:
@@ -111,7 +117,7 @@ def scan_source(specs: Sequence[SourceSpec], tally: Tally) -> Source:
     ``tally`` how many files it passed over (each pass sees the whole tree again)."""
 
     async def run(
-        found: MemoryObjectSendStream[FoundFile], skipped: MemoryObjectSendStream[Skipped]
+        found: MemoryObjectSendStream[list[FoundFile]], skipped: MemoryObjectSendStream[Skipped]
     ) -> None:
         stats = await scan(specs, found, skipped=skipped)
         tally.ignored = stats.ignored
@@ -143,7 +149,7 @@ async def run_intake(
     uploader = Uploader(
         services.client, services.transfer, services.manifest, options, tally, in_flight
     )
-    found_tx, found_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
+    found_tx, found_rx = anyio.create_memory_object_stream[list[FoundFile]](FOUND_CHUNKS)
     skip_tx, skip_rx = anyio.create_memory_object_stream[Skipped](STREAM_DEPTH)
     new_tx, new_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)
     settled_tx, settled_rx = anyio.create_memory_object_stream[FoundFile](STREAM_DEPTH)

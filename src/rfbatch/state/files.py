@@ -8,7 +8,7 @@ name that is unique in the batch and never changes once given.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,29 @@ _PAGE = 1000  # rows per files_in_state page
 def _file_values(f: FoundFile, now: float, key: Key) -> tuple[Any, ...]:
     """A ``files`` row's columns root .. path, in the order of the INSERT and UPDATE below."""
     return (_key(f.root), _key(f.rel), f.size, f.mtime_ns, f.inode, f.kind, now, key)
+
+
+_SETTLED_STATES = ", ".join(f"'{s}'" for s in sorted(DONE_STATES | IN_FLIGHT_STATES))
+_SENT_STATES = ", ".join(f"'{s}'" for s in sorted(DONE_STATES - {"skipped"}))
+
+
+@lru_cache(maxsize=8)
+def _attention_sql(n: int) -> str:
+    """Of ``n`` files given as (index, path, size, mtime_ns, batch wanted or NULL), those
+    :meth:`FileStore.filter_new` must act on: unknown, changed, not done nor on their way, or
+    sent to another batch than the one wanted. The others (a rescan's common case) are
+    compared in SQLite and never come back to Python."""
+    values = ", ".join(["(?, ?, ?, ?, ?)"] * n)
+    return (
+        f"WITH given (i, path, size, mtime_ns, batch) AS (VALUES {values})"  # noqa: S608
+        " SELECT given.i, files.path, files.size, files.mtime_ns, files.state, files.batch_id"
+        " FROM given LEFT JOIN files ON files.path = given.path"
+        " WHERE files.path IS NULL OR files.size != given.size"
+        " OR files.mtime_ns != given.mtime_ns"
+        f" OR files.state NOT IN ({_SETTLED_STATES})"
+        f" OR (given.batch IS NOT NULL AND files.state IN ({_SENT_STATES})"
+        " AND files.batch_id IS NOT given.batch)"
+    )
 
 
 class FileStore(Database):
@@ -67,33 +90,31 @@ class FileStore(Database):
         with self._tx() as conn:
             for chunk in _chunks(files):
                 keys = [_key(f.location) for f in chunk]
-                marks = _marks(len(keys))
-                sql = (
-                    "SELECT path, size, mtime_ns, state, batch_id FROM files"  # noqa: S608
-                    f" WHERE path IN ({marks})"
-                )
-                known = {r[0]: r[1:] for r in conn.execute(sql, keys)}
-                for key, f in zip(keys, chunk, strict=True):
+                wanted = [batch_of(f) for f in chunk] if batch_of is not None else None
+                # SQLite compares every file with its row and answers only for the files that
+                # need something: a rescan's unchanged, done files cost Python nothing here.
+                params: list[Any] = []
+                for i, f in enumerate(chunk):
+                    params += (i, keys[i], f.size, f.mtime_ns, wanted[i] if wanted else None)
+                attention = {r[0]: r[1:] for r in conn.execute(_attention_sql(len(chunk)), params)}
+                for i in sorted(attention):
+                    key, f = keys[i], chunk[i]
                     if key in handled:
                         continue
                     handled.add(key)
-                    row = known.get(key)
-                    if row is None:
+                    known, size, mtime_ns, state, batch_id = attention[i]
+                    if known is None:
                         inserts.append(_file_values(f, now, key))
                         out.append(f)
-                        continue
-                    size, mtime_ns, state, batch_id = row
-                    if (size, mtime_ns) != (f.size, f.mtime_ns) or (
-                        batch_of is not None
+                    elif (size, mtime_ns) != (f.size, f.mtime_ns) or (
+                        wanted is not None
                         and state in DONE_STATES
                         and state != "skipped"
-                        and batch_id != batch_of(f)
+                        and batch_id != wanted[i]
                     ):
                         resets.append(_file_values(f, now, key))
                         out.append(f)
-                    elif state in DONE_STATES or state in IN_FLIGHT_STATES:
-                        continue  # a rescan's common case: nothing to write, nothing built
-                    else:
+                    elif state not in DONE_STATES and state not in IN_FLIGHT_STATES:
                         refreshes.append((_key(f.root), _key(f.rel), f.inode, f.kind, now, key))
                         out.append(f)
             conn.executemany(

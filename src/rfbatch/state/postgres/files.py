@@ -33,6 +33,11 @@ def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)]
 
 
+def _file_values(key: bytes, f: FoundFile) -> tuple[Any, ...]:
+    """A ``files`` row's columns path .. kind, as the INSERT and the reset UPDATE take them."""
+    return (key, _key(f.root), _key(f.rel), f.size, f.mtime_ns, f.inode, f.kind)
+
+
 class _Unknown(Exception):
     """A member name :func:`member_name` asked about that has not been looked up yet."""
 
@@ -78,10 +83,9 @@ class PgFileStore(PgDatabase):
                     if key in handled:
                         continue
                     handled.add(key)
-                    values = (key, _key(f.root), _key(f.rel), f.size, f.mtime_ns, f.inode, f.kind)
                     row = known.get(key)
                     if row is None:
-                        inserts.append(values)
+                        inserts.append(_file_values(key, f))
                         wanted.append((key, f))
                         continue
                     size, mtime_ns, state, batch_id = row
@@ -91,10 +95,10 @@ class PgFileStore(PgDatabase):
                         and state != "skipped"
                         and batch_id != batch_of(f)
                     ):
-                        resets.append(values)
+                        resets.append(_file_values(key, f))
                         wanted.append((key, f))
                     elif state in DONE_STATES or state in IN_FLIGHT_STATES:
-                        continue
+                        continue  # a rescan's common case: nothing built, nothing written
                     else:
                         refreshes.append((key, _key(f.root), _key(f.rel), f.inode, f.kind))
                         wanted.append((key, f))
