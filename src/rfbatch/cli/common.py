@@ -59,6 +59,7 @@ def settings_from(
 def run(main: Callable[[], Awaitable[int]], *secrets: str | None) -> NoReturn:
     """Run ``main`` on asyncio with uvloop and exit with its code, mapping errors to exit codes."""
     allocator.tune()  # before any worker thread allocates
+    allocator.tune_collector()  # the command's modules are imported by now
 
     async def main_with_loop_errors_logged() -> int:
         loop_errors.install()
