@@ -159,13 +159,13 @@ POINTS = [
         faults=_slow("batch", seconds=3.0),
     ),
     CrashPoint(
-        "download: some results in place, others mid-body in temporary files",
-        trigger=lambda p: _some_downloads_done(p) and bool(p.temps),
-        # A half-written temporary file is what the next run must sweep away.
-        landed=lambda p: _some_downloads_done(p) and bool(p.temps),
-        # 4 KiB/s for all downloads together: each image result takes seconds to arrive. Bodies
-        # over one write chunk (16 KiB here) stream into their temporary files as they arrive;
-        # smaller ones are written whole once received.
+        "download: some results in place, others still arriving",
+        # Some recorded done, others not: their bodies are on the way, in memory (small ones,
+        # placed a group at a time) or in temporary files (over one write chunk, 16 KiB here),
+        # which the next run must sweep away. Every result takes seconds at 4 KiB/s, so the
+        # state lasts; a temporary file alone does not (a group's lives for milliseconds).
+        trigger=_some_downloads_done,
+        landed=_some_downloads_done,
         env={
             "RFBATCH_EXPORT__BYTES_PER_SECOND": "4096",
             "RFBATCH_EXPORT__WORKERS": "2",
